@@ -1,0 +1,73 @@
+"""`pgops sandbox`: a throwaway local PostgreSQL with pg_stat_statements, pg_cron and hypopg."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pgops import output
+from pgops.cli.app import app
+from pgops.sandbox import DEFAULT_DIR, Sandbox
+
+sandbox_app = typer.Typer(
+    help="A throwaway local PostgreSQL (loopback only, trust auth) for the demo and tests.",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+DirOption = typer.Option(DEFAULT_DIR, "--dir", help="Folder holding the cluster, its log and its state.")
+
+
+def _warn_missing(box: Sandbox) -> None:
+    for extension, package in box.status().missing_extensions.items():
+        output.err_console.print(
+            f"pgops: warning: extension {extension} is not installed (package {package})", highlight=False
+        )
+
+
+@sandbox_app.command()
+def start(directory: Path = DirOption) -> None:
+    """Create the cluster if needed, start it on a free port, and print its URL (harmless if running)."""
+    box = Sandbox(directory)
+    url = box.start()
+    _warn_missing(box)
+    typer.echo(url)
+
+
+@sandbox_app.command()
+def stop(
+    directory: Path = DirOption,
+    remove: bool = typer.Option(False, "--remove", help="Also delete the cluster's folder."),
+) -> None:
+    """Stop the server and wait until no process is left."""
+    was_running = Sandbox(directory).stop(remove=remove)
+    output.err_console.print("stopped" if was_running else "not running", highlight=False)
+
+
+@sandbox_app.command()
+def status(
+    directory: Path = DirOption,
+    fmt: output.Format = typer.Option(output.Format.table, "--format", help="table or json."),
+) -> None:
+    """Whether the sandbox exists and runs, its URL, pid and missing extensions; exit 1 when stopped."""
+    info = Sandbox(directory).status()
+    if fmt is output.Format.json:
+        output.print_json(info)
+    else:
+        rows = [
+            ("directory", info.directory),
+            ("state", "running" if info.running else "stopped" if info.created else "not created"),
+            ("url", info.url),
+            ("pid", info.pid),
+            *[(f"missing {name}", f"install {pkg}") for name, pkg in info.missing_extensions.items()],
+        ]
+        output.console.print(output.table("pgops sandbox", ["", ""], rows, show_header=False))
+    if not info.running:
+        raise typer.Exit(1)
+
+
+@sandbox_app.command()
+def url(directory: Path = DirOption) -> None:
+    """Print the sandbox's database URL (for PGOPS_DATABASE_URL or psql)."""
+    typer.echo(Sandbox(directory).url())

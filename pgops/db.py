@@ -1,0 +1,166 @@
+"""Connections with pgops' session settings, one-line connection errors, and retry of transient failures.
+
+Every statement pgops runs on a user's database runs under `statement_timeout` and `lock_timeout`, with
+`application_name = 'pgops'`, so a stuck pgops never holds a lock the application waits on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TypeVar
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from pgops.config import DatabaseSettings
+from pgops.errors import PgopsError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# SQLSTATEs worth another try: the server went away or restarts, or a concurrent transaction got in the way.
+TRANSIENT_SQLSTATES = {
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (starting up, shutting down, in recovery)
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available (lock_timeout)
+}
+
+
+def _ms(value: timedelta) -> int:
+    return int(value.total_seconds() * 1000)
+
+
+def redact(text: str) -> str:
+    """Hide passwords in a URL or keyword DSN, or in a message that may echo one."""
+    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+
+
+def describe(dsn: str) -> str:
+    """`host:port/dbname as user`, never the password, for messages."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return redact(dsn)
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = params.get("port") or "5432"
+    dbname = params.get("dbname") or params.get("user") or "(default)"
+    user = params.get("user")
+    return f"{host}:{port}/{dbname}" + (f" as {user}" if user else "")
+
+
+def _server_reason(exc: Exception) -> str:
+    """The server's (or libpq's) own reason, without psycopg's wrapping and hints."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = first.rsplit(" failed: ", 1)[-1]
+    reason = re.sub(r"^(FATAL|ERROR):\s+", "", reason)
+    return redact(reason.strip())
+
+
+def session_options(settings: DatabaseSettings, **overrides: timedelta) -> str:
+    """The `options` string that sets pgops' session limits at connection time (no extra round trip)."""
+    values = {
+        "statement_timeout": settings.statement_timeout,
+        "lock_timeout": settings.lock_timeout,
+        "idle_in_transaction_session_timeout": settings.idle_in_transaction_session_timeout,
+        **overrides,
+    }
+    return " ".join(f"-c {name}={_ms(value)}" for name, value in values.items())
+
+
+def connection_kwargs(settings: DatabaseSettings, **overrides: timedelta) -> dict[str, object]:
+    return {
+        "application_name": settings.application_name,
+        "connect_timeout": max(1, int(settings.connect_timeout.total_seconds())),
+        "options": session_options(settings, **overrides),
+    }
+
+
+def connect(
+    dsn: str,
+    settings: DatabaseSettings | None = None,
+    *,
+    autocommit: bool = True,
+    **overrides: timedelta,
+) -> psycopg.Connection:
+    """Open a connection with pgops' session settings; a failure is one `PgopsError` line.
+
+    `overrides` change a session limit for this connection, e.g. `statement_timeout=timedelta(minutes=30)`
+    for a refresh.
+    """
+    settings = settings or DatabaseSettings()
+    try:
+        return psycopg.connect(dsn, autocommit=autocommit, **connection_kwargs(settings, **overrides))
+    except psycopg.ProgrammingError as exc:  # malformed DSN: libpq rejected it before connecting
+        raise PgopsError(f"invalid database URL {redact(dsn)!r}: {_server_reason(exc)}") from None
+    except psycopg.OperationalError as exc:
+        raise PgopsError(f"can't connect to {describe(dsn)}: {_server_reason(exc)}") from None
+
+
+def make_pool(
+    dsn: str,
+    settings: DatabaseSettings | None = None,
+    *,
+    min_size: int = 1,
+    max_size: int = 4,
+    name: str = "pgops",
+) -> ConnectionPool:
+    """A pool whose connections all carry pgops' session settings; opened by the caller."""
+    settings = settings or DatabaseSettings()
+    return ConnectionPool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        name=name,
+        kwargs={"autocommit": True, **connection_kwargs(settings)},
+        open=False,
+        reconnect_timeout=float("inf"),  # keep trying through a server restart; health reports the outage
+        check=ConnectionPool.check_connection,
+    )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that another attempt may not see: lost connections, restarts, lock conflicts."""
+    if isinstance(exc, pgerrors.Error) and exc.sqlstate:
+        return exc.sqlstate in TRANSIENT_SQLSTATES or exc.sqlstate.startswith("08")
+    # No SQLSTATE: the connection broke (server gone, network), or the pool had none to give.
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or type(exc).__name__ == "PoolTimeout"
+
+
+def retry(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    base_delay: float = 0.5,
+    max_delay: float = 30.0,
+    what: str = "operation",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call `fn`, retrying transient failures with exponential backoff and full jitter."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+            log.warning(
+                "%s failed (%s), retry %d/%d in %.1fs",
+                what,
+                _server_reason(exc),
+                attempt,
+                attempts - 1,
+                delay,
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,54 @@
+"""`pgops migrate`: the same Alembic migrations as `alembic upgrade head`, without an alembic.ini."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stdout
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from pgops import db
+from pgops.config import Settings
+from pgops.resources import migrations_dir
+
+
+def alembic_config(dsn: str | None, settings: Settings) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["dsn"] = dsn
+    config.attributes["settings"] = settings
+    return config
+
+
+def upgrade(dsn: str, settings: Settings, revision: str = "head") -> None:
+    command.upgrade(alembic_config(dsn, settings), revision)
+
+
+def downgrade(dsn: str, settings: Settings, revision: str = "base") -> None:
+    command.downgrade(alembic_config(dsn, settings), revision)
+
+
+def upgrade_sql(settings: Settings, revision: str = "head") -> str:
+    """The reviewable script `alembic upgrade head --sql` prints, without touching a database."""
+    out = io.StringIO()
+    config = alembic_config(None, settings)
+    config.stdout = out
+    with redirect_stdout(out):
+        command.upgrade(config, revision, sql=True)
+    return out.getvalue()
+
+
+def current_revision(dsn: str, settings: Settings) -> str | None:
+    """The installed revision, or None when pgops is not installed in this database."""
+    with db.connect(dsn, settings.database) as conn:
+        installed = conn.execute("SELECT to_regclass('pgops.alembic_version') IS NOT NULL").fetchone()[0]
+        if not installed:
+            return None
+        row = conn.execute("SELECT version_num FROM pgops.alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def head_revision(settings: Settings) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(None, settings)).get_current_head()

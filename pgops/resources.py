@@ -1,0 +1,28 @@
+"""Where the files shared by migrations and code live: `sql/` and `migrations/` at the top of a source
+checkout, or inside the package (`pgops/_data/`) once installed from a wheel."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@cache
+def data_root() -> Path:
+    bundled = _PACKAGE / "_data"
+    return bundled if (bundled / "sql").is_dir() else _PACKAGE.parent
+
+
+def sql_path(name: str) -> Path:
+    return data_root() / "sql" / name
+
+
+def read_sql(name: str) -> str:
+    """The text of `sql/<name>`, the one copy that migrations and code both run."""
+    return sql_path(name).read_text()
+
+
+def migrations_dir() -> Path:
+    return data_root() / "migrations"

@@ -1,0 +1,279 @@
+"""A throwaway local PostgreSQL for the demo, the tests and users trying pgops.
+
+The cluster listens on loopback only, on a free port, with `trust` authentication (it is throwaway: never
+point it at data you care about). pg_stat_statements and pg_cron are preloaded and hypopg is created when
+they are installed. Started as root, the server runs as the `postgres` user, because initdb refuses root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from pgops.errors import PgopsError
+
+DEFAULT_DIR = Path(".pgops/sandbox")
+SUPERUSER = "postgres"
+SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
+
+# extension → (shared library, needs preloading, Debian package pattern)
+EXTENSIONS = {
+    "pg_stat_statements": ("pg_stat_statements", True, "postgresql-contrib"),
+    "pg_cron": ("pg_cron", True, "postgresql-{major}-cron"),
+    "hypopg": ("hypopg", False, "postgresql-{major}-hypopg"),
+}
+
+_SEARCH_PATTERNS = (
+    "/usr/lib/postgresql/*/bin",  # Debian, Ubuntu
+    "/usr/pgsql-*/bin",  # RHEL (PGDG)
+    "/opt/homebrew/opt/postgresql@*/bin",  # Homebrew on Apple silicon
+    "/usr/local/opt/postgresql@*/bin",  # Homebrew on Intel
+    "/opt/homebrew/bin",
+    "/usr/local/pgsql/bin",
+)
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    digits = [int(part) for part in "".join(c if c.isdigit() else " " for c in path).split()]
+    return tuple(digits) or (0,)
+
+
+def find_bindir() -> Path:
+    """The newest PostgreSQL server binaries: `pg_config --bindir`, then the usual install locations."""
+    candidates: list[Path] = []
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True).stdout
+            candidates.append(Path(out.strip()))
+    for pattern in _SEARCH_PATTERNS:
+        candidates += [Path(p) for p in sorted(glob.glob(pattern), key=_version_key, reverse=True)]
+    for bindir in candidates:
+        if all((bindir / name).is_file() for name in SERVER_BINARIES):
+            return bindir
+    raise PgopsError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install them "
+        "(Debian: apt-get install postgresql-15; Homebrew: brew install postgresql@15) "
+        "or put their pg_config on PATH"
+    )
+
+
+def _major(bindir: Path) -> int:
+    out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
+    return int(out.split()[2].split(".")[0])
+
+
+def _pkglibdir(bindir: Path) -> Path:
+    pg_config = bindir / "pg_config"
+    if pg_config.is_file():
+        out = subprocess.run([str(pg_config), "--pkglibdir"], capture_output=True, text=True, check=True)
+        return Path(out.stdout.strip())
+    return bindir.parent / "lib"
+
+
+def missing_extensions(bindir: Path) -> dict[str, str]:
+    """Extensions whose shared library is not installed, each with the package that provides it."""
+    libdir, major = _pkglibdir(bindir), _major(bindir)
+    return {
+        name: package.format(major=major)
+        for name, (library, _, package) in EXTENSIONS.items()
+        if not any((libdir / f"{library}{suffix}").exists() for suffix in (".so", ".dylib"))
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class SandboxState:
+    port: int
+    bindir: str
+    missing: dict[str, str]
+
+
+@dataclass
+class SandboxStatus:
+    directory: str
+    created: bool
+    running: bool
+    url: str | None
+    pid: int | None
+    missing_extensions: dict[str, str]
+
+
+class Sandbox:
+    """One cluster in `directory`: `data/` (PGDATA), `server.log`, `sandbox.json` (port, binaries)."""
+
+    def __init__(self, directory: Path | str = DEFAULT_DIR) -> None:
+        self.directory = Path(directory).absolute()
+        self.data = self.directory / "data"
+        self.logfile = self.directory / "server.log"
+        self.statefile = self.directory / "sandbox.json"
+        self._as_postgres = os.geteuid() == 0
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def _state(self) -> SandboxState | None:
+        if not self.statefile.exists():
+            return None
+        return SandboxState(**json.loads(self.statefile.read_text()))
+
+    def _save(self, state: SandboxState) -> None:
+        self.statefile.write_text(json.dumps(asdict(state), indent=2) + "\n")
+
+    def url(self, dbname: str = "postgres") -> str:
+        state = self._state()
+        if state is None:
+            raise PgopsError(f"no sandbox in {self.directory}: run `pgops sandbox start` first")
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{state.port}/{dbname}"
+
+    # -- processes -----------------------------------------------------------------------------------------
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {"user": "postgres", "group": "postgres"} if self._as_postgres else {}
+        proc = subprocess.run(
+            list(args), capture_output=True, text=True, cwd="/", env={**os.environ, "LC_ALL": "C"}, **kwargs
+        )
+        if check and proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise PgopsError(f"{Path(args[0]).name} failed: {detail[-1] if detail else proc.returncode}")
+        return proc
+
+    def _pg_ctl(self, bindir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._run(str(bindir / "pg_ctl"), "-D", str(self.data), *args, check=check)
+
+    def _pid(self) -> int | None:
+        pidfile = self.data / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def running(self) -> bool:
+        state = self._state()
+        return state is not None and self._pid() is not None
+
+    # -- commands ------------------------------------------------------------------------------------------
+    def _create(self, bindir: Path) -> SandboxState:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._as_postgres:
+            postgres = pwd.getpwnam("postgres")
+            os.chown(self.directory, postgres.pw_uid, postgres.pw_gid)
+            probe = self._run("test", "-w", str(self.directory), check=False)
+            if probe.returncode != 0:
+                raise PgopsError(
+                    f"the postgres user can't write to {self.directory} (a parent folder is closed to it): "
+                    "choose a --dir under a folder others may enter, such as /tmp"
+                )
+        if not (self.data / "PG_VERSION").exists():
+            self._run(
+                str(bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
+                "-E", "UTF8", "--no-locale", "--no-instructions",
+            )  # fmt: skip
+        state = SandboxState(port=_free_port(), bindir=str(bindir), missing=missing_extensions(bindir))
+        self._save(state)
+        return state
+
+    def _write_conf(self, state: SandboxState) -> None:
+        preload = [lib for name, (lib, preload, _) in EXTENSIONS.items() if preload and name not in state.missing]
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(state.port),
+            "unix_socket_directories": "''",
+            "max_connections": "300",
+            "shared_preload_libraries": f"'{','.join(preload)}'",
+            "cron.database_name": "'postgres'",
+            "cron.use_background_workers": "on",
+            "max_worker_processes": "32",
+            "pg_stat_statements.track": "'all'",
+            "track_io_timing": "on",
+            # throwaway data: trade durability for speed
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "log_line_prefix": "'%m [%p] %q%u@%d '",
+        }
+        conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
+        (self.data / "pgops_sandbox.conf").write_text("# written by pgops sandbox\n" + conf)
+        main_conf = self.data / "postgresql.conf"
+        if "include_if_exists = 'pgops_sandbox.conf'" not in main_conf.read_text():
+            with main_conf.open("a") as fh:
+                fh.write("\ninclude_if_exists = 'pgops_sandbox.conf'\n")
+
+    def _create_extensions(self, state: SandboxState) -> None:
+        wanted = [name for name in ("pg_stat_statements", "hypopg") if name not in state.missing]
+        # template1 first, so every database created later (a test's, the demo's) has them too.
+        for dbname in ("template1", "postgres"):
+            with psycopg.connect(self.url(dbname), autocommit=True) as conn:
+                for name in wanted:
+                    conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name)))
+                if dbname == "postgres" and "pg_cron" not in state.missing:
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+
+    def start(self) -> str:
+        """Create the cluster if needed and start it; harmless when it already runs. Returns the URL."""
+        bindir = find_bindir()
+        state = self._state()
+        if state is None or not (self.data / "PG_VERSION").exists():
+            state = self._create(bindir)
+        elif self._pid() is not None:
+            return self.url()
+        else:
+            state.bindir, state.missing = str(bindir), missing_extensions(bindir)
+            if not _port_is_free(state.port):
+                state.port = _free_port()
+            self._save(state)
+        self._write_conf(state)
+        self._pg_ctl(bindir, "-l", str(self.logfile), "-w", "-t", "60", "start")
+        self._create_extensions(state)
+        return self.url()
+
+    def stop(self, remove: bool = False) -> bool:
+        """Stop the server (fast shutdown, waits until it is gone). Returns whether it was running."""
+        state = self._state()
+        was_running = state is not None and self._pid() is not None
+        if was_running:
+            self._pg_ctl(Path(state.bindir), "-m", "fast", "-w", "-t", "60", "stop")
+        if remove and self.directory.exists():
+            shutil.rmtree(self.directory)
+        return was_running
+
+    def status(self) -> SandboxStatus:
+        state = self._state()
+        pid = self._pid() if state else None
+        return SandboxStatus(
+            directory=str(self.directory),
+            created=state is not None,
+            running=pid is not None,
+            url=self.url() if state else None,
+            pid=pid,
+            missing_extensions=state.missing if state else {},
+        )

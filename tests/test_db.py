@@ -1,0 +1,94 @@
+import psycopg
+import pytest
+from psycopg import errors as pgerrors
+
+from pgops import db
+from pgops.errors import EXIT_ERROR, PgopsError
+
+
+def test_redact_hides_passwords():
+    assert db.redact("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert db.redact("host=db password=s3cret user=app") == "host=db password=*** user=app"
+    assert db.redact("host=db password='s 3' user=app") == "host=db password=*** user=app"
+
+
+def test_unreachable_server_is_one_line_without_password(cli):
+    result = cli("--dsn", "postgresql://app:s3cret@127.0.0.1:1/appdb", "migrate")
+    assert result.exit_code == EXIT_ERROR
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("pgops: error: can't connect to 127.0.0.1:1/appdb as app: ")
+    assert "refused" in lines[0].lower()
+    assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_missing_database_gives_server_reason(pg_server, cli):
+    dsn = pg_server.database_dsn("no_such_db", password="hunter2")
+    result = cli("--dsn", dsn, "migrate")
+    assert result.exit_code == EXIT_ERROR
+    assert 'database "no_such_db" does not exist' in result.stderr
+    assert "/no_such_db" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+def test_malformed_dsn(cli):
+    result = cli("--dsn", "password=pw host=db port", "migrate")
+    assert result.exit_code == EXIT_ERROR
+    assert result.stderr.startswith("pgops: error: invalid database URL")
+    assert "pw " not in result.stderr and "password=***" in result.stderr
+
+
+def test_connect_applies_session_settings(dsn):
+    with db.connect(dsn) as conn:
+        settings = dict(
+            conn.execute(
+                "SELECT name, setting FROM pg_settings WHERE name IN "
+                "('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'application_name')"
+            ).fetchall()
+        )
+    assert settings == {
+        "application_name": "pgops",
+        "statement_timeout": "30000",
+        "lock_timeout": "5000",
+        "idle_in_transaction_session_timeout": "60000",
+    }
+
+
+def test_is_transient():
+    assert db.is_transient(pgerrors.SerializationFailure())
+    assert db.is_transient(pgerrors.AdminShutdown())
+    assert db.is_transient(pgerrors.LockNotAvailable())
+    assert db.is_transient(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert not db.is_transient(pgerrors.UndefinedTable())
+    assert not db.is_transient(ValueError())
+
+
+def test_retry_backs_off_then_succeeds():
+    calls, sleeps = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise pgerrors.DeadlockDetected()
+        return "done"
+
+    assert db.retry(flaky, sleep=sleeps.append, base_delay=1) == "done"
+    assert len(calls) == 3
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 1 and 0 <= sleeps[1] <= 2
+
+
+def test_retry_does_not_retry_real_errors():
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise pgerrors.UndefinedColumn()
+
+    with pytest.raises(pgerrors.UndefinedColumn):
+        db.retry(broken, sleep=lambda _: None)
+    assert len(calls) == 1
+
+
+def test_connect_error_type():
+    with pytest.raises(PgopsError):
+        db.connect("postgresql://127.0.0.1:1/x")
