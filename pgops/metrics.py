@@ -8,7 +8,7 @@ series exists before its first event.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram  # noqa: F401  (used by the sections below)
+from prometheus_client import Counter, Gauge, Histogram
 
 # -- refresh ---------------------------------------------------------------------------------------------------
 
@@ -19,3 +19,21 @@ from prometheus_client import Counter, Gauge, Histogram  # noqa: F401  (used by 
 # -- advisor ---------------------------------------------------------------------------------------------------
 
 # -- daemon ----------------------------------------------------------------------------------------------------
+
+DAEMON_JOB_RUNS = Counter(
+    "pgops_daemon_job_runs_total",
+    "Job runs by outcome: ok, failed, locked (another daemon runs it), done (another daemon ran this slot), stopped",
+    ["job", "outcome"],
+)
+DAEMON_JOB_DURATION = Histogram(
+    "pgops_daemon_job_duration_seconds",
+    "Wall time of job runs that did their work",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+)
+DAEMON_JOB_LAST_SUCCESS = Gauge(
+    "pgops_daemon_job_last_success_timestamp_seconds", "Unix time of the job's last successful run here", ["job"]
+)
+DAEMON_JOB_RUNNING = Gauge("pgops_daemon_job_running", "1 while this daemon runs the job", ["job"])
+DAEMON_HEALTHY = Gauge("pgops_daemon_healthy", "1 while the scheduler runs and the database answers")
+DAEMON_DATABASE_UP = Gauge("pgops_daemon_database_up", "1 when the last health check reached the database")
