@@ -22,7 +22,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DAEMON_JOB_RUNS = Counter(
     "pgops_daemon_job_runs_total",
-    "Job runs by outcome: ok, failed, locked (another daemon runs it), done (another daemon ran this slot), stopped",
+    "Job runs by outcome: ok, failed, locked (another daemon runs it), done (another daemon ran this period), "
+    "stopped (the daemon was stopping), busy (skipped: its previous run here had not finished)",
     ["job", "outcome"],
 )
 DAEMON_JOB_DURATION = Histogram(
@@ -30,6 +31,9 @@ DAEMON_JOB_DURATION = Histogram(
     "Wall time of job runs that did their work",
     ["job"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+)
+DAEMON_JOB_RETRIES = Counter(
+    "pgops_daemon_job_retries_total", "Attempts of a job run that failed transiently and were retried", ["job"]
 )
 DAEMON_JOB_LAST_SUCCESS = Gauge(
     "pgops_daemon_job_last_success_timestamp_seconds", "Unix time of the job's last successful run here", ["job"]

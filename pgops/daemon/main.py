@@ -26,6 +26,7 @@ from pgops.daemon.systemd import Notifier, watchdog_interval
 from pgops.errors import PgopsError
 
 log = logging.getLogger(__name__)
+RECONNECT_WINDOW = timedelta(seconds=30)
 
 
 def check_schema(settings: Settings) -> str | None:
@@ -55,6 +56,10 @@ class Daemon:
             max_size=settings.daemon.pool_max_size,
             name="pgops-daemon",
         )
+        # With no limit the pool's reconnection backoff grows without bound during an outage, and after a long one
+        # the jobs would wait minutes for its next attempt; giving up after a while lets the next request start a
+        # fresh attempt, so jobs get connections within seconds of the server's return.
+        self.pool.reconnect_timeout = RECONNECT_WINDOW.total_seconds()
         self.coordinator = Coordinator(settings.dsn, settings.database)
         self.runner = JobRunner(settings, self.pool, self.coordinator, self.stop_event, self.notifier)
         self.scheduler: BackgroundScheduler | None = None
@@ -102,7 +107,7 @@ class Daemon:
             reasons.append(f"database not answering: {first_line(exc)}")
         if database_ok != self._database_was_ok:
             level = logging.INFO if database_ok else logging.WARNING
-            log.log(level, "database %s", "answers again" if database_ok else reasons[-1])
+            log.log(level, "the database answers again" if database_ok else reasons[-1])
             self._database_was_ok = database_ok
         metrics.DAEMON_DATABASE_UP.set(database_ok)
         metrics.DAEMON_HEALTHY.set(database_ok and scheduler_running)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -43,6 +44,7 @@ class Outcome(StrEnum):
     locked = "locked"  # another daemon is running the job
     done = "done"  # another daemon already ran this period
     stopped = "stopped"  # the daemon is stopping: the run ended early or never started
+    busy = "busy"  # not started: the job's previous run in this daemon is still going
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class JobRunner:
         self.notifier.status(f"running {job.name}")
         try:
             outcome, detail = db.retry(
-                lambda: self._attempt(job, period), what=f"job {job.name}", sleep=self._pause, base_delay=0.5
+                lambda: self._counting_retries(job, period), what=f"job {job.name}", sleep=self._pause
             )
         except Stopping:
             outcome, detail = Outcome.stopped, "daemon stopping during a retry pause"
@@ -140,6 +142,14 @@ class JobRunner:
         if outcome is Outcome.ok and self.stop.is_set():
             outcome = Outcome.stopped
         return self._finish(job, outcome, started, detail)
+
+    def _counting_retries(self, job: Job, period: datetime | None) -> tuple[Outcome, str]:
+        try:
+            return self._attempt(job, period)
+        except Exception as exc:
+            if db.is_transient(exc):
+                metrics.DAEMON_JOB_RETRIES.labels(job.name).inc()
+            raise
 
     def _attempt(self, job: Job, period: datetime | None) -> tuple[Outcome, str]:
         with self.pool.connection(timeout=POOL_WAIT) as conn:
@@ -204,5 +214,22 @@ def build_scheduler(jobs: list[Job], runner: JobRunner, settings: Settings) -> B
         scheduler.add_job(fire, trigger, id=job.name, name=job.name)
         for outcome in Outcome:
             metrics.DAEMON_JOB_RUNS.labels(job.name, outcome.value)
+        metrics.DAEMON_JOB_RETRIES.labels(job.name)
         metrics.DAEMON_JOB_RUNNING.labels(job.name).set(0)
+    scheduler.add_listener(_count_busy, EVENT_JOB_MAX_INSTANCES)
     return scheduler
+
+
+def _count_busy(event: JobSubmissionEvent) -> None:
+    metrics.DAEMON_JOB_RUNS.labels(event.job_id, Outcome.busy.value).inc()
+
+
+class _DropBusyWarnings(logging.Filter):
+    """A refresh every 5 s that takes minutes would log APScheduler's "maximum number of running instances"
+    warning every 5 s; the skips are counted as outcome="busy" instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_DropBusyWarnings())
