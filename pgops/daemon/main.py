@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from pgops import db, metrics, migrate
 from pgops.config import Settings
 from pgops.daemon.guard import Coordinator
-from pgops.daemon.http import Health, HealthServer
+from pgops.daemon.http import Health, HealthServer, parse_listen
 from pgops.daemon.jobs import Job, load_jobs
 from pgops.daemon.scheduler import JobRunner, Outcome, RunResult, Stopping, build_scheduler, first_line
 from pgops.daemon.systemd import Notifier, watchdog_interval
@@ -180,6 +180,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
 def run_daemon(settings: Settings, listen: str | None) -> int:
     """`pgops daemon`: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
+    if listen:
+        parse_listen(listen)  # a typo fails now, not after connecting
     daemon = Daemon(settings, load_jobs(settings))
     with _stop_on_signals(daemon.stop_event):
         try:
