@@ -9,10 +9,14 @@ import psycopg
 
 from pgops.config import DatabaseSettings
 from pgops.daemon.guard import Coordinator, run_lock, run_lock_key
+from tests.daemon.conftest import wait_for
 
 
 def held_advisory_locks(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchone()[0]
+    return conn.execute(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+        "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
+    ).fetchone()[0]
 
 
 def test_run_lock_excludes_other_sessions_and_is_released(dsn, conn):
@@ -23,7 +27,7 @@ def test_run_lock_excludes_other_sessions_and_is_released(dsn, conn):
                 assert not got_b
             with run_lock(b, "advisor") as got_other:
                 assert got_other  # locks are per job
-        assert held_advisory_locks(conn) == 0
+        assert held_advisory_locks(conn) == 0  # released by the session itself, at once
         with run_lock(b, "refresh") as got_b:
             assert got_b
 
@@ -52,7 +56,7 @@ def test_slot_claims_make_a_period_run_once_across_daemons(dsn, conn):
     finally:
         first.close()
         second.close()
-    assert held_advisory_locks(conn) == 0
+    wait_for(lambda: held_advisory_locks(conn) == 0, 5, "the closed sessions to release their claims")
 
 
 def test_coordinator_reconnects_after_losing_its_session(dsn, conn):
