@@ -13,15 +13,16 @@ import importlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
-from psycopg import sql
 
-from pgops.config import Settings
+from pgops.config import CleanupPolicy, Settings
 from pgops.errors import PgopsError
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,6 @@ class JobContext:
     conn: psycopg.Connection
     should_stop: Callable[[], bool]
 
-    @contextlib.contextmanager
-    def session(self, **timeouts: timedelta) -> Iterator[psycopg.Connection]:
-        """The run's connection with other session limits (e.g. a refresh's long statement_timeout), reset after.
-
-        RESET returns to the value the pool's connections were opened with, so the pool stays clean.
-        """
-        for name, value in timeouts.items():
-            self.conn.execute("SELECT set_config(%s, %s, false)", (name, f"{int(value.total_seconds() * 1000)}ms"))
-        try:
-            yield self.conn
-        finally:
-            if not self.conn.broken:
-                for name in timeouts:
-                    self.conn.execute(sql.SQL("RESET {}").format(sql.Identifier(name)))
-
 
 @dataclass(frozen=True)
 class Job:
@@ -85,47 +71,59 @@ class Job:
 
 
 def _refresh(ctx: JobContext) -> str:
+    """Due materialized views; each refresh sets its own statement and lock timeouts in its transaction."""
     from pgops.refresh.process import process_due
 
-    refresh = ctx.settings.refresh
-    with ctx.session(statement_timeout=refresh.statement_timeout, lock_timeout=refresh.lock_timeout) as conn:
-        outcomes = process_due(conn, refresh, should_stop=ctx.should_stop)
-    return f"{len(outcomes)} view(s) refreshed" if outcomes else "nothing due"
+    outcomes = process_due(ctx.conn, ctx.settings.refresh, should_stop=ctx.should_stop)
+    counts = Counter(outcome.outcome for outcome in outcomes)
+    return ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "nothing due"
 
 
-def _cleanup(name: str) -> Callable[[JobContext], str]:
+def _cleanup(name: str, policy: CleanupPolicy) -> Callable[[JobContext], str]:
     def run(ctx: JobContext) -> str:
-        from pgops.cleanup.policy import resolve_policies
         from pgops.cleanup.runner import run_policy
 
-        policy = resolve_policies(ctx.settings)[name]
         result = run_policy(ctx.dsn, name, policy, ctx.settings, should_stop=ctx.should_stop)
-        return str(result)
+        reason = f" ({result.reason})" if result.reason else ""
+        return f"{result.status}: {result.rows_deleted} rows deleted in {result.batches} batches{reason}"
 
     return run
 
 
-def _pool_sample(ctx: JobContext) -> str:
-    from pgops.pool_report.analyze import analyze
-    from pgops.pool_report.export import export_metrics
-    from pgops.pool_report.sample import take_sample
+class _PoolSampler:
+    """Pool figures for this daemon's /metrics; remembers idle counts across samples to spot a growing pool."""
 
-    report = analyze(take_sample(ctx.conn), ctx.settings.pool_report)
-    export_metrics(report, ctx.settings.pool_report.top_applications)
-    return f"pool {report.status}"
+    def __init__(self) -> None:
+        self.idle_growth: Any = None
+
+    def __call__(self, ctx: JobContext) -> str:
+        from pgops.pool_report.analyze import IdleGrowth, analyze
+        from pgops.pool_report.export import export_idle_growth, export_metrics
+        from pgops.pool_report.sample import take_sample
+
+        if self.idle_growth is None:
+            self.idle_growth = IdleGrowth()
+        sample = take_sample(ctx.conn)
+        report = analyze(sample, ctx.settings.pool_report)
+        top = ctx.settings.pool_report.top_applications
+        export_metrics(report, top)
+        export_idle_growth(self.idle_growth.feed(sample), top)
+        return f"pool {report.status_name}: {report.total} connections"
 
 
 def _advise(ctx: JobContext) -> str:
     from pgops.advisor.run import advise
     from pgops.advisor.script import render_sql
 
-    script = render_sql(advise(ctx.dsn, ctx.settings))
+    advice = advise(ctx.dsn, ctx.settings)
+    script = render_sql(advice)
+    found = f"{len(advice.recommendations)} index(es) recommended"
     output = ctx.settings.advisor.output
     if output is None:
         log.info("index advice:\n%s", script)
-        return "advice logged"
+        return f"{found}, script logged"
     _write_atomically(output, script)
-    return f"advice written to {output}"
+    return f"{found}, script written to {output}"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -155,13 +153,24 @@ def default_jobs(settings: Settings) -> list[Job]:
     if "refresh" in wanted:
         jobs.append(Job("refresh", Every(settings.refresh.interval), _refresh))
     if "cleanup" in wanted:
-        policies = sorted(settings.cleanup.policies.items())
-        jobs += [Job(f"cleanup:{name}", Cron(policy.schedule), _cleanup(name)) for name, policy in policies]
+        jobs += [
+            Job(f"cleanup:{name}", Cron(policy.schedule), _cleanup(name, policy))
+            for name, policy in _policies(settings)
+        ]
     if "pool-sample" in wanted:
-        jobs.append(Job("pool-sample", Every(settings.pool_report.interval), _pool_sample, exclusive=False))
+        jobs.append(Job("pool-sample", Every(settings.pool_report.interval), _PoolSampler(), exclusive=False))
     if "advisor" in wanted:
         jobs.append(Job("advisor", Every(settings.advisor.interval), _advise))
     return jobs
+
+
+def _policies(settings: Settings) -> list[tuple[str, CleanupPolicy]]:
+    """The configured cleanup policies plus the enabled ready-made ones, as the cleanup module resolves them."""
+    try:
+        from pgops.cleanup.policy import resolve_policies
+    except ModuleNotFoundError:  # a build without the cleanup module: only the policies written in the settings
+        return sorted(settings.cleanup.policies.items())
+    return sorted(resolve_policies(settings).items())
 
 
 def plugin_jobs(settings: Settings) -> list[Job]:
