@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -130,3 +132,12 @@ def test_notifier_without_systemd_does_nothing_and_survives_a_vanished_socket(tm
     listener.close()
     listener.path.unlink()
     assert not notifier.notify("WATCHDOG=1")  # logged once, never raised into the daemon
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_unit_for_this_installation(cli, tmp_path):
+    unit = tmp_path / "pgops.service"
+    unit.write_text(cli("systemd-unit").stdout)
+    verdict = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert verdict.returncode == 0, verdict.stderr
+    assert "pgops.service" not in verdict.stderr, verdict.stderr  # no warnings about our unit either
