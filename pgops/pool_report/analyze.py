@@ -173,7 +173,9 @@ def _age(now: datetime, since: datetime | None) -> float | None:
     return None if since is None else max(0.0, (now - since).total_seconds())
 
 
-def _problem(kind: str, backend: Backend, age: float, detail: str, settings: PoolReportSettings) -> Problem:
+def _problem(
+    kind: str, backend: Backend, age: float, detail: str, settings: PoolReportSettings, level: int = EXIT_WARNING
+) -> Problem:
     return Problem(
         kind=kind,
         pid=backend.pid,
@@ -186,6 +188,7 @@ def _problem(kind: str, backend: Backend, age: float, detail: str, settings: Poo
         query=shown_query(backend.query, settings),
         blocked_by=backend.blocked_by,
         terminate=terminate_sql(backend.pid),
+        level=level,
     )
 
 
@@ -220,7 +223,9 @@ def leaks(sample: Sample, settings: PoolReportSettings) -> list[Problem]:
             waited = _age(now, b.query_start) or 0.0
             blockers = ", ".join(_describe(pid, by_pid) for pid in b.blocked_by)
             detail = f"waits for a {b.wait_event} lock held by {blockers}"
-            found.append(_problem(WAITING_ON_LOCK, b, waited, detail, settings))
+            # listed from the first moment, but only a wait as long as a long query raises the status
+            level = EXIT_WARNING if waited >= settings.long_query.total_seconds() else EXIT_OK
+            found.append(_problem(WAITING_ON_LOCK, b, waited, detail, settings, level))
         open_for = _age(now, b.xact_start)
         if open_for is not None and open_for >= settings.long_transaction.total_seconds():
             detail = f"transaction open {open_for:.1f}s{blocking}"
@@ -387,16 +392,23 @@ def analyze(sample: Sample, settings: PoolReportSettings, pgbouncer: PgBouncerSa
 def crossings(previous: Report | None, current: Report) -> list[str]:
     """What moved to a worse level since the previous report, one line each, for the daemon's log."""
     before = {(u.kind, u.name): u.level for u in previous.limits} if previous else {}
+    pools_before = {(p.database, p.user): p.level for p in previous.pgbouncer} if previous else {}
+    seen = {(p.kind, p.pid) for p in previous.problems if p.level > EXIT_OK} if previous else set()
     lines = [
         f"{u.kind} {u.name}: {LEVEL_NAMES[u.level]} at {u.used}/{u.limit} connections ({u.ratio:.0%})"
         for u in current.limits
         if u.level > before.get((u.kind, u.name), EXIT_OK)
     ]
-    seen = {(p.kind, p.pid) for p in previous.problems} if previous else set()
+    lines += [
+        f"pgbouncer pool {p.database}/{p.user}: {LEVEL_NAMES[p.level]}, {p.servers_used}/{p.pool_size} servers, "
+        f"{p.clients_waiting} clients waiting"
+        for p in current.pgbouncer
+        if p.level > pools_before.get((p.database, p.user), EXIT_OK)
+    ]
     lines += [
         f"{p.kind}: pid {p.pid} ({p.user}/{p.application or '-'} from {p.client or 'local'}): {p.detail}"
         for p in current.problems
-        if (p.kind, p.pid) not in seen
+        if p.level > EXIT_OK and (p.kind, p.pid) not in seen
     ]
     return lines
 
