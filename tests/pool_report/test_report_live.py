@@ -247,3 +247,31 @@ def test_report_connection_reads_the_servers_idle_timeout_not_its_own(pg_server,
     assert sample.server.idle_in_transaction_session_timeout_ms == 0  # the sandbox's default, not pgops' 60s
     assert own == "pgops" and timeout == "5s"
     assert "idle_in_transaction_session_timeout is unset" in analyze(sample, settings.pool_report).recommendations[0]
+
+
+def test_watch_samples_again_each_interval(cli, dsn, sessions):
+    sessions.open(dsn, application_name="watched")
+    result = cli("--dsn", dsn, "pool-report", "--format", "json", "--watch", "0.2", "--count", "2")
+    assert result.exit_code == EXIT_OK, result.stderr
+    documents, text, decoder = [], result.stdout.strip(), json.JSONDecoder()
+    while text:  # one JSON document per sample, one after the other
+        document, end = decoder.raw_decode(text)
+        documents.append(document)
+        text = text[end:].strip()
+    assert len(documents) == 2 and documents[0]["sampled_at"] < documents[1]["sampled_at"]
+    assert all(any(g["application"] == "watched" for g in d["groups"]) for d in documents)
+    table = cli("--dsn", dsn, "pool-report", "--watch", "0.1", "--count", "2")
+    assert table.exit_code == EXIT_OK and "watched" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--watch", "1", "--terminate-idle-in-transaction-over", "1m"], "can't be combined with --watch"),
+        (["--count", "2"], "--count needs --watch"),
+        (["--terminate-idle-in-transaction-over", "soon", "--yes"], "expected a duration"),
+    ],
+)
+def test_bad_options_are_one_line_errors(cli, dsn, args, message):
+    result = cli("--dsn", dsn, "pool-report", *args)
+    assert result.exit_code == 3 and message in result.stderr and "Traceback" not in result.stderr
