@@ -62,11 +62,22 @@ def render(report: Report) -> RenderableType:
         parts.append(pools)
     if report.problems:
         rows = [
-            (p.kind, p.pid, p.user, p.application, p.client or "local", human_duration(p.age_seconds), p.detail,
-             p.query, p.terminate)
+            (p.kind, p.pid, p.database, p.user, p.application, p.client or "local", human_duration(p.age_seconds),
+             p.detail, p.query, p.terminate)
             for p in report.problems
         ]  # fmt: skip
-        columns = ["problem", "pid", "user", "application", "client", "age", "detail", "last query", "to end it"]
+        columns = [
+            "problem",
+            "pid",
+            "database",
+            "user",
+            "application",
+            "client",
+            "age",
+            "detail",
+            "last query",
+            "to end it",
+        ]
         parts.append(output.table("Leak signals", columns, rows))
     groups = [
         (g.database, g.user, g.application, g.client or "local", g.total,
