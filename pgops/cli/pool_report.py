@@ -36,7 +36,7 @@ def as_json(report: Report) -> dict[str, Any]:
 
 def render(report: Report) -> RenderableType:
     """The rich view: status, limits, problems, groups, PgBouncer pools, then what to change."""
-    states = ", ".join(f"{count} {name}" for name, count in sorted(report.states.items())) or "none"
+    states = ", ".join(f"{count} {name}" for name, count in report.states.items() if count) or "none"
     parts: list[RenderableType] = [
         Text.assemble(
             "pool report ",

@@ -18,10 +18,11 @@ from pgops.pool_report.pgbouncer import PgBouncerSample
 from pgops.pool_report.sample import Backend, Sample
 
 IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
+# Every state pg_stat_activity reports, so a report's counts have the same keys each time (zeros included).
 STATES = ("active", "idle", *IDLE_IN_TRANSACTION_STATES, "fastpath function call", "disabled")
 LEVEL_NAMES = {EXIT_OK: "ok", EXIT_WARNING: "warning", EXIT_CRITICAL: "critical"}
 
-# Problem kinds, in the order a reader should look at them.
+# Leak signals (Problem.kind).
 IDLE_IN_TRANSACTION = "idle in transaction"
 WAITING_ON_LOCK = "waiting on lock"
 LONG_TRANSACTION = "long transaction"
@@ -45,6 +46,8 @@ class LimitUsage:
 
 @dataclass(frozen=True)
 class Problem:
+    """One leak signal on one session, with what a person needs to act on it."""
+
     kind: str
     pid: int
     database: str | None
@@ -122,15 +125,15 @@ def saturation(sample: Sample, settings: PoolReportSettings) -> list[LimitUsage]
     """Used / usable for the server, each database with a limit and each role with a limit.
 
     Usable server slots are max_connections less the slots reserved for superusers (and, on 16+, for
-    pg_use_reserved_connections). Superusers are exempt from per-database and per-role limits, so their
-    sessions do not count against those.
+    pg_use_reserved_connections). A database's limit counts every session in it, superusers' too (PostgreSQL
+    counts them, it just never refuses a superuser); a superuser role's own limit is not enforced, so it is
+    not shown.
     """
     server = sample.server
     usable = server.max_connections - server.superuser_reserved_connections - server.reserved_connections
     limits = [_usage("server", "max_connections", len(sample.backends), usable, settings)]
-    ordinary = [b for b in sample.backends if b.user not in sample.superusers]
-    per_database = Counter(b.database for b in ordinary)
-    per_role = Counter(b.user for b in ordinary)
+    per_database = Counter(b.database for b in sample.backends)
+    per_role = Counter(b.user for b in sample.backends)
     limits += [
         _usage("database", name, per_database[name], limit, settings)
         for name, limit in sorted(sample.database_limits.items())
@@ -367,6 +370,12 @@ def pgbouncer_usage(pgbouncer: PgBouncerSample, settings: PoolReportSettings) ->
     return usage
 
 
+def state_counts(backends: list[Backend]) -> dict[str, int]:
+    """Sessions per state, every known state present; `hidden` counts sessions pgops' role can't see."""
+    counts = Counter(b.state or "hidden" for b in backends)
+    return {state: counts[state] for state in (*STATES, *sorted(set(counts) - set(STATES)))}
+
+
 def analyze(sample: Sample, settings: PoolReportSettings, pgbouncer: PgBouncerSample | None = None) -> Report:
     """The whole report for one sample; `status` is the worst level of any limit, pool or problem."""
     limits = saturation(sample, settings)
@@ -378,7 +387,7 @@ def analyze(sample: Sample, settings: PoolReportSettings, pgbouncer: PgBouncerSa
         sampled_at=sample.sampled_at,
         status=max(levels, default=EXIT_OK),
         total=len(sample.backends),
-        states=dict(Counter(b.state or "hidden" for b in sample.backends)),
+        states=state_counts(sample.backends),
         limits=limits,
         problems=problems,
         groups=groups(sample, problems),

@@ -1,5 +1,5 @@
 -- pgops pool-report: per-database and per-role connection limits (-1 = none), and which roles are superusers
--- (exempt from both limits, and only a superuser may end their sessions).
+-- (their own limit is not enforced, and only a superuser may end their sessions).
 SELECT 'database' AS kind, datname AS name, datconnlimit AS connection_limit, false AS superuser
 FROM pg_database
 WHERE datallowconn AND datconnlimit >= 0

@@ -102,22 +102,35 @@ def test_reserved_connections_of_16_are_not_usable():
     assert usage.limit == 92
 
 
-def test_role_and_database_limits_leave_superusers_out():
+def test_database_limits_count_superusers_role_limits_of_superusers_are_not_shown():
     backends = many(3, user="web") + many(2, start=200, user="postgres") + many(1, start=300, database="other")
     limits = {
         (u.kind, u.name): u
         for u in saturation(
             sample(
-                backends, database_limits={"app": 4}, role_limits={"web": 4, "postgres": 1}, superusers={"postgres"}
+                backends, database_limits={"app": 6}, role_limits={"web": 4, "postgres": 1}, superusers={"postgres"}
             ),
             SETTINGS,
         )
     }
-    assert (limits[("database", "app")].used, limits[("database", "app")].left) == (3, 1)
+    assert (limits[("database", "app")].used, limits[("database", "app")].left) == (5, 1)  # superusers count
     assert limits[("database", "app")].level == EXIT_WARNING
-    assert limits[("role", "web")].used == 4 and limits[("role", "web")].level == EXIT_CRITICAL
+    assert limits[("role", "web")].used == 4 and limits[("role", "web")].level == EXIT_CRITICAL  # in any database
     assert ("role", "postgres") not in limits  # not enforced for superusers
     assert limits[("server", "max_connections")].used == 6
+
+
+def test_report_counts_every_state():
+    report = analyze(sample([backend(1, "active"), backend(2, "idle"), backend(3, None, hidden=True)]), SETTINGS)
+    assert report.states == {
+        "active": 1,
+        "idle": 1,
+        "idle in transaction": 0,
+        "idle in transaction (aborted)": 0,
+        "fastpath function call": 0,
+        "disabled": 0,
+        "hidden": 1,
+    }
 
 
 def test_a_zero_limit_is_full_with_one_session():

@@ -185,10 +185,10 @@ def test_terminate_idle_in_transaction_ends_only_old_enough_sessions(cli, conn, 
 
 def test_saturation_with_role_and_database_limits(cli, pg_server, dbname, dsn, conn, sessions, make_role):
     role = make_role(connection_limit=3)
-    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 4").format(sql.Identifier(dbname)))
+    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 5").format(sql.Identifier(dbname)))
     for _ in range(3):
         sessions.open(pg_server.database_dsn(dbname, user=role), application_name="limited")
-    sessions.open(dsn, application_name="admin")  # a superuser: exempt from both limits
+    sessions.open(dsn, application_name="admin")  # a superuser: never refused, but counted by the database limit
     with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
         psycopg.connect(pg_server.database_dsn(dbname, user=role)).close()  # the limit is real
 
@@ -197,7 +197,7 @@ def test_saturation_with_role_and_database_limits(cli, pg_server, dbname, dsn, c
     assert (usage[("role", role)].used, usage[("role", role)].limit, usage[("role", role)].left) == (3, 3, 0)
     assert usage[("role", role)].level == EXIT_CRITICAL
     database = usage[("database", dbname)]
-    assert (database.used, database.limit, database.left, database.ratio) == (3, 4, 1, 0.75)
+    assert (database.used, database.limit, database.left, database.ratio) == (4, 5, 1, 0.8)
     assert database.level == EXIT_WARNING
     max_connections, reserved = conn.execute(
         "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
@@ -212,7 +212,20 @@ def test_saturation_with_role_and_database_limits(cli, pg_server, dbname, dsn, c
     result = cli("--dsn", dsn, "pool-report", "--format", "json")
     assert result.exit_code == EXIT_CRITICAL
     limits = {(u["kind"], u["name"]): u for u in json.loads(result.stdout)["limits"]}
-    assert limits[("role", role)]["left"] == 0 and limits[("database", dbname)]["used"] == 3
+    # the fixture connection the library call left out as its own is an ordinary session to the CLI
+    assert limits[("role", role)]["left"] == 0 and limits[("database", dbname)]["used"] == 5
+
+
+def test_database_limit_counts_superuser_sessions_as_postgresql_does(pg_server, dbname, dsn, conn, sessions, make_role):
+    role = make_role()
+    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 3").format(sql.Identifier(dbname)))
+    for _ in range(2):
+        sessions.open(dsn, application_name="admin")
+    (database,) = [u for u in analyze(take_sample(conn), PoolReportSettings()).limits if u.kind == "database"]
+    assert (database.used, database.left) == (2, 1)
+    # PostgreSQL agrees once pgops' own session (left out of the report) is counted: 2 + it + the new one > 3
+    with pytest.raises(psycopg.OperationalError, match="too many connections for database"):
+        psycopg.connect(pg_server.database_dsn(dbname, user=role)).close()
 
 
 def test_without_pg_monitor_it_says_what_it_cannot_see(pg_server, dbname, dsn, sessions, make_role):
