@@ -21,6 +21,7 @@ from pgops.config import Settings, parse_duration
 from pgops.errors import PgopsError
 from pgops.output import human_duration
 from pgops.pool_report.analyze import LEVEL_NAMES, Report
+from pgops.pool_report.sample import take_sample
 from pgops.pool_report.terminate import Termination, candidates, terminate
 
 _LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red"}
@@ -105,8 +106,7 @@ def _terminate(conn: Any, settings: Settings, over: str, yes: bool) -> list[Term
         threshold = parse_duration(over)
     except ValueError as exc:
         raise PgopsError(f"--terminate-idle-in-transaction-over: {exc}") from None
-    sample, _ = pool.report(conn, settings)
-    targets = candidates(sample, threshold)
+    targets = candidates(take_sample(conn), threshold)
     if not targets:
         output.err_console.print(f"no session idle in a transaction for {over} or more", highlight=False)
         return []

@@ -6,6 +6,7 @@ may not touch; each session is then ended only if it is still the same session, 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -15,6 +16,8 @@ from pgops.errors import PgopsError
 from pgops.pool_report.analyze import idle_in_transaction_over
 from pgops.pool_report.sample import Backend, Sample
 from pgops.resources import read_sql
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,5 +59,11 @@ def terminate(conn: psycopg.Connection, targets: list[Backend], threshold: timed
             {"pid": backend.pid, "backend_start": backend.backend_start, "threshold": threshold},
         ).fetchone()
         terminated = bool(row and row[0])
+        if terminated:  # an audit trail of what pgops ended
+            log.warning(
+                "terminated pid %d (%s/%s from %s), idle in a transaction over %s",
+                backend.pid, backend.user, backend.application or "-", backend.client or "local", threshold,
+                extra={"pid": backend.pid, "user": backend.user, "application": backend.application},
+            )  # fmt: skip
         done.append(Termination(backend.pid, backend.user, backend.application, backend.client, terminated))
     return done

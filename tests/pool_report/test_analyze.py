@@ -19,6 +19,7 @@ from pgops.pool_report.analyze import (
     LONG_QUERY,
     WAITING_ON_LOCK,
     XMIN_HORIZON,
+    Growth,
     IdleGrowth,
     analyze,
     crossings,
@@ -27,7 +28,7 @@ from pgops.pool_report.analyze import (
     saturation,
     shown_query,
 )
-from pgops.pool_report.export import OTHER, bounded_applications, export_metrics
+from pgops.pool_report.export import OTHER, bounded_applications, export_idle_growth, export_metrics
 from pgops.pool_report.pgbouncer import PgBouncerDatabase, PgBouncerPool, PgBouncerSample
 from pgops.pool_report.sample import Backend, Sample, ServerInfo
 from pgops.pool_report.terminate import candidates
@@ -335,3 +336,12 @@ def test_export_keeps_labels_bounded():
     export_metrics(analyze(sample(many(2, application="z")), SETTINGS), top_n=1)
     assert value("pgops_pool_connections", application="a", state="idle") is None  # gone apps disappear
     assert value("pgops_pool_connections", application="z", state="idle") == 2
+
+
+def test_export_idle_growth_keeps_the_top_growers():
+    export_idle_growth([Growth("a", (1, 2, 3)), Growth("b", (1, 5, 9)), Growth("", (0, 1, 2))], top_n=2)
+    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "b"}) == 9
+    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "a"}) == 3
+    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "(unnamed)"}) is None
+    export_idle_growth([], top_n=2)
+    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "b"}) is None
