@@ -6,8 +6,10 @@ import contextlib
 import dataclasses
 import sys
 import time
+from datetime import timedelta
 from typing import Any
 
+import psycopg
 import typer
 from rich.console import Group as RenderGroup
 from rich.console import RenderableType
@@ -22,7 +24,7 @@ from pgops.errors import PgopsError
 from pgops.output import human_duration
 from pgops.pool_report.analyze import LEVEL_NAMES, Report
 from pgops.pool_report.sample import take_sample
-from pgops.pool_report.terminate import Termination, candidates, terminate
+from pgops.pool_report.terminate import candidates, terminate
 
 _LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red"}
 
@@ -101,15 +103,12 @@ def _show(report: Report, fmt: output.Format) -> None:
         output.console.print(render(report))
 
 
-def _terminate(conn: Any, settings: Settings, over: str, yes: bool) -> list[Termination]:
-    try:
-        threshold = parse_duration(over)
-    except ValueError as exc:
-        raise PgopsError(f"--terminate-idle-in-transaction-over: {exc}") from None
+def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> None:
+    """List the sessions idle in a transaction over `threshold`, confirm, end them, and say what happened."""
     targets = candidates(take_sample(conn), threshold)
     if not targets:
-        output.err_console.print(f"no session idle in a transaction for {over} or more", highlight=False)
-        return []
+        output.err_console.print(f"no session idle in a transaction for {human_duration(threshold)} or more")
+        return
     for b in targets:
         output.err_console.print(
             f"pid {b.pid}: {b.user}/{b.application or '-'} from {b.client or 'local'}, {b.state}",
@@ -119,16 +118,21 @@ def _terminate(conn: Any, settings: Settings, over: str, yes: bool) -> list[Term
     if not yes:
         if not sys.stdin.isatty():
             raise PgopsError(f"{len(targets)} session(s) to terminate: confirm with --yes (nothing was terminated)")
-        typer.confirm(f"Terminate these {len(targets)} session(s)?", abort=True, err=True)
-    done = terminate(conn, targets, threshold)
-    for t in done:
-        verdict = "terminated" if t.terminated else "left alone (no longer idle in a transaction)"
-        output.err_console.print(f"pid {t.pid}: {verdict}", highlight=False)
-    return done
+        if not typer.confirm(f"Terminate these {len(targets)} session(s)?", err=True):
+            output.err_console.print("nothing was terminated")
+            return
+    for done in terminate(conn, targets, threshold):
+        verdict = "terminated" if done.terminated else "left alone (no longer idle in a transaction)"
+        output.err_console.print(f"pid {done.pid}: {verdict}", highlight=False)
 
 
 def _watch(
-    conn: Any, settings: Settings, pgbouncer: str | None, fmt: output.Format, interval: float, count: int | None
+    conn: psycopg.Connection,
+    settings: Settings,
+    pgbouncer: str | None,
+    fmt: output.Format,
+    interval: float,
+    count: int | None,
 ) -> Report:
     """Sample every `interval` seconds: redraw the view in place, or print one JSON document per sample."""
     live = Live(console=output.console, auto_refresh=False) if fmt is output.Format.table else None
@@ -176,9 +180,13 @@ def pool_report(
         raise PgopsError("--terminate-idle-in-transaction-over can't be combined with --watch")
     if count is not None and watch is None:
         raise PgopsError("--count needs --watch")
+    try:
+        threshold = parse_duration(terminate_over) if terminate_over else None
+    except ValueError as exc:
+        raise PgopsError(f"--terminate-idle-in-transaction-over: {exc}") from None
     with pool.open_connection(st.dsn, settings) as conn:
-        if terminate_over:
-            _terminate(conn, settings, terminate_over, yes)
+        if threshold is not None:
+            _terminate(conn, threshold, yes)
         if watch is None:
             _, report = pool.report(conn, settings, pgbouncer)
             _show(report, fmt)

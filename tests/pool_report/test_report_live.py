@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from datetime import timedelta
@@ -166,13 +167,20 @@ def test_terminate_idle_in_transaction_ends_only_old_enough_sessions(cli, conn, 
     old = sessions.open(dsn, autocommit=False, application_name="leaky")
     old.execute("SELECT 1")
     time.sleep(0.6)
-    fresh = sessions.open(dsn, autocommit=False, application_name="busy")
-    fresh.execute("SELECT 1")
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     refused = cli("--dsn", dsn, "pool-report", "--terminate-idle-in-transaction-over", "500ms")
     assert refused.exit_code == 3 and "--yes" in refused.stderr
     assert state_of(conn, old.info.backend_pid)[0] == "idle in transaction"  # nothing was done
 
+    declined = io.StringIO("n\n")
+    declined.isatty = lambda: True
+    monkeypatch.setattr("sys.stdin", declined)
+    kept = cli("--dsn", dsn, "pool-report", "--terminate-idle-in-transaction-over", "500ms")
+    assert "nothing was terminated" in kept.stderr
+    assert state_of(conn, old.info.backend_pid)[0] == "idle in transaction"
+
+    fresh = sessions.open(dsn, autocommit=False, application_name="busy")  # under the threshold
+    fresh.execute("SELECT 1")
     result = cli("--dsn", dsn, "pool-report", "--terminate-idle-in-transaction-over", "500ms", "--yes")
     assert f"pid {old.info.backend_pid}: terminated" in result.stderr
     wait_until(lambda: state_of(conn, old.info.backend_pid) == (None, None))
