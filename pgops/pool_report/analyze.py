@@ -290,7 +290,10 @@ def pool_size_for(cores: int) -> int:
 
 
 def recommendations(sample: Sample, settings: PoolReportSettings, problems: list[Problem]) -> list[str]:
-    """Settings and architecture changes that would prevent what this sample shows."""
+    """Settings and architecture changes that would prevent what this sample shows.
+
+    A timeout the sampling session set itself is unknown (None) and gets no advice either way.
+    """
     server = sample.server
     advice = []
     if server.idle_in_transaction_session_timeout_ms == 0:

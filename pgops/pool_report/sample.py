@@ -48,8 +48,8 @@ class ServerInfo:
     max_connections: int
     superuser_reserved_connections: int
     reserved_connections: int
-    idle_in_transaction_session_timeout_ms: int
-    idle_session_timeout_ms: int
+    idle_in_transaction_session_timeout_ms: int | None  # None: pgops' own session set it, so unknown
+    idle_session_timeout_ms: int | None
     own_pid: int
     current_user: str
     superuser: bool

@@ -5,9 +5,12 @@ SELECT now() AS sampled_at,
        current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int AS superuser_reserved_connections,
        coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved_connections,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout')
-           AS idle_in_transaction_session_timeout_ms,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout') AS idle_session_timeout_ms,
+       -- NULL when this session set the value itself (connection options, SET): then it says nothing of what
+       -- the applications' sessions get
+       (SELECT CASE WHEN source NOT IN ('client', 'session') THEN setting::bigint END
+        FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout') AS idle_in_transaction_session_timeout_ms,
+       (SELECT CASE WHEN source NOT IN ('client', 'session') THEN setting::bigint END
+        FROM pg_settings WHERE name = 'idle_session_timeout') AS idle_session_timeout_ms,
        pg_backend_pid() AS own_pid,
        current_user AS current_user,
        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,

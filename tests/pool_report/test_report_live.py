@@ -294,3 +294,11 @@ def test_watch_samples_again_each_interval(cli, dsn, sessions):
 def test_bad_options_are_one_line_errors(cli, dsn, args, message):
     result = cli("--dsn", dsn, "pool-report", *args)
     assert result.exit_code == 3 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_timeout_set_by_the_sampling_session_reads_as_unknown(dsn):
+    with psycopg.connect(dsn, autocommit=True, options="-c idle_in_transaction_session_timeout=60000") as conn:
+        sample = take_sample(conn)
+    assert sample.server.idle_in_transaction_session_timeout_ms is None
+    assert sample.server.idle_session_timeout_ms == 0
+    assert not any("idle_in_transaction_session_timeout" in a for a in analyze(sample, FAST).recommendations)
