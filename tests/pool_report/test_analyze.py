@@ -203,6 +203,13 @@ def test_leak_thresholds_and_blockers():
     assert report.status == EXIT_WARNING
 
 
+def test_an_aborted_transaction_left_open_is_idle_in_transaction_too():
+    aborted = backend(1, "idle in transaction (aborted)", state_change=ago(45))
+    (found,) = analyze(sample([aborted]), SETTINGS).problems
+    assert (found.kind, found.age_seconds) == (IDLE_IN_TRANSACTION, 45)
+    assert found.detail.startswith("idle in transaction (aborted) for 45.0s")
+
+
 def test_idle_pool_bloat_needs_many_and_old_sessions():
     settings = replace(SETTINGS, idle_pool_sessions=5, idle_pool_age=timedelta(minutes=30))
     old = [*many(4, backend_start=ago(600)), backend(99, backend_start=ago(3600))]

@@ -234,7 +234,7 @@ def test_database_limit_counts_superuser_sessions_as_postgresql_does(pg_server, 
         psycopg.connect(pg_server.database_dsn(dbname, user=role)).close()
 
 
-def test_without_pg_monitor_it_says_what_it_cannot_see(pg_server, dbname, dsn, sessions, make_role):
+def test_without_pg_monitor_it_says_what_it_cannot_see(cli, pg_server, dbname, dsn, sessions, make_role):
     hidden = sessions.open(dsn, autocommit=False, application_name="secret")
     hidden.execute("SELECT 'card 4111'")
     time.sleep(0.4)
@@ -248,6 +248,8 @@ def test_without_pg_monitor_it_says_what_it_cannot_see(pg_server, dbname, dsn, s
         assert report.hidden_sessions >= 1
         assert report.visibility is not None and f"GRANT pg_monitor TO {role}" in report.visibility
         assert not any(p.pid == hidden.info.backend_pid for p in report.problems)  # can't tell: says so
+        view = cli("--dsn", pg_server.database_dsn(dbname, user=role), "pool-report")
+        assert view.exit_code == EXIT_OK and f"GRANT pg_monitor TO {role}" in " ".join(view.stdout.split())
 
         with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(role)))
