@@ -12,7 +12,7 @@ from pgops.config import Settings
 from pgops.db import describe, redact
 from pgops.errors import PgopsError
 from pgops.pool_report.analyze import Report, analyze
-from pgops.pool_report.pgbouncer import read_pgbouncer
+from pgops.pool_report.pgbouncer import error_reason, read_pgbouncer
 from pgops.pool_report.sample import Sample, take_sample
 
 
@@ -33,14 +33,9 @@ def open_connection(dsn: str, settings: Settings) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, autocommit=True, **kwargs)
     except psycopg.ProgrammingError as exc:
-        raise PgopsError(f"invalid database URL {redact(dsn)!r}: {_first_line(exc)}") from None
+        raise PgopsError(f"invalid database URL {redact(dsn)!r}: {error_reason(exc)}") from None
     except psycopg.OperationalError as exc:
-        raise PgopsError(f"can't connect to {describe(dsn)}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return redact(lines[0] if lines else type(exc).__name__)
+        raise PgopsError(f"can't connect to {describe(dsn)}: {error_reason(exc)}") from None
 
 
 def report(conn: psycopg.Connection, settings: Settings, pgbouncer_url: str | None = None) -> tuple[Sample, Report]:

@@ -66,7 +66,8 @@ def _database(row: dict) -> PgBouncerDatabase:
     )
 
 
-def _reason(exc: psycopg.Error) -> str:
+def error_reason(exc: psycopg.Error) -> str:
+    """The first line of a connection error (psycopg adds hints below it), password redacted."""
     lines = str(exc).strip().splitlines()
     return redact(lines[0] if lines else type(exc).__name__)
 
@@ -86,10 +87,10 @@ def read_pgbouncer(url: str, connect_timeout: timedelta = timedelta(seconds=10))
             pools = cur.execute("SHOW POOLS").fetchall()
             databases = cur.execute("SHOW DATABASES").fetchall()
     except psycopg.ProgrammingError as exc:
-        raise PgopsError(f"invalid PgBouncer URL {redact(url)!r}: {_reason(exc)}") from None
+        raise PgopsError(f"invalid PgBouncer URL {redact(url)!r}: {error_reason(exc)}") from None
     except psycopg.Error as exc:
         raise PgopsError(
-            f"can't read PgBouncer's console at {describe(url)}: {_reason(exc)} "
+            f"can't read PgBouncer's console at {describe(url)}: {error_reason(exc)} "
             "(connect to its `pgbouncer` database as one of admin_users or stats_users)"
         ) from None
     return PgBouncerSample(

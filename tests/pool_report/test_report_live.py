@@ -304,3 +304,10 @@ def test_a_timeout_set_by_the_sampling_session_reads_as_unknown(dsn):
     assert sample.server.idle_in_transaction_session_timeout_ms is None
     assert sample.server.idle_session_timeout_ms == 0
     assert not any("idle_in_transaction_session_timeout" in a for a in analyze(sample, FAST).recommendations)
+
+
+def test_unreachable_server_is_one_line_error_without_the_password(cli):
+    result = cli("--dsn", "postgresql://watcher:s3cret@127.0.0.1:1/app", "pool-report")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("pgops: error: can't connect to 127.0.0.1:1/app as watcher")
+    assert "s3cret" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
