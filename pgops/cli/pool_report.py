@@ -24,7 +24,7 @@ from pgops.errors import PgopsError
 from pgops.output import human_duration
 from pgops.pool_report.analyze import LEVEL_NAMES, Report
 from pgops.pool_report.sample import take_sample
-from pgops.pool_report.terminate import candidates, terminate
+from pgops.pool_report.terminate import Termination, candidates, terminate
 
 _LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red"}
 
@@ -96,19 +96,21 @@ def render(report: Report) -> RenderableType:
     return RenderGroup(*parts)
 
 
-def _show(report: Report, fmt: output.Format) -> None:
+def _show(report: Report, fmt: output.Format, terminated: list[Termination] | None) -> None:
+    """Print the report; after a termination the JSON also lists what was ended (the view said it on stderr)."""
     if fmt is output.Format.json:
-        output.print_json(as_json(report))
+        extra = {} if terminated is None else {"terminated": [dataclasses.asdict(t) for t in terminated]}
+        output.print_json({**as_json(report), **extra})
     else:
         output.console.print(render(report))
 
 
-def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> None:
+def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> list[Termination]:
     """List the sessions idle in a transaction over `threshold`, confirm, end them, and say what happened."""
     targets = candidates(take_sample(conn), threshold)
     if not targets:
         output.err_console.print(f"no session idle in a transaction for {human_duration(threshold)} or more")
-        return
+        return []
     for b in targets:
         output.err_console.print(
             f"pid {b.pid}: {b.user}/{b.application or '-'} from {b.client or 'local'}, {b.state}",
@@ -120,10 +122,12 @@ def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> Non
             raise PgopsError(f"{len(targets)} session(s) to terminate: confirm with --yes (nothing was terminated)")
         if not typer.confirm(f"Terminate these {len(targets)} session(s)?", err=True):
             output.err_console.print("nothing was terminated")
-            return
-    for done in terminate(conn, targets, threshold):
+            return []
+    results = terminate(conn, targets, threshold)
+    for done in results:
         verdict = "terminated" if done.terminated else "left alone (no longer idle in a transaction)"
         output.err_console.print(f"pid {done.pid}: {verdict}", highlight=False)
+    return results
 
 
 def _watch(
@@ -185,11 +189,10 @@ def pool_report(
     except ValueError as exc:
         raise PgopsError(f"--terminate-idle-in-transaction-over: {exc}") from None
     with pool.open_connection(st.dsn, settings) as conn:
-        if threshold is not None:
-            _terminate(conn, threshold, yes)
+        terminated = _terminate(conn, threshold, yes) if threshold is not None else None
         if watch is None:
             _, report = pool.report(conn, settings, pgbouncer)
-            _show(report, fmt)
+            _show(report, fmt, terminated)
         else:
             report = _watch(conn, settings, pgbouncer, fmt, watch, count)
     raise typer.Exit(report.status)

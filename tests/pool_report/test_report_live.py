@@ -181,8 +181,12 @@ def test_terminate_idle_in_transaction_ends_only_old_enough_sessions(cli, conn, 
 
     fresh = sessions.open(dsn, autocommit=False, application_name="busy")  # under the threshold
     fresh.execute("SELECT 1")
-    result = cli("--dsn", dsn, "pool-report", "--terminate-idle-in-transaction-over", "500ms", "--yes")
+    result = cli(
+        "--dsn", dsn, "pool-report", "--terminate-idle-in-transaction-over", "500ms", "--yes", "--format", "json"
+    )  # fmt: skip
     assert f"pid {old.info.backend_pid}: terminated" in result.stderr
+    (ended,) = json.loads(result.stdout)["terminated"]
+    assert (ended["pid"], ended["application"], ended["terminated"]) == (old.info.backend_pid, "leaky", True)
     wait_until(lambda: state_of(conn, old.info.backend_pid) == (None, None))
     assert state_of(conn, fresh.info.backend_pid)[0] == "idle in transaction"
     with pytest.raises(psycopg.OperationalError):
