@@ -91,23 +91,37 @@ def _cleanup(name: str, policy: CleanupPolicy) -> Callable[[JobContext], str]:
 
 
 class _PoolSampler:
-    """Pool figures for this daemon's /metrics; remembers idle counts across samples to spot a growing pool."""
+    """Pool figures for this daemon's /metrics, a log line for each limit or leak that got worse since the last
+    sample, and idle counts kept across samples to spot an application whose pool keeps growing."""
 
     def __init__(self) -> None:
+        self.previous: Any = None
         self.idle_growth: Any = None
 
     def __call__(self, ctx: JobContext) -> str:
-        from pgops.pool_report.analyze import IdleGrowth, analyze
+        from pgops.pool_report import open_connection
+        from pgops.pool_report.analyze import IdleGrowth, analyze, crossings
         from pgops.pool_report.export import export_idle_growth, export_metrics
+        from pgops.pool_report.pgbouncer import read_pgbouncer
         from pgops.pool_report.sample import take_sample
 
+        settings = ctx.settings.pool_report
         if self.idle_growth is None:
-            self.idle_growth = IdleGrowth()
-        sample = take_sample(ctx.conn)
-        report = analyze(sample, ctx.settings.pool_report)
-        top = ctx.settings.pool_report.top_applications
-        export_metrics(report, top)
-        export_idle_growth(self.idle_growth.feed(sample), top)
+            self.idle_growth = IdleGrowth(settings.idle_growth_samples)
+        # its own session: the pooled ones carry pgops' idle_in_transaction timeout, which the sample would read
+        with open_connection(ctx.dsn, ctx.settings) as conn:
+            sample = take_sample(conn)
+        pools = (
+            read_pgbouncer(settings.pgbouncer_url, ctx.settings.database.connect_timeout)
+            if settings.pgbouncer_url
+            else None
+        )
+        report = analyze(sample, settings, pools)
+        for line in crossings(self.previous, report):
+            log.warning("pool report: %s", line, extra={"job": ctx.job})
+        self.previous = report
+        export_metrics(report, settings.top_applications)
+        export_idle_growth(self.idle_growth.feed(sample), settings.top_applications)
         return f"pool {report.status_name}: {report.total} connections"
 
 

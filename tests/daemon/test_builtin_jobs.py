@@ -5,17 +5,23 @@ These need the other jobs' modules; each test skips while one is missing from th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
 from pgops import demo
+from pgops.config import DaemonSettings, load_settings
+from pgops.daemon.jobs import load_jobs
+from pgops.daemon.main import Daemon
 from tests.daemon.conftest import ROOT, wait_for
 
 BUILTIN_MODULES = ("pgops.refresh.process", "pgops.cleanup.runner", "pgops.pool_report.export", "pgops.advisor.run")
@@ -101,3 +107,29 @@ def test_sigterm_during_a_real_cleanup_keeps_committed_batches(migrated_dsn, con
     runs = [entry for entry in reported if entry.get("policy") == "sessions" and "rows" in entry]
     assert runs and runs[-1]["status"] == "stopped", reported
     assert runs[-1]["rows"] == 3000 - left  # nothing deleted outside a committed, counted batch
+
+
+def test_pool_sample_keeps_state_across_runs_and_feeds_metrics(migrated_dsn, conn, tmp_path):
+    """Three samples while an application's idle connections grow: the daemon's sampler, kept between runs,
+    reports that application on /metrics (a fresh sampler per run never could)."""
+    require("pgops.pool_report.export")
+    settings = load_settings(env={}, dsn=migrated_dsn)
+    settings = dataclasses.replace(settings, daemon=DaemonSettings(jobs=["pool-sample"]))
+    daemon = Daemon(settings, load_jobs(settings))
+    application = f"leaky-{uuid.uuid4().hex[:8]}"
+    leaked: list[psycopg.Connection] = []
+    try:
+        daemon.connect()
+        (job,) = daemon.jobs
+        for _ in range(settings.pool_report.idle_growth_samples):
+            leaked.append(psycopg.connect(migrated_dsn, application_name=application, autocommit=True))
+            result = daemon.runner.run(job)
+            assert result.outcome.value == "ok", result
+            assert result.detail.startswith("pool ")
+        growing = REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": application})
+        assert growing == len(leaked)
+        assert REGISTRY.get_sample_value("pgops_pool_status") is not None
+    finally:
+        daemon.close()
+        for leak in leaked:
+            leak.close()
