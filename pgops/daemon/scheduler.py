@@ -64,6 +64,17 @@ def first_line(exc: BaseException) -> str:
     return next(iter(db.redact(str(exc)).strip().splitlines()), type(exc).__name__)
 
 
+def log_level(result: RunResult, previous: RunResult | None) -> int:
+    """Failures are errors; a run that tells nothing new (another daemon had it, or the same summary as last time,
+    such as a refresh every 5 s finding nothing due) is debug, so journald keeps the lines that matter."""
+    if result.outcome is Outcome.failed:
+        return logging.ERROR
+    if result.outcome in (Outcome.locked, Outcome.done):
+        return logging.DEBUG
+    unchanged = previous is not None and (previous.outcome, previous.detail) == (result.outcome, result.detail)
+    return logging.DEBUG if unchanged and result.outcome is Outcome.ok else logging.INFO
+
+
 def make_trigger(schedule: Every | Cron) -> BaseTrigger:
     if isinstance(schedule, Every):
         if schedule.interval <= timedelta(0):
@@ -171,15 +182,13 @@ class JobRunner:
     def _finish(self, job: Job, outcome: Outcome, started: float, detail: str) -> RunResult:
         seconds = time.monotonic() - started
         result = RunResult(job.name, outcome, seconds, detail)
+        level = log_level(result, self.last.get(job.name))
         self.last[job.name] = result
         metrics.DAEMON_JOB_RUNS.labels(job.name, outcome.value).inc()
         if outcome in (Outcome.ok, Outcome.stopped):
             metrics.DAEMON_JOB_DURATION.labels(job.name).observe(seconds)
         if outcome is Outcome.ok:
             metrics.DAEMON_JOB_LAST_SUCCESS.labels(job.name).set(time.time())
-        level = logging.ERROR if outcome is Outcome.failed else logging.INFO
-        if outcome in (Outcome.locked, Outcome.done):
-            level = logging.DEBUG
         log.log(
             level,
             "job %s %s in %.2fs%s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from pgops.config import CleanupPolicy, CleanupSettings, DaemonSettings, Setting
 from pgops.daemon.guard import run_lock_key, slot_key
 from pgops.daemon.http import parse_listen
 from pgops.daemon.jobs import Cron, Every, default_jobs, load_jobs
-from pgops.daemon.scheduler import make_trigger, period_end
+from pgops.daemon.scheduler import Outcome, RunResult, log_level, make_trigger, period_end
 from pgops.daemon.systemd import UnitOptions, notify_address, render_unit, watchdog_interval
 from pgops.errors import PgopsError
 from tests.daemon.conftest import ROOT
@@ -132,3 +133,17 @@ def test_daemon_settings_from_the_environment():
     settings = load_settings(env={"PGOPS_DAEMON_JOBS": "refresh,advisor", "PGOPS_DAEMON_STOP_TIMEOUT": "5s"})
     assert settings.daemon.jobs == ["refresh", "advisor"]
     assert settings.daemon.stop_timeout == timedelta(seconds=5)
+
+
+def test_log_level_keeps_journald_to_the_lines_that_matter():
+    nothing = RunResult("refresh", Outcome.ok, 0.01, "nothing due")
+    assert log_level(nothing, None) == logging.INFO  # the first run says what the job does
+    assert log_level(nothing, nothing) == logging.DEBUG  # every 5 s the same: not worth a line
+    refreshed = RunResult("refresh", Outcome.ok, 0.2, "1 refreshed")
+    assert log_level(refreshed, nothing) == logging.INFO
+    assert log_level(nothing, refreshed) == logging.INFO  # back to quiet: said once
+    failed = RunResult("refresh", Outcome.failed, 0.0, "RuntimeError: boom")
+    assert log_level(failed, failed) == logging.ERROR  # failures every time
+    assert log_level(RunResult("refresh", Outcome.locked, 0.0, "another daemon is running it"), None) == logging.DEBUG
+    stopped = RunResult("refresh", Outcome.stopped, 0.0, "daemon stopping")
+    assert log_level(stopped, stopped) == logging.INFO
