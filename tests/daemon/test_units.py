@@ -7,6 +7,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pgops.config import CleanupPolicy, CleanupSettings, DaemonSettings, Settings, load_settings
 from pgops.daemon.guard import run_lock_key, slot_key
@@ -147,3 +149,17 @@ def test_log_level_keeps_journald_to_the_lines_that_matter():
     assert log_level(RunResult("refresh", Outcome.locked, 0.0, "another daemon is running it"), None) == logging.DEBUG
     stopped = RunResult("refresh", Outcome.stopped, 0.0, "daemon stopping")
     assert log_level(stopped, stopped) == logging.INFO
+
+
+@given(
+    interval=st.integers(min_value=1, max_value=6 * 3600),
+    now=st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)),
+    offset=st.floats(min_value=0, max_value=1),
+)
+def test_daemons_firing_within_one_period_agree_on_it(interval, now, offset):
+    """Any two moments of one period (two daemons' clocks firing it) give the same period end, within one interval."""
+    trigger = make_trigger(Every(timedelta(seconds=interval)))
+    end = period_end(trigger, now)
+    assert now < end <= now + timedelta(seconds=interval)
+    other_moment = end - timedelta(seconds=interval) + timedelta(seconds=interval * offset * 0.999)
+    assert period_end(make_trigger(Every(timedelta(seconds=interval))), other_moment) == end
