@@ -25,6 +25,15 @@ from pgops.config import DatabaseSettings
 
 log = logging.getLogger(__name__)
 
+# A server that vanished without closing the socket (a network partition, a frozen host) must fail the health
+# check in seconds, not block it until the kernel gives up on the connection after many minutes.
+DEAD_PEER_DETECTION = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 _RUN_NAMESPACE = b"pgops.daemon.run:"
 _SLOT_NAMESPACE = b"pgops.daemon.slot:"
 
@@ -74,7 +83,9 @@ class Coordinator:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._discard()
             # psycopg's own OperationalError (not PgopsError), so retry() sees a refused connection as transient
-            self._conn = psycopg.connect(self.dsn, autocommit=True, **db.connection_kwargs(self.settings))
+            self._conn = psycopg.connect(
+                self.dsn, autocommit=True, **db.connection_kwargs(self.settings), **DEAD_PEER_DETECTION
+            )
         return self._conn
 
     def _discard(self) -> None:
