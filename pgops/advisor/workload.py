@@ -1,0 +1,184 @@
+"""Workload sources: pg_stat_statements, a file of SQL statements, and the server log.
+
+The log matters because pg_stat_statements records only statements that finish: one cancelled by
+statement_timeout, the slowest kind, shows up only in the log (`ERROR: canceling statement due to statement
+timeout` followed by `STATEMENT: ...`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from pgops.advisor.model import Statement
+from pgops.errors import PgopsError
+from pgops.resources import read_sql
+
+
+def read_pg_stat_statements(
+    conn: psycopg.Connection,
+    *,
+    min_calls: int = 1,
+    min_total_time_ms: float = 0.0,
+    top: int = 500,
+    user: str | None = None,
+) -> list[Statement]:
+    """The current database's statements, heaviest total time first."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pg_stat_statements'"
+    ).fetchone()
+    if row is None:
+        raise PgopsError(
+            "pg_stat_statements is not installed in this database: run CREATE EXTENSION pg_stat_statements "
+            "(package postgresql-contrib; it must be in shared_preload_libraries), or pass --from-file/--from-log"
+        )
+    version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    total = "total_exec_time" if version and version[0] >= 130000 else "total_time"
+    query = sql.SQL(read_sql("advisor/pg_stat_statements.sql")).format(
+        schema=sql.Identifier(row[0]), total_time=sql.Identifier(total)
+    )
+    params = {"min_calls": min_calls, "min_total_time": min_total_time_ms, "top": top, "user": user}
+    try:
+        rows = conn.execute(query, params).fetchall()
+    except pgerrors.ObjectNotInPrerequisiteState as exc:
+        raise PgopsError(
+            f"pg_stat_statements can't be read ({exc.diag.message_primary}): add it to shared_preload_libraries "
+            "and restart PostgreSQL"
+        ) from None
+    except pgerrors.InsufficientPrivilege as exc:
+        raise PgopsError(
+            f"can't read pg_stat_statements ({exc.diag.message_primary}): GRANT pg_read_all_stats TO the pgops role"
+        ) from None
+    return [
+        Statement(
+            query=text or "",
+            calls=calls,
+            total_time_ms=float(total_time),
+            rows=rows_,
+            shared_blks_hit=hit,
+            shared_blks_read=read,
+            source="pg_stat_statements",
+            queryid=queryid,
+        )
+        for queryid, text, calls, total_time, rows_, hit, read in rows
+    ]
+
+
+def split_statements(text: str) -> list[str]:
+    """Split SQL text on top-level semicolons, respecting quotes, dollar quotes and comments."""
+    statements: list[str] = []
+    start = i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "'" or ch == '"':
+            end = text.find(ch, i + 1)
+            while end != -1 and end + 1 < n and text[end + 1] == ch:  # doubled quote inside
+                end = text.find(ch, end + 2)
+            i = n if end == -1 else end + 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end == -1 else end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        elif ch == "$" and (tag := re.match(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$", text[i:])):
+            end = text.find(tag[0], i + len(tag[0]))
+            i = n if end == -1 else end + len(tag[0])
+        elif ch == ";":
+            statements.append(text[start:i])
+            i += 1
+            start = i
+        else:
+            i += 1
+    statements.append(text[start:])
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _has_code(statement: str) -> bool:
+    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.DOTALL)
+    return bool(without.strip())
+
+
+def read_file(path: Path) -> list[Statement]:
+    """Statements from a SQL file; identical statements are counted as calls of one."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PgopsError(f"{path}: can't read the statements file: {exc.strerror}") from None
+    return _aggregate((statement, 0.0, False) for statement in split_statements(text))
+
+
+# `... LOG:  duration: 1234.567 ms  statement: SELECT ...` and `execute <name>: ...` (extended protocol).
+_LEVEL = re.compile(r"\b(LOG|ERROR|DETAIL|STATEMENT|HINT|CONTEXT|WARNING|FATAL|PANIC|NOTICE|INFO|DEBUG\d?):\s\s")
+_DURATION = re.compile(r"duration: ([\d.]+) ms\s+(?:statement|execute [^:]*|bind [^:]*|parse [^:]*):\s(.*)", re.DOTALL)
+_PARAMETERS = re.compile(r"parameters: (.*)", re.DOTALL)
+_ONE_PARAMETER = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
+
+
+def read_log(path: Path) -> list[Statement]:
+    """Slow and cancelled statements from a PostgreSQL stderr-format log.
+
+    Statements logged by `log_min_duration_statement` keep their duration; `execute` entries get their
+    logged parameter values substituted. A statement cancelled by statement_timeout counts with the longest
+    duration the log shows (it ran at least that long, most likely longer).
+    """
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise PgopsError(f"{path}: can't read the log file: {exc.strerror}") from None
+    messages = _messages(lines)
+    found: list[tuple[str, float, bool]] = []
+    cancelled: list[str] = []
+    for index, (level, message) in enumerate(messages):
+        following = messages[index + 1] if index + 1 < len(messages) else ("", "")
+        if level == "LOG" and (match := _DURATION.match(message)):
+            text = match[2]
+            if following[0] == "DETAIL" and (params := _PARAMETERS.match(following[1])):
+                text = _substitute(text, params[1])
+            found.append((text, float(match[1]), False))
+        elif level == "ERROR" and "due to statement timeout" in message and following[0] == "STATEMENT":
+            cancelled.append(following[1])
+    longest = max((duration for _, duration, _ in found), default=0.0)
+    found += [(text, longest, True) for text in cancelled]
+    return _aggregate(found, source="log")
+
+
+def _messages(lines: list[str]) -> list[tuple[str, str]]:
+    """(level, message) pairs; lines without a level marker continue the previous message."""
+    messages: list[tuple[str, str]] = []
+    for line in lines:
+        match = _LEVEL.search(line)
+        if match:
+            messages.append((match[1], line[match.end() :]))
+        elif messages:
+            level, text = messages[-1]
+            messages[-1] = (level, text + "\n" + line.lstrip("\t"))
+    return messages
+
+
+def _substitute(text: str, parameters: str) -> str:
+    values = {int(n): value for n, value in _ONE_PARAMETER.findall(parameters)}
+    return re.sub(r"\$(\d+)\b", lambda m: values.get(int(m[1]), m[0]), text)
+
+
+def _aggregate(entries: Iterable[tuple[str, float, bool]], source: str = "file") -> list[Statement]:
+    """One Statement per distinct text (whitespace-insensitive), with its calls and total time."""
+    merged: dict[str, Statement] = {}
+    for text, duration, was_cancelled in entries:
+        key = " ".join(text.split()).rstrip(";")
+        old = merged.get(key)
+        merged[key] = Statement(
+            query=text.strip().rstrip(";"),
+            calls=(old.calls if old else 0) + 1,
+            total_time_ms=(old.total_time_ms if old else 0.0) + duration,
+            source=source,
+            cancelled=was_cancelled or bool(old and old.cancelled),
+        )
+    return list(merged.values())
