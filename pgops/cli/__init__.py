@@ -6,8 +6,10 @@ import sys
 from collections.abc import Sequence
 
 from pgops.cli import advisor as _advisor  # noqa: F401
-from pgops.cli import migrate as _migrate  # noqa: F401  (registers commands)
+from pgops.cli import demo as _demo  # noqa: F401  (registers commands)
+from pgops.cli import migrate as _migrate  # noqa: F401
 from pgops.cli import sandbox as _sandbox  # noqa: F401
+from pgops.cli import status as _status  # noqa: F401
 from pgops.cli.app import app
 from pgops.errors import EXIT_ERROR, PgopsError
 from pgops.output import err_console
