@@ -25,6 +25,8 @@ def generate(analyses: list[Analysis], catalog: Catalog) -> tuple[dict[Candidate
             if table is None:
                 continue
             usable = {name for name, column in table.columns.items() if column.btree}
+            if _unique_lookup(use, catalog.indexes_on(key)):
+                continue
             for candidate in _for_table(use, usable, shared[key], lambda c, t=table: t.distinct(c)):
                 found[candidate].add(number)
     merged, rejected = merge_prefixes(dict(found))
@@ -54,8 +56,10 @@ def _for_table(use: TableUse, usable: set[str], shared: Counter[str], distinct) 
     sort = [c for c in use.sort if c in usable]
     group = [c for c in use.group if c in usable and c not in equality]
     shapes: list[list[str]] = []
-    if equality or ranges:
-        shapes.append(equality + ranges[:1])
+    if equality and not ranges:
+        shapes.append(equality)
+    for column in ranges[:2]:  # which range column narrows more depends on the values: let the planner say
+        shapes.append([*equality, column])
     if sort and (not ranges or ranges[0] == sort[0]):
         shapes.append(equality + [c for c in sort if c not in equality])
     if group and not sort:
@@ -78,6 +82,18 @@ def _for_table(use: TableUse, usable: set[str], shared: Counter[str], distinct) 
         if partial:
             candidates.append(partial)
     return list(dict.fromkeys(candidates))
+
+
+def _unique_lookup(use: TableUse, indexes: list[ExistingIndex]) -> bool:
+    """Equality on all the columns of a unique index already finds at most one row: nothing to add."""
+    return any(
+        index.unique
+        and index.valid
+        and index.predicate is None
+        and None not in index.key_columns
+        and set(index.key_columns) <= set(use.equality)
+        for index in indexes
+    )
 
 
 def _include(use: TableUse, columns: tuple[str, ...], usable: set[str]) -> tuple[str, ...]:

@@ -113,12 +113,11 @@ def choose(
         remaining.remove(option)
         for number in queries:
             current[number] = min(current[number], option.after[number])
-    names = [c.option.candidate.describe() for c in chosen]
     for option in remaining:
         rejected.append(
             Rejection(
                 option.candidate.describe(),
-                _why_not(option, baselines, current, min_saving, chosen, names, used_size, max_indexes, max_size),
+                _why_not(option, baselines, current, min_saving, chosen, used_size, max_indexes, max_size),
             )
         )
     return chosen, rejected
@@ -130,7 +129,6 @@ def _why_not(
     current: dict[int, float],
     min_saving: float,
     chosen: list[Choice],
-    names: list[str],
     used_size: int,
     max_indexes: int,
     max_size: int,
@@ -148,7 +146,8 @@ def _why_not(
     if alone <= option.write_overhead_ms:
         return f"write overhead ~{option.write_overhead_ms:.0f} ms outweighs the ~{alone:.0f} ms it saves"
     if now <= option.write_overhead_ms:
-        return "its statements are already served by " + (", ".join(names) if names else "a chosen index")
+        serving = [c.option.candidate.describe() for c in chosen if set(c.queries) & set(option.after)]
+        return "its statements are already served by " + (", ".join(serving) or "the chosen indexes")
     if len(chosen) >= max_indexes:
         return f"over the budget of {max_indexes} indexes (--max-indexes)"
     if used_size + option.size_bytes > max_size:
