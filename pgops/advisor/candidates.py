@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from pgops.advisor.model import Analysis, Candidate, Catalog, ExistingIndex, Rejection, TableKey, TableUse
+from pgops.advisor.model import Analysis, Candidate, Catalog, Constant, ExistingIndex, Rejection, TableKey, TableUse
 
 MAX_KEY_COLUMNS = 4
 MAX_INCLUDE_COLUMNS = 3
@@ -18,6 +18,7 @@ PARTIAL_MAX_DISTINCT = 50
 def generate(analyses: list[Analysis], catalog: Catalog) -> tuple[dict[Candidate, set[int]], list[Rejection]]:
     """Candidates, each with the statements (indexes into `analyses`) it is meant for; and what was dropped."""
     shared = _shared_counts(analyses)
+    steady = _steady_constants(analyses)
     found: dict[Candidate, set[int]] = defaultdict(set)
     for number, analysis in enumerate(analyses):
         for key, use in analysis.tables.items():
@@ -27,7 +28,8 @@ def generate(analyses: list[Analysis], catalog: Catalog) -> tuple[dict[Candidate
             usable = {name for name, column in table.columns.items() if column.btree}
             if _unique_lookup(use, catalog.indexes_on(key)):
                 continue
-            for candidate in _for_table(use, usable, shared[key], lambda c, t=table: t.distinct(c)):
+            constants = [c for c in use.constants if (key, c.column) in steady]
+            for candidate in _for_table(use, usable, shared[key], constants, lambda c, t=table: t.distinct(c)):
                 found[candidate].add(number)
     merged, rejected = merge_prefixes(dict(found))
     kept: dict[Candidate, set[int]] = {}
@@ -50,7 +52,22 @@ def _shared_counts(analyses: list[Analysis]) -> dict[TableKey, Counter[str]]:
     return counts
 
 
-def _for_table(use: TableUse, usable: set[str], shared: Counter[str], distinct) -> list[Candidate]:
+def _steady_constants(analyses: list[Analysis]) -> set[tuple[TableKey, str]]:
+    """Columns every statement compares with one and the same constant: the only safe partial predicates."""
+    seen: dict[tuple[TableKey, str], set[Constant | None]] = defaultdict(set)
+    for analysis in analyses:
+        for key, use in analysis.tables.items():
+            constant_columns = {c.column for c in use.constants}
+            for constant in use.constants:
+                seen[(key, constant.column)].add(constant)
+            for column in {*use.equality, *use.range} - constant_columns:
+                seen[(key, column)].add(None)  # compared with a parameter or an expression somewhere
+    return {column for column, constants in seen.items() if len(constants) == 1 and None not in constants}
+
+
+def _for_table(
+    use: TableUse, usable: set[str], shared: Counter[str], constants: list[Constant], distinct
+) -> list[Candidate]:
     equality = sorted((c for c in use.equality if c in usable), key=lambda c: (-shared[c], distinct(c), c))
     ranges = [c for c in use.range if c in usable and c not in equality]
     sort = [c for c in use.sort if c in usable]
@@ -78,7 +95,7 @@ def _for_table(use: TableUse, usable: set[str], shared: Counter[str], distinct) 
         include = _include(use, columns, usable)
         if include:
             candidates.append(Candidate(use.table, columns, include))
-        partial = _partial(use, columns, distinct)
+        partial = _partial(use.table, constants, columns, distinct)
         if partial:
             candidates.append(partial)
     return list(dict.fromkeys(candidates))
@@ -104,14 +121,14 @@ def _include(use: TableUse, columns: tuple[str, ...], usable: set[str]) -> tuple
     return tuple(extra) if 0 < len(extra) <= MAX_INCLUDE_COLUMNS else ()
 
 
-def _partial(use: TableUse, columns: tuple[str, ...], distinct) -> Candidate | None:
+def _partial(table: TableKey, constants: list[Constant], columns: tuple[str, ...], distinct) -> Candidate | None:
     """The same index restricted to the rows a constant predicate (`status = 'open'`) always selects."""
-    for constant in use.constants:
+    for constant in constants:
         if constant.op == "=" and (constant.value is None or distinct(constant.column) > PARTIAL_MAX_DISTINCT):
             continue
         rest = tuple(c for c in columns if c != constant.column)
         if rest:
-            return Candidate(use.table, rest, (), (constant,))
+            return Candidate(table, rest, (), (constant,))
     return None
 
 

@@ -93,7 +93,7 @@ def _first_line(exc: BaseException) -> str:
 
 def extract(statement: Statement, tree: exp.Expression, catalog: Catalog) -> Analysis | Skipped:
     """Per-table column uses of a parsed statement."""
-    extractor = _Extractor(catalog)
+    extractor = _Extractor(catalog, {_norm(cte.args["alias"].this) for cte in tree.find_all(exp.CTE) if cte.alias})
     kind = "select"
     query: exp.Expression | None = tree
     if isinstance(tree, exp.Insert):
@@ -143,8 +143,9 @@ def _table_parts(table: exp.Table) -> tuple[str, str | None]:
 
 
 class _Extractor:
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, cte_names: set[str]) -> None:
         self.catalog = catalog
+        self.cte_names = cte_names
         self.tables: dict[TableKey, TableUse] = {}
         self.params: dict[int, ParamUse] = {}
         self.has_limit = False
@@ -156,6 +157,8 @@ class _Extractor:
         if not isinstance(table.args.get("this"), exp.Identifier):
             return None  # a table function such as generate_series()
         name, schema = _table_parts(table)
+        if schema is None and name in self.cte_names:
+            return None  # a CTE the scope builder did not model (a data-modifying one)
         info = self.catalog.resolve(name, schema)
         if info is None and (schema in _SYSTEM_SCHEMAS or (schema is None and name.startswith("pg_"))):
             return None  # a system catalog: never a candidate, never missing

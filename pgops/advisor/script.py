@@ -166,9 +166,9 @@ def render_json(advice: Advice) -> dict[str, Any]:
     data = dataclasses.asdict(advice)
     data["skipped_by_reason"] = advice.skipped_by_reason
     data["summary"] = summary(advice)
-    for rec in data["recommendations"]:
-        rec["index"] = Candidate(**{**rec["candidate"], "predicate": ()}).describe()
-        rec["predicate"] = [describe_constant(Constant(**c)) for c in rec["candidate"]["predicate"]]
+    for rec, source in zip(data["recommendations"], advice.recommendations, strict=True):
+        rec["index"] = source.candidate.describe()
+        rec["predicate"] = " AND ".join(describe_constant(c) for c in source.candidate.predicate) or None
     return data
 
 
