@@ -38,6 +38,7 @@ from pgops.output import progress
 MS_PER_COST_UNIT = 0.01
 LEAF_FILL = 0.9
 ENTRY_OVERHEAD = 16  # index tuple header and line pointer, bytes
+STATEMENTS_PER_CANDIDATE = 100
 
 
 def advise(dsn: str, settings: Settings, options: AdvisorOptions | None = None) -> Advice:
@@ -127,12 +128,13 @@ def analyze_workload(
             weight = statement.total_time_ms or cost * MS_PER_COST_UNIT * statement.calls
             baselines[number] = Baseline(weight, cost)
     written = table_writes(analyses)
+    searchers = _searchers(analyses)
     evaluated: list[Option] = []
     generic_after: dict[tuple[Candidate, int], float | None] = {}
     with progress("costing candidate indexes", total=len(candidates)) as advance, planner.session():
         for candidate, motivating in candidates.items():
             advance()
-            queries = sorted(q for q in _relevant(candidate, motivating, analyses) if q in baselines)
+            queries = sorted(q for q in _relevant(candidate, motivating, analyses, searchers) if q in baselines)
             table = catalog.tables[candidate.table]
             writes, overhead, ends_hot = write_overhead(
                 table, candidate, written.get(candidate.table, TableWrites()), cfg.write_cost_ms
@@ -213,16 +215,28 @@ def _skip(statement: Statement, reason: str, detail: str) -> Skipped:
     return Skipped(statement.query, reason, detail, statement.calls, statement.total_time_ms)
 
 
-def _relevant(candidate: Candidate, motivating: set[int], analyses: list[Analysis]) -> set[int]:
+def _searchers(analyses: list[Analysis]) -> dict[tuple[tuple[str, str], str], set[int]]:
+    """(table, column) → the statements that search the table by that column."""
+    found: dict[tuple[tuple[str, str], str], set[int]] = {}
+    for number, analysis in enumerate(analyses):
+        for key, use in analysis.tables.items():
+            for column in use.searched:
+                found.setdefault((key, column), set()).add(number)
+    return found
+
+
+def _relevant(
+    candidate: Candidate,
+    motivating: set[int],
+    analyses: list[Analysis],
+    searchers: dict[tuple[tuple[str, str], str], set[int]],
+) -> list[int]:
     """The statements an index could serve: those it was built for, and any other that searches the table by
-    its leading column (a B-tree helps nobody who does not)."""
-    leading = candidate.columns[0]
-    related = {
-        number
-        for number, analysis in enumerate(analyses)
-        if candidate.table in analysis.tables and leading in analysis.tables[candidate.table].searched
-    }
-    return motivating | related
+    its leading column (a B-tree helps nobody who does not); the heaviest `STATEMENTS_PER_CANDIDATE` of them,
+    which carry the benefit, so a large workload costs each candidate in bounded time."""
+    related = motivating | searchers.get((candidate.table, candidate.columns[0]), set())
+    ranked = sorted(related, key=lambda n: (-analyses[n].statement.total_time_ms, n))
+    return ranked[:STATEMENTS_PER_CANDIDATE]
 
 
 def table_writes(analyses: list[Analysis]) -> dict[tuple[str, str], TableWrites]:
