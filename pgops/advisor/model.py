@@ -280,6 +280,8 @@ class Advice:
     skipped: list[Skipped] = field(default_factory=list)
     drops: list[DropSuggestion] = field(default_factory=list)
     duration_s: float = 0.0
+    lock_timeout_ms: int = 5000  # the script's SET lock_timeout ([advisor] lock_timeout)
+    build_timeout_ms: int = 0  # the script's SET statement_timeout for the builds ([advisor] build_timeout)
 
     @property
     def skipped_by_reason(self) -> dict[str, int]:

@@ -208,6 +208,8 @@ def analyze_workload(
         skipped=skipped,
         drops=review(catalog),
         duration_s=time.monotonic() - started,
+        lock_timeout_ms=int(cfg.lock_timeout.total_seconds() * 1000),
+        build_timeout_ms=int(cfg.build_timeout.total_seconds() * 1000),
     )
 
 

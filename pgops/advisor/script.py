@@ -83,7 +83,7 @@ def _ms(value: float) -> str:
     return human_duration(timedelta(milliseconds=value))
 
 
-def render_sql(advice: Advice, *, explain: bool = False, lock_timeout: str = "5s", build_timeout: str = "0") -> str:
+def render_sql(advice: Advice, *, explain: bool = False) -> str:
     """The reviewable script; `explain` adds every rejected candidate and skipped statement with its reason."""
     out = [
         f"-- pgops advise-indexes for database {advice.database}",
@@ -97,8 +97,8 @@ def render_sql(advice: Advice, *, explain: bool = False, lock_timeout: str = "5s
         ),
         "-- run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE   (not inside a transaction block; safe to run twice)",
         "",
-        f"SET lock_timeout = '{_setting(lock_timeout)}';",
-        f"SET statement_timeout = '{_setting(build_timeout)}';",
+        f"SET lock_timeout = '{advice.lock_timeout_ms}ms';",
+        f"SET statement_timeout = '{advice.build_timeout_ms}ms';",
         "",
     ]
     if not advice.recommendations:
@@ -146,10 +146,6 @@ def render_sql(advice: Advice, *, explain: bool = False, lock_timeout: str = "5s
             out.append("")
     out.append(f"-- summary: {summary(advice)}")
     return "\n".join(out) + "\n"
-
-
-def _setting(value: str) -> str:
-    return value.replace("'", "")
 
 
 def summary(advice: Advice) -> str:

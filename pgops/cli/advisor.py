@@ -23,10 +23,6 @@ class ScriptFormat(StrEnum):
     table = "table"
 
 
-def _timeout_text(value) -> str:
-    return f"{int(value.total_seconds() * 1000)}ms"
-
-
 @app.command("advise-indexes")
 def advise_indexes(
     ctx: typer.Context,
@@ -75,16 +71,7 @@ def advise_indexes(
     elif output_format is ScriptFormat.table:
         console.print(render_tables(advice, explain=explain))
     else:
-        cfg = settings.advisor
-        typer.echo(
-            render_sql(
-                advice,
-                explain=explain,
-                lock_timeout=_timeout_text(cfg.lock_timeout),
-                build_timeout=_timeout_text(cfg.build_timeout),
-            ),
-            nl=False,
-        )
+        typer.echo(render_sql(advice, explain=explain), nl=False)
     if do_apply and advice.recommendations:
         results = apply(st.dsn, settings, advice)
         for result in results:
