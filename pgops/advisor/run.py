@@ -108,45 +108,34 @@ def analyze_workload(
         result = analyze(statement, catalog)
         (skipped if isinstance(result, Skipped) else analyses).append(result)  # type: ignore[arg-type]
     candidates, rejected = generate(analyses, catalog)
+    searchers = _searchers(analyses)
+    relevant = {c: _relevant(c, motivating, analyses, searchers) for c, motivating in candidates.items()}
     schema = hypopg_schema(conn) if options.use_hypopg else None
     planner = Planner(conn, catalog, schema)
-    baselines: dict[int, Baseline] = {}
-    generic: dict[int, float | None] = {}
-    with progress("planning statements", total=len(analyses)) as advance:
-        for number, analysis in enumerate(analyses):
-            advance()
-            if schema is None:
-                cost, generic[number] = rules.statement_cost(analysis, catalog), None
-            else:
-                try:
-                    costs = planner.costs(analysis)
-                except PlanError as exc:
-                    skipped.append(_skip(analysis.statement, SKIP_PLAN_FAILED, str(exc)))
-                    continue
-                cost, generic[number] = costs.cost, costs.generic
-            statement = analysis.statement
-            weight = statement.total_time_ms or cost * MS_PER_COST_UNIT * statement.calls
-            baselines[number] = Baseline(weight, cost)
+    # Only statements some candidate could serve are planned: the others can't change the choice.
+    needed = sorted(set().union(*relevant.values()))
+    baselines, generic = _baselines(planner, catalog, analyses, needed, skipped)
     written = table_writes(analyses)
-    searchers = _searchers(analyses)
     evaluated: list[Option] = []
     generic_after: dict[tuple[Candidate, int], float | None] = {}
     with progress("costing candidate indexes", total=len(candidates)) as advance, planner.session():
-        for candidate, motivating in candidates.items():
+        for candidate, queries in relevant.items():
             advance()
-            queries = sorted(q for q in _relevant(candidate, motivating, analyses, searchers) if q in baselines)
-            table = catalog.tables[candidate.table]
             writes, overhead, ends_hot = write_overhead(
-                table, candidate, written.get(candidate.table, TableWrites()), cfg.write_cost_ms
+                catalog.tables[candidate.table],
+                candidate,
+                written.get(candidate.table, TableWrites()),
+                cfg.write_cost_ms,
             )
             option = Option(candidate, 0, writes, overhead, ends_hot)
+            planned = sorted(q for q in queries if q in baselines)
             if schema is None:
                 option.size_bytes = estimate_size(catalog, candidate)
-                option.after = {q: rules.estimate(analyses[q], candidate, catalog) for q in queries}
+                option.after = {q: rules.estimate(analyses[q], candidate, catalog) for q in planned}
             else:
                 with planner.hypothetical(candidate) as (name, size):
                     option.size_bytes = size
-                    for q in queries:
+                    for q in planned:
                         try:
                             costs = planner.costs(analyses[q])
                         except PlanError:
@@ -202,7 +191,7 @@ def analyze_workload(
         hypopg=schema is not None,
         hypopg_note=_hypopg_note(conn, schema, options),
         statements=len(statements),
-        analyzed=len(baselines),
+        analyzed=len(analyses) - sum(skip.reason == SKIP_PLAN_FAILED for skip in skipped),
         recommendations=recommendations,
         rejected=rejected + not_chosen,
         skipped=skipped,
@@ -211,6 +200,32 @@ def analyze_workload(
         lock_timeout_ms=int(cfg.lock_timeout.total_seconds() * 1000),
         build_timeout_ms=int(cfg.build_timeout.total_seconds() * 1000),
     )
+
+
+def _baselines(
+    planner: Planner, catalog: Catalog, analyses: list[Analysis], needed: list[int], skipped: list[Skipped]
+) -> tuple[dict[int, Baseline], dict[int, float | None]]:
+    """Each needed statement's weight and cost with the existing indexes (planner, or rules without hypopg);
+    a statement the planner refuses is skipped with its reason."""
+    baselines: dict[int, Baseline] = {}
+    generic: dict[int, float | None] = {}
+    with progress("planning statements", total=len(needed)) as advance:
+        for number in needed:
+            advance()
+            analysis = analyses[number]
+            if planner.hypopg is None:
+                cost, generic[number] = rules.statement_cost(analysis, catalog), None
+            else:
+                try:
+                    costs = planner.costs(analysis)
+                except PlanError as exc:
+                    skipped.append(_skip(analysis.statement, SKIP_PLAN_FAILED, str(exc)))
+                    continue
+                cost, generic[number] = costs.cost, costs.generic
+            statement = analysis.statement
+            weight = statement.total_time_ms or cost * MS_PER_COST_UNIT * statement.calls
+            baselines[number] = Baseline(weight, cost)
+    return baselines, generic
 
 
 def _skip(statement: Statement, reason: str, detail: str) -> Skipped:
