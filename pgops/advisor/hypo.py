@@ -76,15 +76,11 @@ class Planner:
         return Costs(cost, generic, used)
 
     def _explain(self, statement: sql.Composable, *, generic: bool = False) -> tuple[float, frozenset[str]]:
-        options = sql.SQL("GENERIC_PLAN, FORMAT JSON" if generic else "FORMAT JSON")
         try:
             with self.conn.transaction():
-                row = self.conn.execute(sql.SQL("EXPLAIN ({}) {}").format(options, statement)).fetchone()
+                return self._explain_in_transaction(statement, generic=generic)
         except psycopg.Error as exc:
             raise PlanError(_message(exc)) from None
-        assert row is not None
-        plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
-        return float(plan["Total Cost"]), frozenset(_index_names(plan))
 
     def _prepared(self, text: str, values: list[str], mode: str) -> tuple[float, frozenset[str]]:
         """Cost through PREPARE/EXECUTE; the prepared statement is deallocated by name (never DEALLOCATE ALL)."""
@@ -104,8 +100,12 @@ class Planner:
                 if self.conn.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [label]).fetchone():
                     self.conn.execute(sql.SQL("DEALLOCATE {}").format(name))
 
-    def _explain_in_transaction(self, statement: sql.Composable) -> tuple[float, frozenset[str]]:
-        row = self.conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(statement)).fetchone()
+    def _explain_in_transaction(
+        self, statement: sql.Composable, *, generic: bool = False
+    ) -> tuple[float, frozenset[str]]:
+        """Total cost and index names of the plan; never EXPLAIN ANALYZE: the statement does not run."""
+        options = sql.SQL("GENERIC_PLAN, FORMAT JSON" if generic else "FORMAT JSON")
+        row = self.conn.execute(sql.SQL("EXPLAIN ({}) {}").format(options, statement)).fetchone()
         assert row is not None
         plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
         return float(plan["Total Cost"]), frozenset(_index_names(plan))

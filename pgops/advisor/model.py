@@ -31,10 +31,6 @@ class Statement:
     queryid: int | None = None
     cancelled: bool = False  # cancelled by statement_timeout: it ran at least that long and never finished
 
-    @property
-    def mean_time_ms(self) -> float:
-        return self.total_time_ms / self.calls if self.calls else 0.0
-
 
 @dataclass(frozen=True)
 class Skipped:
@@ -101,10 +97,6 @@ class Analysis:
     tables: dict[TableKey, TableUse]
     params: dict[int, ParamUse]
     has_limit: bool = False
-
-    @property
-    def param_count(self) -> int:
-        return max(self.params, default=0)
 
 
 @dataclass(frozen=True)
