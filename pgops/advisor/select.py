@@ -72,6 +72,27 @@ def saving_ms(baseline: Baseline, current: float, after: float, min_saving: floa
     return baseline.total_time_ms * (current - after) / baseline.cost
 
 
+def _best(picked: list[Option], baselines: dict[int, Baseline]) -> dict[int, float]:
+    """Each statement's cost with the picked indexes: the cheapest plan one of them gives it."""
+    best = {number: base.cost for number, base in baselines.items()}
+    for option in picked:
+        for number, after in option.after.items():
+            if number in best:
+                best[number] = min(best[number], after)
+    return best
+
+
+def _gain(
+    option: Option, baselines: dict[int, Baseline], current: dict[int, float], min_saving: float
+) -> tuple[float, tuple[int, ...]]:
+    served = {
+        number: saving_ms(baselines[number], current[number], after, min_saving)
+        for number, after in option.after.items()
+        if number in baselines
+    }
+    return sum(served.values()), tuple(n for n, saved in served.items() if saved > 0)
+
+
 def choose(
     options: list[Option],
     baselines: dict[int, Baseline],
@@ -80,46 +101,53 @@ def choose(
     max_size: int,
     min_saving: float,
 ) -> tuple[list[Choice], list[Rejection]]:
-    current = {number: base.cost for number, base in baselines.items()}
+    """Greedy by net benefit per byte; after each pick, an earlier pick the new one makes pointless (its
+    statements now get no worthwhile saving from it) is taken back, so one index per need remains."""
     remaining = list(options)
-    chosen: list[Choice] = []
+    picked: list[Option] = []
     rejected: list[Rejection] = []
-    used_size = 0
-
-    def gain(option: Option) -> tuple[float, tuple[int, ...]]:
-        served = {
-            number: saving_ms(baselines[number], current[number], after, min_saving)
-            for number, after in option.after.items()
-            if number in baselines
-        }
-        return sum(served.values()), tuple(n for n, saved in served.items() if saved > 0)
-
-    while remaining:
+    while remaining and len(picked) < max_indexes:
+        current = _best(picked, baselines)
+        used_size = sum(option.size_bytes for option in picked)
         scored = []
         for option in remaining:
-            saved, queries = gain(option)
+            saved, queries = _gain(option, baselines, current, min_saving)
             net = saved - option.write_overhead_ms
-            if queries and net > 0:
-                scored.append((net / max(option.size_bytes, 1), net, saved, queries, option))
-        if not scored or len(chosen) >= max_indexes:
+            if queries and net > 0 and used_size + option.size_bytes <= max_size:
+                scored.append((net / max(option.size_bytes, 1), net, option))
+        if not scored:
             break
-        scored.sort(key=lambda item: (-item[0], -item[1], item[4].candidate.describe()))
-        picked = next((item for item in scored if used_size + item[4].size_bytes <= max_size), None)
-        if picked is None:
-            break
-        _, _, saved, queries, option = picked
-        chosen.append(Choice(option, saved, queries))
-        used_size += option.size_bytes
-        remaining.remove(option)
-        for number in queries:
-            current[number] = min(current[number], option.after[number])
-    for option in remaining:
-        rejected.append(
-            Rejection(
-                option.candidate.describe(),
-                _why_not(option, baselines, current, min_saving, chosen, used_size, max_indexes, max_size),
-            )
+        scored.sort(key=lambda item: (-item[0], -item[1], item[2].candidate.describe()))
+        new = scored[0][2]
+        picked.append(new)
+        remaining.remove(new)
+        for earlier in list(picked[:-1]):
+            others = _best([p for p in picked if p is not earlier], baselines)
+            saved, _ = _gain(earlier, baselines, others, min_saving)
+            if saved <= earlier.write_overhead_ms:
+                picked.remove(earlier)
+                reason = f"replaced by {new.candidate.describe()}, which serves its statements as well or better"
+                rejected.append(Rejection(earlier.candidate.describe(), reason))
+    final = _best(picked, baselines)
+    chosen = []
+    attributed: set[int] = set()
+    for option in picked:
+        # A statement's saving belongs to the (first) index its cheapest plan uses.
+        queries = tuple(
+            number
+            for number, after in option.after.items()
+            if number in baselines
+            and number not in attributed
+            and after <= final[number]
+            and saving_ms(baselines[number], baselines[number].cost, after, min_saving) > 0
         )
+        attributed.update(queries)
+        saved = sum(saving_ms(baselines[n], baselines[n].cost, option.after[n], min_saving) for n in queries)
+        chosen.append(Choice(option, saved, queries))
+    used_size = sum(option.size_bytes for option in picked)
+    for option in remaining:
+        reason = _why_not(option, baselines, final, min_saving, chosen, used_size, max_indexes, max_size)
+        rejected.append(Rejection(option.candidate.describe(), reason))
     return chosen, rejected
 
 

@@ -95,6 +95,16 @@ def test_choose_prefers_one_two_column_index_over_a_pile_of_single_column_ones()
     assert all("already served" in r.reason for r in rejected)
 
 
+def test_choose_takes_back_an_earlier_pick_that_a_better_index_makes_pointless():
+    baselines = {0: Baseline(1000.0, 100.0), 1: Baseline(100.0, 100.0)}
+    small = _option(("created_at",), 1000, {0: 30.0})  # cheapest per byte: picked first
+    better = _option(("status", "created_at"), 3000, {0: 2.0, 1: 20.0})
+    chosen, rejected = choose([small, better], baselines, max_indexes=10, max_size=10**9, min_saving=0.1)
+    assert [c.option for c in chosen] == [better]
+    assert chosen[0].queries == (0, 1) and chosen[0].saved_ms == 980.0 + 80.0
+    assert rejected[0].index == small.candidate.describe() and "replaced by" in rejected[0].reason
+
+
 def test_choose_respects_budgets_and_write_cost_and_says_why():
     baselines = {0: Baseline(1000.0, 100.0), 1: Baseline(500.0, 100.0), 2: Baseline(10.0, 100.0)}
     big = _option(("a",), 5000, {0: 10.0})
