@@ -3,15 +3,19 @@ formats, the fallback without hypopg, hypopg hygiene, and statements it must nev
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from pgops import demo
 from pgops.advisor.apply import apply
@@ -23,6 +27,7 @@ from pgops.advisor.run import advise
 from pgops.advisor.script import render_sql
 from pgops.config import DatabaseSettings, Settings
 from tests.advisor.helpers import statement
+from tests.conftest import PgServer, create_database, drop_database
 
 # The demo's read statements, with values of rows that exist, as the application sends them.
 TENANT, EMAIL, CUSTOMER = 8, "user7@tenant8.example", 7
@@ -41,12 +46,35 @@ def settings_for(dsn: str) -> Settings:
     return Settings(database=DatabaseSettings(url=dsn))
 
 
+@pytest.fixture(scope="module")
+def demo_template(pg_server: PgServer) -> Iterator[str]:
+    """The demo's schema and data at a small scale, generated once; each test copies it."""
+    name = create_database(pg_server, "pgops_advisor_template")
+    with psycopg.connect(pg_server.database_dsn(name), autocommit=True) as conn:
+        demo.load_schema(conn)
+        demo.generate(conn, scale=0.02)
+    yield name
+    drop_database(pg_server, name)
+
+
 @pytest.fixture
-def demo_dsn(dsn: str, conn: psycopg.Connection) -> str:
-    demo.load_schema(conn)
-    demo.generate(conn, scale=0.02)
+def demo_dsn(pg_server: PgServer, demo_template: str) -> Iterator[str]:
+    """A copy of the demo database of this test's own, after the demo application's workload ran on it."""
+    name = f"pgops_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(demo_template))
+        )
+    dsn = pg_server.database_dsn(name)
     demo.run_workload(dsn, statements=400, clients=2, seed=7)
-    return dsn
+    yield dsn
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def demo_conn(demo_dsn: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(demo_dsn, autocommit=True) as connection:
+        yield connection
 
 
 def _measure(conn: psycopg.Connection) -> tuple[float, int, set[str]]:
@@ -75,7 +103,7 @@ def _psql(dsn: str, script: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, conn, cli, tmp_path):
+def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, demo_conn, cli, tmp_path):
     result = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--format", "json")
     assert result.exit_code == 1, result.stderr  # indexes proposed
     advice = json.loads(result.stdout)
@@ -85,21 +113,21 @@ def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, 
     assert advice["hypopg"] is True
     assert all(r["validated"] and r["saved_ms"] > 0 for r in advice["recommendations"])
 
-    before_cost, before_buffers, before_indexes = _measure(conn)
+    before_cost, before_buffers, before_indexes = _measure(demo_conn)
     script = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3")
     assert script.exit_code == 1
     fix = tmp_path / "fix.sql"
     fix.write_text(script.stdout)
     first = _psql(demo_dsn, fix)
     assert first.returncode == 0, first.stderr
-    indexes = conn.execute(
+    indexes = demo_conn.execute(
         "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "WHERE i.indrelid IN ('customers'::regclass, 'orders'::regclass) ORDER BY 1"
     ).fetchall()
     second = _psql(demo_dsn, fix)  # running it again is harmless
     assert second.returncode == 0, second.stderr
     assert (
-        conn.execute(
+        demo_conn.execute(
             "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid IN ('customers'::regclass, 'orders'::regclass) ORDER BY 1"
         ).fetchall()
@@ -107,8 +135,8 @@ def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, 
     )
     assert all(valid for _, valid in indexes)
 
-    conn.execute("ANALYZE customers, orders")
-    after_cost, after_buffers, after_indexes = _measure(conn)
+    demo_conn.execute("ANALYZE customers, orders")
+    after_cost, after_buffers, after_indexes = _measure(demo_conn)
     new = {name for name, _ in indexes} - before_indexes - {"customers_pkey", "orders_pkey"}
     assert "customers_tenant_id_email_idx" in after_indexes
     assert any(name.startswith("orders_customer_id") for name in after_indexes & new)
@@ -133,12 +161,12 @@ def test_script_formats_explain_and_exit_codes(demo_dsn, cli):
     assert nothing.exit_code == 0 and "-- no index proposed" in nothing.stdout
 
 
-def test_apply_builds_concurrently_and_a_second_apply_finds_them(demo_dsn, cli, conn):
+def test_apply_builds_concurrently_and_a_second_apply_finds_them(demo_dsn, cli, demo_conn):
     first = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--apply", "--format", "json")
     assert first.exit_code == 1, first.stderr
     names = [r["name"] for r in json.loads(first.stdout)["recommendations"]]
     assert names and all(f"{name}: built" in first.stderr for name in names)
-    valid = conn.execute(
+    valid = demo_conn.execute(
         "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "WHERE c.relname = ANY(%s) AND i.indisvalid",
         [names],
@@ -149,7 +177,7 @@ def test_apply_builds_concurrently_and_a_second_apply_finds_them(demo_dsn, cli, 
     assert not {r.name for r in advice.recommendations} & set(names)  # built indexes now serve the workload
 
 
-def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, conn):
+def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
     candidate = Candidate(("public", "orders"), ("status",))
     # A unique build on a non-unique column fails after the catalog entry exists: the INVALID-leftover case.
     create = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS orders_status_broken ON public.orders (status)"
@@ -169,11 +197,11 @@ def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, conn):
     advice = Advice("db", datetime.now(UTC), [], {}, True, "", 0, 0, recommendations=[rec])
     results = apply(demo_dsn, settings_for(demo_dsn), advice)
     assert results[0].outcome == "failed" and "dropped the INVALID leftover" in results[0].detail
-    assert conn.execute("SELECT to_regclass('public.orders_status_broken')").fetchone()[0] is None
+    assert demo_conn.execute("SELECT to_regclass('public.orders_status_broken')").fetchone()[0] is None
 
 
-def test_without_hypopg_rules_over_pg_stats_still_find_the_indexes_and_say_unvalidated(demo_dsn, conn):
-    conn.execute("DROP EXTENSION hypopg")
+def test_without_hypopg_rules_over_pg_stats_still_find_the_indexes_and_say_unvalidated(demo_dsn, demo_conn):
+    demo_conn.execute("DROP EXTENSION hypopg")
     advice = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=3))
     assert not advice.hypopg and "hypopg is not installed" in advice.hypopg_note
     proposed = {(r.candidate.table[1], r.candidate.columns[:2]) for r in advice.recommendations}
@@ -207,8 +235,9 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
         assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"  # only our own transactions
 
 
-def test_file_and_log_statements_are_explained_never_executed(demo_dsn, conn, tmp_path):
-    counts = conn.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)").fetchone()
+def test_file_and_log_statements_are_explained_never_executed(demo_dsn, demo_conn, tmp_path):
+    count_rows = "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)"
+    counts = demo_conn.execute(count_rows).fetchone()
     workload = tmp_path / "workload.sql"
     workload.write_text(
         "DELETE FROM orders;\n"
@@ -227,9 +256,11 @@ def test_file_and_log_statements_are_explained_never_executed(demo_dsn, conn, tm
         "\tWHERE tenant_id = 5 AND email = 'z@y'\n"
     )
     advice = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(from_file=workload, from_log=log))
-    assert conn.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)").fetchone() == counts
-    assert conn.execute("SELECT to_regclass('evil')").fetchone()[0] is None
-    assert conn.execute("SELECT count(*) FROM customers WHERE name = 'gone'").fetchone()[0] == 0
+    assert (
+        demo_conn.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)").fetchone() == counts
+    )
+    assert demo_conn.execute("SELECT to_regclass('evil')").fetchone()[0] is None
+    assert demo_conn.execute("SELECT count(*) FROM customers WHERE name = 'gone'").fetchone()[0] == 0
     assert advice.sources == [f"file {workload}", f"log {log}"]
     reasons = advice.skipped_by_reason
     assert reasons["utility or DDL statement"] == 1 and reasons["relation no longer exists"] == 1
@@ -239,7 +270,9 @@ def test_file_and_log_statements_are_explained_never_executed(demo_dsn, conn, tm
     assert any(r.candidate.columns == ("tenant_id", "email") for r in advice.recommendations), advice.rejected
 
 
-def test_other_roles_statements_are_counted_as_insufficient_privilege(demo_dsn, pg_server, dbname, conn):
+def test_other_roles_statements_are_counted_as_insufficient_privilege(demo_dsn, pg_server, demo_conn):
+    dbname = str(conninfo_to_dict(demo_dsn)["dbname"])
+    conn = demo_conn
     role = f"advisor_reader_{dbname[-6:]}"
     conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     try:
@@ -258,3 +291,31 @@ def test_missing_pg_stat_statements_is_one_line_naming_the_fix(dsn, conn, cli):
     assert result.exit_code == 3
     assert "CREATE EXTENSION pg_stat_statements" in result.stderr and "postgresql-contrib" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pg_stat_statements_filters_and_metrics(demo_dsn, demo_conn, cli, tmp_path):
+    from pgops import metrics
+    from pgops.advisor.workload import read_pg_stat_statements
+
+    everything = read_pg_stat_statements(demo_conn, min_calls=1, top=1000)
+    assert len(everything) > 5
+    assert all(a.total_time_ms >= b.total_time_ms for a, b in itertools.pairwise(everything))
+    top = read_pg_stat_statements(demo_conn, min_calls=1, top=3)
+    assert [s.queryid for s in top] == [s.queryid for s in everything[:3]]
+    busy = read_pg_stat_statements(demo_conn, min_calls=50, top=1000)
+    assert busy and all(s.calls >= 50 for s in busy) and len(busy) < len(everything)
+    assert read_pg_stat_statements(demo_conn, min_calls=1, top=1000, user="no_such_role") == []
+    heavy = everything[0].total_time_ms
+    assert [s.queryid for s in read_pg_stat_statements(demo_conn, min_calls=1, min_total_time_ms=heavy)] == [
+        everything[0].queryid
+    ]
+
+    runs = metrics.ADVISOR_RUNS.labels(outcome="ok")._value.get()
+    advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=3))
+    assert metrics.ADVISOR_RUNS.labels(outcome="ok")._value.get() == runs + 1
+    assert metrics.ADVISOR_PROPOSED._value.get() >= 2
+
+    missing = cli("--dsn", demo_dsn, "advise-indexes", "--from-file", str(tmp_path / "nope.sql"))
+    assert missing.exit_code == 3 and "can't read the statements file" in missing.stderr
+    bad_size = cli("--dsn", demo_dsn, "advise-indexes", "--max-size", "lots")
+    assert bad_size.exit_code == 3 and "expected a size" in bad_size.stderr
