@@ -319,3 +319,29 @@ def test_pg_stat_statements_filters_and_metrics(demo_dsn, demo_conn, cli, tmp_pa
     assert missing.exit_code == 3 and "can't read the statements file" in missing.stderr
     bad_size = cli("--dsn", demo_dsn, "advise-indexes", "--max-size", "lots")
     assert bad_size.exit_code == 3 and "expected a size" in bad_size.stderr
+
+
+def test_generated_index_statements_are_valid_sql_for_every_shape(dsn, conn):
+    from pgops.advisor.model import Constant
+    from pgops.advisor.script import drop_statement, index_definition, index_name
+
+    conn.execute('CREATE SCHEMA "Odd Schema"')
+    conn.execute('CREATE TABLE "Odd Schema"."T" (id int, "Mixed Case" text, flag boolean, gone timestamptz, n int)')
+    table = ("Odd Schema", "T")
+    shapes = [
+        Candidate(table, ("Mixed Case",)),
+        Candidate(table, ("n", "id"), ("Mixed Case",)),
+        Candidate(table, ("id",), (), (Constant("Mixed Case", "=", "o'brien; DROP TABLE x"),)),
+        Candidate(table, ("id",), (), (Constant("flag", "=", True), Constant("gone", "IS NULL"))),
+        Candidate(table, ("n",), (), (Constant("n", "=", -5),)),
+        Candidate(table, ("id",), (), (Constant("gone", "IS NOT NULL"),)),
+    ]
+    for candidate in shapes:
+        name = index_name(candidate)
+        for _ in range(2):  # IF NOT EXISTS: the second time is harmless
+            conn.execute(index_definition(candidate, name, concurrently=True, if_not_exists=True))
+        assert conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", [name]
+        ).fetchone() == (True,)
+        conn.execute(drop_statement(table[0], name))
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'Odd Schema'").fetchone()[0] == 0
