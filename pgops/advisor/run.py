@@ -70,7 +70,8 @@ def read_workload(
         statements += read_file(options.from_file)
         sources.append(f"file {options.from_file}")
     if options.from_log:
-        statements += read_log(options.from_log)
+        database = conn.execute("SELECT current_database()").fetchone()
+        statements += read_log(options.from_log, database[0] if database else None)
         sources.append(f"log {options.from_log}")
     use_stats = options.include_pg_stat_statements
     if use_stats or (use_stats is None and not sources):

@@ -7,8 +7,13 @@ timeout` followed by `STATEMENT: ...`).
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
+import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -122,36 +127,55 @@ _PARAMETERS = re.compile(r"parameters: (.*)", re.DOTALL)
 _ONE_PARAMETER = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
 
 
-def read_log(path: Path) -> list[Statement]:
-    """Slow and cancelled statements from a PostgreSQL stderr-format log.
+@dataclass(frozen=True)
+class LogEntry:
+    """One server message, whatever the log format: severity, message, DETAIL, the statement, the database."""
+
+    severity: str
+    message: str
+    detail: str = ""
+    statement: str = ""
+    database: str | None = None
+
+
+def read_log(path: Path, database: str | None = None) -> list[Statement]:
+    """Slow and cancelled statements from a PostgreSQL log: stderr format, csvlog (`.csv`) or jsonlog.
 
     Statements logged by `log_min_duration_statement` keep their duration; `execute` entries get their
     logged parameter values substituted. A statement cancelled by statement_timeout counts with the longest
-    duration the log shows (it ran at least that long, most likely longer).
+    duration the log shows (it ran at least that long, most likely longer). csvlog and jsonlog name each
+    entry's database: entries of other databases than `database` are left out.
     """
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        text = path.read_text(errors="replace")
     except OSError as exc:
         raise PgopsError(f"{path}: can't read the log file: {exc.strerror}") from None
-    messages = _messages(lines)
+    if text.lstrip().startswith("{"):
+        entries = _json_entries(text)
+    elif path.suffix == ".csv":
+        entries = _csv_entries(text)
+    else:
+        entries = _stderr_entries(text.splitlines())
     found: list[tuple[str, float, bool]] = []
     cancelled: list[str] = []
-    for index, (level, message) in enumerate(messages):
-        following = messages[index + 1] if index + 1 < len(messages) else ("", "")
-        if level == "LOG" and (match := _DURATION.match(message)):
-            text = match[2]
-            if following[0] == "DETAIL" and (params := _PARAMETERS.match(following[1])):
-                text = _substitute(text, params[1])
-            found.append((text, float(match[1]), False))
-        elif level == "ERROR" and "due to statement timeout" in message and following[0] == "STATEMENT":
-            cancelled.append(following[1])
+    for entry in entries:
+        if database and entry.database and entry.database != database:
+            continue
+        if entry.severity == "LOG" and (match := _DURATION.match(entry.message)):
+            statement = match[2]
+            if params := _PARAMETERS.match(entry.detail):
+                statement = _substitute(statement, params[1])
+            found.append((statement, float(match[1]), False))
+        elif entry.severity == "ERROR" and "due to statement timeout" in entry.message and entry.statement:
+            cancelled.append(entry.statement)
     longest = max((duration for _, duration, _ in found), default=0.0)
-    found += [(text, longest, True) for text in cancelled]
+    found += [(statement, longest, True) for statement in cancelled]
     return _aggregate(found, source="log")
 
 
-def _messages(lines: list[str]) -> list[tuple[str, str]]:
-    """(level, message) pairs; lines without a level marker continue the previous message."""
+def _stderr_entries(lines: list[str]) -> list[LogEntry]:
+    """Messages with their DETAIL and STATEMENT lines attached; lines without a level marker continue the
+    previous message."""
     messages: list[tuple[str, str]] = []
     for line in lines:
         match = _LEVEL.search(line)
@@ -160,7 +184,43 @@ def _messages(lines: list[str]) -> list[tuple[str, str]]:
         elif messages:
             level, text = messages[-1]
             messages[-1] = (level, text + "\n" + line.lstrip("\t"))
-    return messages
+    entries: list[LogEntry] = []
+    for level, text in messages:
+        if level in ("DETAIL", "STATEMENT") and entries:
+            field_name = "detail" if level == "DETAIL" else "statement"
+            entries[-1] = dataclasses.replace(entries[-1], **{field_name: text})
+        else:
+            entries.append(LogEntry(level, text))
+    return entries
+
+
+def _json_entries(text: str) -> list[LogEntry]:
+    entries = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            entries.append(
+                LogEntry(
+                    str(record.get("error_severity", "")),
+                    str(record.get("message", "")),
+                    str(record.get("detail", "")),
+                    str(record.get("statement", "")),
+                    record.get("dbname"),
+                )
+            )
+    return entries
+
+
+# csvlog columns (PostgreSQL 13+): database_name 2, error_severity 11, message 13, detail 14, query 19.
+def _csv_entries(text: str) -> list[LogEntry]:
+    return [
+        LogEntry(row[11], row[13], row[14], row[19], row[2] or None)
+        for row in csv.reader(io.StringIO(text))
+        if len(row) > 19
+    ]
 
 
 def _substitute(text: str, parameters: str) -> str:

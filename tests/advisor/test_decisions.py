@@ -226,3 +226,40 @@ def test_read_log_takes_slow_statements_parameters_and_cancelled_ones(tmp_path):
     cancelled = statements["SELECT count(*) FROM orders WHERE status = 'open'"]
     assert cancelled.cancelled and cancelled.total_time_ms == 1500.25
     assert len(statements) == 3
+
+
+def test_read_log_reads_csvlog_and_jsonlog_and_keeps_only_this_database(tmp_path):
+    def csv_row(database, severity, message, detail="", query=""):
+        row = ["2026-11-23 10:00:00 UTC", "app", database, "1", "", "s", "1", "SELECT", "", "", "0", severity]
+        row += ["00000", message, detail, "", "", "", "", query, "", "", "app", "client backend", "", "0"]
+        return ",".join('"' + value.replace('"', '""') + '"' for value in row)
+
+    csv_log = tmp_path / "postgresql.csv"
+    csv_log.write_text(
+        "\n".join(
+            [
+                csv_row(
+                    "app",
+                    "LOG",
+                    "duration: 12.5 ms  execute <unnamed>: SELECT * FROM t WHERE a = $1",
+                    "parameters: $1 = '7'",
+                ),
+                csv_row("other", "LOG", "duration: 99.0 ms  statement: SELECT * FROM elsewhere"),
+                csv_row("app", "ERROR", "canceling statement due to statement timeout", query="SELECT\n slow()"),
+            ]
+        )
+        + "\n"
+    )
+    statements = {s.query: s for s in read_log(csv_log, "app")}
+    assert set(statements) == {"SELECT * FROM t WHERE a = '7'", "SELECT\n slow()"}
+    assert statements["SELECT\n slow()"].cancelled and statements["SELECT\n slow()"].total_time_ms == 12.5
+
+    json_log = tmp_path / "postgresql.json"
+    json_log.write_text(
+        '{"dbname": "app", "error_severity": "LOG", "message": "duration: 3.0 ms  statement: SELECT 1 FROM t"}\n'
+        '{"dbname": "app", "error_severity": "ERROR", "message": "canceling statement due to statement timeout",'
+        ' "statement": "SELECT 2 FROM t"}\n'
+        '{"dbname": "other", "error_severity": "LOG", "message": "duration: 5.0 ms  statement: SELECT 3"}\n'
+        "not json\n"
+    )
+    assert sorted(s.query for s in read_log(json_log, "app")) == ["SELECT 1 FROM t", "SELECT 2 FROM t"]
