@@ -1,5 +1,6 @@
 """`--apply`: build the proposed indexes one at a time, concurrently, with progress; a failed build leaves an
-INVALID index behind, which is dropped (concurrently) before moving on."""
+INVALID index behind, which is dropped (concurrently) before moving on, and an INVALID leftover of an earlier
+run is dropped and built again rather than kept by IF NOT EXISTS."""
 
 from __future__ import annotations
 
@@ -32,12 +33,15 @@ def apply(dsn: str, settings: Settings, advice: Advice) -> list[Applied]:
         for rec in advice.recommendations:
             schema = rec.candidate.table[0]
             existed = _index_state(conn, schema, rec.name)
+            if existed is False:  # an INVALID leftover of an earlier failed build: IF NOT EXISTS would keep it
+                conn.execute(sql.SQL(rec.drop_sql))
+                existed = None
             try:
                 conn.execute(sql.SQL(rec.create_sql))
             except psycopg.Error as exc:
                 detail = (exc.diag.message_primary or str(exc)).splitlines()[0]
                 if _index_state(conn, schema, rec.name) is False and existed is None:
-                    conn.execute(sql.SQL("{};").format(sql.SQL(rec.drop_sql)))
+                    conn.execute(sql.SQL(rec.drop_sql))
                     detail += " (dropped the INVALID leftover)"
                 results.append(Applied(rec.name, "failed", detail))
             else:

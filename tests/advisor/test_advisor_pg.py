@@ -199,6 +199,28 @@ def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
     assert results[0].outcome == "failed" and "dropped the INVALID leftover" in results[0].detail
     assert demo_conn.execute("SELECT to_regclass('public.orders_status_broken')").fetchone()[0] is None
 
+    # An INVALID leftover of an earlier run (here: made on purpose) is rebuilt, not kept by IF NOT EXISTS.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        demo_conn.execute("CREATE UNIQUE INDEX CONCURRENTLY orders_total_idx ON orders (status)")
+    fixed = Recommendation(
+        "orders_total_idx",
+        Candidate(("public", "orders"), ("total",)),
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_total_idx ON public.orders (total)",
+        "DROP INDEX CONCURRENTLY IF EXISTS public.orders_total_idx",
+        0,
+        0,
+        0.0,
+        False,
+        0.0,
+        True,
+        [],
+    )
+    advice.recommendations = [fixed]
+    assert apply(demo_dsn, settings_for(demo_dsn), advice)[0].outcome == "built"
+    assert demo_conn.execute(
+        "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'orders_total_idx'::regclass"
+    ).fetchone() == (True, False)
+
 
 def test_without_hypopg_rules_over_pg_stats_still_find_the_indexes_and_say_unvalidated(demo_dsn, demo_conn):
     demo_conn.execute("DROP EXTENSION hypopg")
