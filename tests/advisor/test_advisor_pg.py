@@ -177,48 +177,34 @@ def test_apply_builds_concurrently_and_a_second_apply_finds_them(demo_dsn, cli, 
     assert not {r.name for r in advice.recommendations} & set(names)  # built indexes now serve the workload
 
 
-def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
+def _recommendation(name: str, create: str) -> Recommendation:
     candidate = Candidate(("public", "orders"), ("status",))
+    drop = f"DROP INDEX CONCURRENTLY IF EXISTS public.{name}"
+    return Recommendation(name, candidate, create, drop, 0, 0, 0.0, False, 0.0, True, [])
+
+
+def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
     # A unique build on a non-unique column fails after the catalog entry exists: the INVALID-leftover case.
-    create = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS orders_status_broken ON public.orders (status)"
-    rec = Recommendation(
+    broken = _recommendation(
         "orders_status_broken",
-        candidate,
-        create,
-        "DROP INDEX CONCURRENTLY IF EXISTS public.orders_status_broken",
-        0,
-        0,
-        0.0,
-        False,
-        0.0,
-        True,
-        [],
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS orders_status_broken ON public.orders (status)",
     )
-    advice = Advice("db", datetime.now(UTC), [], {}, True, "", 0, 0, recommendations=[rec])
+    advice = Advice("db", datetime.now(UTC), [], {}, True, "", 0, 0, recommendations=[broken])
     results = apply(demo_dsn, settings_for(demo_dsn), advice)
     assert results[0].outcome == "failed" and "dropped the INVALID leftover" in results[0].detail
     assert demo_conn.execute("SELECT to_regclass('public.orders_status_broken')").fetchone()[0] is None
 
-    # An INVALID leftover of an earlier run (here: made on purpose) is rebuilt, not kept by IF NOT EXISTS.
+    # An INVALID leftover of an earlier run (made here on purpose) is rebuilt, not kept by IF NOT EXISTS.
     with pytest.raises(psycopg.errors.UniqueViolation):
-        demo_conn.execute("CREATE UNIQUE INDEX CONCURRENTLY orders_total_idx ON orders (status)")
-    fixed = Recommendation(
-        "orders_total_idx",
-        Candidate(("public", "orders"), ("total",)),
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_total_idx ON public.orders (total)",
-        "DROP INDEX CONCURRENTLY IF EXISTS public.orders_total_idx",
-        0,
-        0,
-        0.0,
-        False,
-        0.0,
-        True,
-        [],
-    )
-    advice.recommendations = [fixed]
+        demo_conn.execute("CREATE UNIQUE INDEX CONCURRENTLY orders_status_idx ON orders (status)")
+    advice.recommendations = [
+        _recommendation(
+            "orders_status_idx", "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_status_idx ON public.orders (status)"
+        )
+    ]
     assert apply(demo_dsn, settings_for(demo_dsn), advice)[0].outcome == "built"
     assert demo_conn.execute(
-        "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'orders_total_idx'::regclass"
+        "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'orders_status_idx'::regclass"
     ).fetchone() == (True, False)
 
 
