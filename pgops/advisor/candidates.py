@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from pgops.advisor.model import Analysis, Candidate, Catalog, Constant, ExistingIndex, Rejection, TableKey, TableUse
+from pgops.advisor.model import (
+    Analysis,
+    Candidate,
+    Catalog,
+    Constant,
+    ExistingIndex,
+    Rejection,
+    TableInfo,
+    TableKey,
+    TableUse,
+)
 
 MAX_KEY_COLUMNS = 4
 MAX_INCLUDE_COLUMNS = 3
@@ -29,7 +39,7 @@ def generate(analyses: list[Analysis], catalog: Catalog) -> tuple[dict[Candidate
             if _unique_lookup(use, catalog.indexes_on(key)):
                 continue
             constants = [c for c in use.constants if (key, c.column) in steady]
-            for candidate in _for_table(use, usable, shared[key], constants, lambda c, t=table: t.distinct(c)):
+            for candidate in _for_table(use, table, usable, shared[key], constants):
                 found[candidate].add(number)
     merged, rejected = merge_prefixes(dict(found))
     kept: dict[Candidate, set[int]] = {}
@@ -66,9 +76,9 @@ def _steady_constants(analyses: list[Analysis]) -> set[tuple[TableKey, str]]:
 
 
 def _for_table(
-    use: TableUse, usable: set[str], shared: Counter[str], constants: list[Constant], distinct
+    use: TableUse, table: TableInfo, usable: set[str], shared: Counter[str], constants: list[Constant]
 ) -> list[Candidate]:
-    equality = sorted((c for c in use.equality if c in usable), key=lambda c: (-shared[c], distinct(c), c))
+    equality = sorted((c for c in use.equality if c in usable), key=lambda c: (-shared[c], table.distinct(c), c))
     ranges = [c for c in use.range if c in usable and c not in equality]
     sort = [c for c in use.sort if c in usable]
     group = [c for c in use.group if c in usable and c not in equality]
@@ -87,6 +97,10 @@ def _for_table(
             if equality:
                 shapes.append([join, *equality])
     candidates: list[Candidate] = []
+    for column in use.like:
+        if column in usable and column not in equality:
+            opclasses = (*([None] * len(equality)), table.columns[column].pattern_opclass)
+            candidates.append(Candidate(use.table, (*equality, column)[:MAX_KEY_COLUMNS], (), (), opclasses))
     for shape in shapes:
         columns = tuple(dict.fromkeys(shape))[:MAX_KEY_COLUMNS]
         if not columns:
@@ -95,7 +109,7 @@ def _for_table(
         include = _include(use, columns, usable)
         if include:
             candidates.append(Candidate(use.table, columns, include))
-        partial = _partial(use.table, constants, columns, distinct)
+        partial = _partial(table, constants, columns)
         if partial:
             candidates.append(partial)
     return list(dict.fromkeys(candidates))
@@ -121,14 +135,14 @@ def _include(use: TableUse, columns: tuple[str, ...], usable: set[str]) -> tuple
     return tuple(extra) if 0 < len(extra) <= MAX_INCLUDE_COLUMNS else ()
 
 
-def _partial(table: TableKey, constants: list[Constant], columns: tuple[str, ...], distinct) -> Candidate | None:
+def _partial(table: TableInfo, constants: list[Constant], columns: tuple[str, ...]) -> Candidate | None:
     """The same index restricted to the rows a constant predicate (`status = 'open'`) always selects."""
     for constant in constants:
-        if constant.op == "=" and (constant.value is None or distinct(constant.column) > PARTIAL_MAX_DISTINCT):
+        if constant.op == "=" and (constant.value is None or table.distinct(constant.column) > PARTIAL_MAX_DISTINCT):
             continue
         rest = tuple(c for c in columns if c != constant.column)
         if rest:
-            return Candidate(table, rest, (), (constant,))
+            return Candidate(table.key, rest, (), (constant,))
     return None
 
 
@@ -147,6 +161,7 @@ def merge_prefixes(
                 if other.table == candidate.table
                 and other.predicate == candidate.predicate
                 and not candidate.include
+                and all(other.opclass(n) == candidate.opclass(n) for n in range(len(candidate.columns)))
                 and len(other.columns) > len(candidate.columns)
                 and other.columns[: len(candidate.columns)] == candidate.columns
             ),
@@ -172,6 +187,9 @@ def served_by(candidate: Candidate, indexes: list[ExistingIndex]) -> ExistingInd
             continue
         if set(leading) != set(candidate.columns) or leading[-1] != candidate.columns[-1]:
             continue
+        opclasses = dict(zip(index.key_columns, index.key_opclasses, strict=False))
+        if any(opclasses.get(c) != candidate.opclass(n) for n, c in enumerate(candidate.columns)):
+            continue  # a text_pattern_ops key does not serve ordering and ranges, nor the reverse
         covered = {c for c in index.key_columns if c} | set(index.include_columns)
         if set(candidate.include) <= covered:
             return index

@@ -39,6 +39,7 @@ def _table(row: dict) -> TableInfo:
             type=column["type"],
             not_null=column["not_null"],
             btree=column["btree"],
+            pattern_opclass=None if column["c_collation"] else _pattern_opclass(column["type"]),
             null_frac=column["null_frac"],
             n_distinct=column["n_distinct"],
             most_common_vals=tuple(column["most_common_vals"] or ()),
@@ -62,6 +63,17 @@ def _table(row: dict) -> TableInfo:
     )
 
 
+def _pattern_opclass(type_name: str) -> str | None:
+    """Outside the C collation a B-tree serves `LIKE 'x%'` only with the type's pattern operator class."""
+    if type_name == "text":
+        return "text_pattern_ops"
+    if type_name.startswith("character varying"):
+        return "varchar_pattern_ops"
+    if type_name.startswith("character"):
+        return "bpchar_pattern_ops"
+    return None
+
+
 def _index(row: dict) -> ExistingIndex:
     columns = list(row["columns"])
     keys = row["key_count"]
@@ -70,6 +82,7 @@ def _index(row: dict) -> ExistingIndex:
         name=row["name"],
         table=(row["table_schema"], row["table_name"]),
         key_columns=tuple(columns[:keys]),
+        key_opclasses=tuple(row["opclasses"][:keys]),
         include_columns=tuple(c for c in columns[keys:] if c is not None),
         predicate=row["predicate"],
         method=row["method"],

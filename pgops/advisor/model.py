@@ -72,6 +72,7 @@ class TableUse:
     join: list[str] = field(default_factory=list)
     sort: list[str] = field(default_factory=list)
     group: list[str] = field(default_factory=list)
+    like: list[str] = field(default_factory=list)  # LIKE 'prefix%'
     referenced: set[str] = field(default_factory=set)
     constants: list[Constant] = field(default_factory=list)
     updated: set[str] = field(default_factory=set)
@@ -85,7 +86,7 @@ class TableUse:
     @property
     def searched(self) -> set[str]:
         """Columns an index could lead with for this statement."""
-        return {*self.equality, *self.range, *self.join, *self.sort[:1], *self.group[:1]}
+        return {*self.equality, *self.range, *self.join, *self.like, *self.sort[:1], *self.group[:1]}
 
 
 @dataclass
@@ -105,6 +106,7 @@ class ColumnInfo:
     type: str
     not_null: bool = False
     btree: bool = True  # has a default B-tree operator class
+    pattern_opclass: str | None = None  # what a B-tree needs for LIKE 'x%' (None: C collation, the default serves)
     null_frac: float | None = None
     n_distinct: float | None = None  # pg_stats convention: negative = fraction of rows
     most_common_vals: tuple[str, ...] = ()
@@ -150,6 +152,7 @@ class ExistingIndex:
     table: TableKey
     key_columns: tuple[str | None, ...]
     include_columns: tuple[str, ...]
+    key_opclasses: tuple[str | None, ...]  # None: the type's default operator class
     predicate: str | None
     method: str
     unique: bool
@@ -191,9 +194,14 @@ class Candidate:
     columns: tuple[str, ...]
     include: tuple[str, ...] = ()
     predicate: tuple[Constant, ...] = ()
+    opclasses: tuple[str | None, ...] = ()  # per key column; empty or None: the default operator class
+
+    def opclass(self, position: int) -> str | None:
+        return self.opclasses[position] if position < len(self.opclasses) else None
 
     def describe(self) -> str:
-        text = f"{self.table[0]}.{self.table[1]} ({', '.join(self.columns)})"
+        keys = [f"{c} {self.opclass(n)}" if self.opclass(n) else c for n, c in enumerate(self.columns)]
+        text = f"{self.table[0]}.{self.table[1]} ({', '.join(keys)})"
         if self.include:
             text += f" INCLUDE ({', '.join(self.include)})"
         if self.predicate:

@@ -298,7 +298,7 @@ class _Extractor:
                 and pattern.is_string
                 and not pattern.this.startswith(("%", "_"))
             ):
-                self.use(found[0].key).add(self.use(found[0].key).range, found[1])
+                self.use(found[0].key).add(self.use(found[0].key).like, found[1])
             elif found:
                 self.param(pattern, found, "like")
         elif isinstance(node, exp.Column):  # WHERE active

@@ -32,6 +32,13 @@ def constant_fraction(table: TableInfo, column: str, value: object) -> float:
     return equality_selectivity(table, column)
 
 
+def _serves_like(table: TableInfo, candidate: Candidate, column: str) -> bool:
+    """A B-tree serves `LIKE 'x%'` in the C collation, or with the pattern operator class."""
+    info = table.columns.get(column)
+    needed = info.pattern_opclass if info else None
+    return candidate.opclass(candidate.columns.index(column)) == needed
+
+
 def estimate(analysis: Analysis, candidate: Candidate, catalog: Catalog) -> float:
     """The statement's cost with the candidate, or its baseline when the index would not help."""
     before = statement_cost(analysis, catalog)
@@ -52,7 +59,7 @@ def estimate(analysis: Analysis, candidate: Candidate, catalog: Catalog) -> floa
             selectivity *= equality_selectivity(table, column)
             matched += 1
             continue
-        if column in use.range:
+        if column in use.range or (column in use.like and _serves_like(table, candidate, column)):
             selectivity *= RANGE_SELECTIVITY
             matched += 1
         elif analysis.has_limit and use.sort and column == use.sort[0]:

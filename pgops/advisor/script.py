@@ -26,8 +26,9 @@ def index_name(candidate: Candidate) -> str:
     """Deterministic and within 63 bytes; a short digest of the definition keeps variants apart."""
     base = "_".join([candidate.table[1], *candidate.columns])
     digest = hashlib.sha1(candidate.describe().encode()).hexdigest()[:6]
-    if candidate.include or candidate.predicate:
-        base = f"{base}_{'part' if candidate.predicate else 'incl'}"
+    if candidate.include or candidate.predicate or any(candidate.opclasses):
+        kind = "part" if candidate.predicate else "incl" if candidate.include else "pattern"
+        base = f"{base}_{kind}"
         suffix = f"_{digest}_idx"
     else:
         suffix = "_idx"
@@ -45,6 +46,12 @@ def _predicate(constant: Constant) -> sql.Composable:
     return sql.SQL("{} {}").format(column, sql.SQL("IS NULL" if constant.op == "IS NULL" else "IS NOT NULL"))
 
 
+def _key(candidate: Candidate, position: int) -> sql.Composable:
+    column = sql.Identifier(candidate.columns[position])
+    opclass = candidate.opclass(position)
+    return sql.SQL("{} {}").format(column, sql.Identifier(opclass)) if opclass else column
+
+
 def index_definition(
     candidate: Candidate, name: str | None, *, concurrently: bool = False, if_not_exists: bool = False
 ) -> sql.Composed:
@@ -60,7 +67,7 @@ def index_definition(
         sql.SQL("ON {}.{} USING btree ({})").format(
             sql.Identifier(candidate.table[0]),
             sql.Identifier(candidate.table[1]),
-            sql.SQL(", ").join(map(sql.Identifier, candidate.columns)),
+            sql.SQL(", ").join(_key(candidate, n) for n in range(len(candidate.columns))),
         )
     )
     if candidate.include:

@@ -8,7 +8,9 @@ SELECT ni.nspname AS schema,
        array(SELECT a.attname FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
              LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
              ORDER BY k.ord) AS columns,
-       i.indexprs IS NOT NULL AS has_expressions,
+       array(SELECT CASE WHEN oc.opcdefault THEN NULL ELSE oc.opcname END
+             FROM unnest(i.indclass::oid[]) WITH ORDINALITY AS k(opclass, ord)
+             JOIN pg_opclass oc ON oc.oid = k.opclass ORDER BY k.ord) AS opclasses,
        pg_get_expr(i.indpred, i.indrelid) AS predicate,
        am.amname AS method,
        i.indisunique AS is_unique,

@@ -22,6 +22,11 @@ SELECT n.nspname AS schema,
                                    OR (oc.opcintype = 'text'::regtype
                                        AND a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype))
                                    OR (oc.opcintype = 'anyarray'::regtype AND t.typcategory = 'A'))),
+           'c_collation', CASE WHEN a.attcollation = 0 THEN true
+                               WHEN a.attcollation = 100 THEN (SELECT d.datcollate IN ('C', 'POSIX') FROM pg_database d
+                                                                WHERE d.datname = current_database())
+                               ELSE coalesce((SELECT co.collprovider = 'c' AND co.collcollate IN ('C', 'POSIX')
+                                              FROM pg_collation co WHERE co.oid = a.attcollation), false) END,
            'null_frac', st.null_frac,
            'n_distinct', st.n_distinct,
            'most_common_vals', st.most_common_vals::text::text[],

@@ -33,6 +33,7 @@ def index(
     valid: bool = True,
     scans: int = 10,
     predicate: str | None = None,
+    opclasses: tuple[str | None, ...] = (),
 ) -> ExistingIndex:
     return ExistingIndex(
         schema=table_[0],
@@ -40,6 +41,7 @@ def index(
         table=table_,
         key_columns=keys,
         include_columns=include,
+        key_opclasses=opclasses or (None,) * len(keys),
         predicate=predicate,
         method="btree",
         unique=unique,
@@ -60,7 +62,7 @@ def demo_catalog() -> Catalog:
         [
             column("id"),
             column("tenant_id", 50, "integer"),
-            column("email", -1, "text"),
+            column("email", -1, "text", pattern_opclass="text_pattern_ops"),  # a non-C collation
             column("name", -0.5, "text"),
             column("created_at", -1, "timestamp with time zone", histogram_bounds=("2024-01-01", "2024-06-01")),
         ],

@@ -62,6 +62,19 @@ def test_candidates_skip_unique_lookups_unindexable_types_and_existing_indexes()
     assert any("existing index public.orders_cust serves it" in r.reason for r in rejected)
 
 
+def test_like_prefix_gets_the_pattern_operator_class_outside_the_c_collation():
+    found, _ = generate(analyses("SELECT id FROM customers WHERE tenant_id = $1 AND email LIKE 'ann%'"), CATALOG)
+    like = Candidate(CUSTOMERS, ("tenant_id", "email"), (), (), (None, "text_pattern_ops"))
+    assert like in found
+    assert like.describe() == "public.customers (tenant_id, email text_pattern_ops)"
+    plain = index("customers_tenant_email", CUSTOMERS, ("tenant_id", "email"))
+    assert served_by(like, [plain]) is None  # the default operator class can't do LIKE outside C
+    assert served_by(Candidate(CUSTOMERS, ("tenant_id", "email")), [plain]) is plain
+    pattern = index("customers_tenant_email_p", CUSTOMERS, ("tenant_id", "email"), opclasses=(None, "text_pattern_ops"))
+    assert served_by(like, [pattern]) is pattern
+    assert index_name(like) != index_name(Candidate(CUSTOMERS, ("tenant_id", "email")))
+
+
 def test_served_by_reads_key_columns_not_include_columns():
     covering = index("orders_status_incl", ORDERS, ("status",), ("customer_id",))
     assert served_by(Candidate(ORDERS, ("customer_id",)), [covering]) is None  # INCLUDE columns are not keys
