@@ -67,6 +67,7 @@ def demo(
         f"({result.statements / result.seconds:.0f} statements/s)",
         highlight=False,
     )
+    _pgops(dsn, "pool-report")
     output.console.print(Rule())
     output.console.print(f"The demo database stays up: pgops --dsn {dsn} ...", highlight=False)
     output.console.print(f"Stop it with: pgops sandbox stop --dir {directory}", highlight=False)
