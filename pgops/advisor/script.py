@@ -179,19 +179,19 @@ def render_tables(advice: Advice, *, explain: bool = False) -> Group:
     parts: list[Any] = [Text(summary(advice))]
     rows = [
         [
-            rec.name,
             rec.candidate.describe(),
             _ms(rec.saved_ms),
             human_bytes(rec.size_bytes),
-            _ms(rec.write_overhead_ms),
+            _ms(rec.write_overhead_ms) + (" (ends HOT)" if rec.ends_hot_updates else ""),
             len(rec.queries),
-            "yes" if rec.validated else "no",
         ]
         for rec in advice.recommendations
     ]
-    parts.append(
-        table("Proposed indexes", ["name", "index", "saves", "size", "write cost", "statements", "hypopg"], rows)
-    )
+    if rows:
+        title = "Proposed indexes " + ("(validated with hypopg)" if advice.hypopg else "(UNVALIDATED: no hypopg)")
+        parts.append(table(title, ["index", "saves", "size", "write cost", "statements"], rows))
+    else:
+        parts.append(Text("no index proposed" + ("" if explain else " (run with --explain to see why)")))
     if advice.drops:
         drop_rows = [[d.index, d.kind, human_bytes(d.size_bytes), d.reason] for d in advice.drops]
         parts.append(table("Existing indexes to review", ["index", "kind", "size", "reason"], drop_rows))

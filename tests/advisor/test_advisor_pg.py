@@ -147,7 +147,8 @@ def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, 
 def test_script_formats_explain_and_exit_codes(demo_dsn, cli):
     table = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--format", "table", "--explain")
     assert table.exit_code == 1
-    assert "Proposed indexes" in table.stdout and "customers_tenant_id_email_idx" in table.stdout
+    assert "Proposed indexes (validated with hypopg)" in table.stdout
+    assert "public.customers (tenant_id, email)" in table.stdout
     assert "Rejected candidates" in table.stdout
     script = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--explain", "--max-indexes", "1")
     text = script.stdout
