@@ -22,6 +22,7 @@ from psycopg import sql
 from pgops.advisor.model import Analysis, Candidate, Catalog, ParamUse
 from pgops.advisor.parse import count_parameters
 from pgops.advisor.script import index_definition
+from pgops.errors import PgopsError
 
 BATCH = 500  # hypothetical indexes between resets, far below hypopg's ~2,500 OID limit
 _names = itertools.count(1)
@@ -143,9 +144,16 @@ class Planner:
                 self.conn.execute(sql.SQL("SELECT {}.hypopg_drop_index(%s)").format(schema), [oid])
 
     def _reset(self) -> None:
-        if self.hypopg is not None:
+        if self.hypopg is None:
+            return
+        try:
             self.conn.execute(sql.SQL("SELECT {}.hypopg_reset()").format(sql.Identifier(self.hypopg)))
-            self._created = 0
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PgopsError(
+                f"can't use hypopg ({_message(exc)}): GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {self.hypopg} "
+                "to the pgops role, or pass --no-hypopg"
+            ) from None
+        self._created = 0
 
 
 # pg_stat_statements turns `interval '1 hour'` into `interval $1`, which no longer parses; `$1::interval` does.

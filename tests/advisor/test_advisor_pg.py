@@ -367,3 +367,18 @@ def test_like_prefix_outside_the_c_collation_is_proposed_with_text_pattern_ops(d
     assert [r.candidate.describe() for r in advice.recommendations] == ["public.people (email text_pattern_ops)"]
     cost = advice.recommendations[0].queries[0]
     assert advice.recommendations[0].validated and cost.after < cost.before / 2  # hypopg: the planner uses it
+
+
+def test_hypopg_without_execute_privilege_is_one_line_naming_the_grant(demo_dsn, pg_server, demo_conn, cli):
+    role = f"advisor_nohypo_{uuid.uuid4().hex[:6]}"
+    demo_conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    demo_conn.execute("REVOKE EXECUTE ON FUNCTION hypopg_reset() FROM PUBLIC")
+    try:
+        reader = pg_server.database_dsn(str(conninfo_to_dict(demo_dsn)["dbname"]), user=role)
+        result = cli("--dsn", reader, "advise-indexes", "--min-calls", "3")
+        assert result.exit_code == 3
+        assert "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public" in result.stderr and "--no-hypopg" in result.stderr
+        assert cli("--dsn", reader, "advise-indexes", "--min-calls", "3", "--no-hypopg").exit_code in (0, 1)
+    finally:
+        demo_conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        demo_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
