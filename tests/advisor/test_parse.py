@@ -216,3 +216,56 @@ def test_sql_like_text_from_hypothesis_never_raises(text):
 @given(st.text(max_size=200))
 def test_arbitrary_text_never_raises(text):
     assert isinstance(analyze(statement(text), CATALOG), Analysis | Skipped)
+
+
+@st.composite
+def _selects(draw):
+    """Valid SELECTs over the catalog's tables, with aliases, joins, predicates of every kind and ORDER BY."""
+    tables = {key: sorted(info.columns) for key, info in CATALOG.tables.items()}
+    first = draw(st.sampled_from(sorted(tables)))
+    second = draw(st.sampled_from(sorted(tables)))
+    a, b = draw(st.sampled_from([("a", "b"), ("t1", "t2"), ("x", "y")]))
+    join = draw(st.booleans())
+    source = f"{first[0]}.{first[1]} {a}"
+    if join:
+        source += f" JOIN {second[0]}.{second[1]} {b} ON {b}.{draw(st.sampled_from(tables[second]))} = "
+        source += f"{a}.{draw(st.sampled_from(tables[first]))}"
+    aliases = [(a, first)] + ([(b, second)] if join else [])
+    predicates = []
+    for _ in range(draw(st.integers(0, 4))):
+        alias, table = draw(st.sampled_from(aliases))
+        column = f"{alias}.{draw(st.sampled_from(tables[table]))}"
+        value = draw(st.sampled_from(["$1", "$2", "'open'", "42", "now()", "$3::int"]))
+        predicates.append(
+            draw(
+                st.sampled_from(
+                    [
+                        f"{column} = {value}",
+                        f"{column} > {value}",
+                        f"{column} BETWEEN {value} AND $9",
+                        f"{column} IN ({value}, $8)",
+                        f"{column} = ANY($7)",
+                        f"{column} IS NULL",
+                        f"{column} LIKE 'ab%'",
+                        f"({column} = {value} OR {column} IS NULL)",
+                    ]
+                )
+            )
+        )
+    alias, table = draw(st.sampled_from(aliases))
+    order = f" ORDER BY {alias}.{draw(st.sampled_from(tables[table]))} DESC LIMIT $5" if draw(st.booleans()) else ""
+    where = f" WHERE {' AND '.join(predicates)}" if predicates else ""
+    return f"SELECT * FROM {source}{where}{order}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(_selects())
+def test_every_extracted_column_belongs_to_the_table_it_is_reported_for(query):
+    result = analyze(statement(query), CATALOG)
+    assert isinstance(result, Analysis), (query, result)
+    for key, use in result.tables.items():
+        reported = {*use.equality, *use.range, *use.join, *use.sort, *use.group, *use.like, *use.referenced}
+        assert reported <= set(CATALOG.tables[key].columns), (query, key, reported)
+    for number, param in result.params.items():
+        if param.column is not None:
+            assert param.column in CATALOG.tables[param.table].columns, (query, number, param)
