@@ -288,8 +288,15 @@ def estimate_size(catalog: Catalog, candidate: Candidate) -> int:
 
 def _thresholds(settings: Settings, options: AdvisorOptions) -> dict[str, str]:
     cfg = settings.advisor
+    min_total_ms = (
+        options.min_total_time_ms
+        if options.min_total_time_ms is not None
+        else cfg.min_total_time.total_seconds() * 1000
+    )
     return {
         "min_calls": str(options.min_calls if options.min_calls is not None else cfg.min_calls),
+        "min_total_time_ms": f"{min_total_ms:g}",
+        "user": options.user or "any",
         "top": str(options.top if options.top is not None else cfg.top),
         "max_indexes": str(options.max_indexes if options.max_indexes is not None else cfg.max_indexes),
         "max_size": str(options.max_size if options.max_size is not None else cfg.max_size),
