@@ -133,3 +133,22 @@ def test_pool_sample_keeps_state_across_runs_and_feeds_metrics(migrated_dsn, con
         daemon.close()
         for leak in leaked:
             leak.close()
+
+
+def test_advisor_job_writes_the_script_atomically(cli, migrated_dsn, conn, tmp_path):
+    require("pgops.advisor.run")
+    demo.load_schema(conn)
+    demo.generate(conn, scale=0.01)
+    demo.run_workload(migrated_dsn, statements=300)
+    output = tmp_path / "advice" / "indexes.sql"  # a folder that does not exist yet
+    config = tmp_path / "pgops.toml"
+    config.write_text(f'[advisor]\nmin_calls = 1\noutput = "{output}"\n[daemon]\njobs = ["advisor"]\n')
+    result = cli("--config", config, "--dsn", migrated_dsn, "daemon", "--once", "--format", "json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (run,) = json.loads(result.stdout)
+    assert run["job"] == "advisor" and run["outcome"] == "ok", run
+    assert run["detail"].endswith(f"script written to {output}")
+    script = output.read_text()
+    assert script.startswith("-- pgops")
+    assert "CREATE INDEX" in script  # the demo misses indexes on purpose
+    assert [p.name for p in output.parent.iterdir()] == ["indexes.sql"]  # no temporary file left behind
