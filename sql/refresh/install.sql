@@ -11,6 +11,8 @@ CREATE TABLE pgops.refresh_views (
     max_wait interval NOT NULL,
     refresh_concurrently boolean NOT NULL,
     base_tables oid[] NOT NULL,         -- tables carrying the pgops_refresh_mark trigger for this view
+    stale_flag regclass NOT NULL,       -- sequence: 1 while a refresh is known pending (writers need not mark)
+    write_count bigint,                 -- the base tables' inserted+updated+deleted counters when last seen
     through_views oid[] NOT NULL,       -- materialized views it reads: their refresh makes this one stale
     stale_since timestamptz,            -- oldest folded mark not yet covered by a refresh
     last_marked_at timestamptz,         -- newest folded mark: debounce counts from here
@@ -30,7 +32,11 @@ CREATE TABLE pgops.refresh_views (
 );
 
 -- Stale marks: insert-only for writers, no index and no key, so writers never wait on each other or on
--- pgops. The processor deletes (folds) them under the view's advisory lock.
+-- pgops. The processor deletes (folds) them under the view's advisory lock. Writers add one only while the
+-- view is clean: once the processor has folded a mark, it sets the view's stale flag (a sequence, read
+-- without any row lock or predicate lock) and writers skip the insert until the refresh. Before refreshing,
+-- the processor clears the flag and waits for the transactions that hold a write lock on a base table (those
+-- that may have skipped), so the refresh's snapshot includes every write that left no mark.
 CREATE TABLE pgops.refresh_marks (
     view_id integer NOT NULL,
     marked_at timestamptz NOT NULL DEFAULT clock_timestamp()
@@ -40,19 +46,23 @@ CREATE TABLE pgops.refresh_marks (
 GRANT USAGE ON SCHEMA pgops TO PUBLIC;
 GRANT INSERT ON pgops.refresh_marks TO PUBLIC;
 
--- Statement trigger on the base tables; TG_ARGV holds the ids of the views that read the table, so the trigger
--- reads no table at all (no rw-conflict for SERIALIZABLE writers). At most one mark per view per transaction:
--- a transaction-local setting remembers it (and is rolled back with a rolled-back savepoint, like the mark).
+-- Statement trigger on the base tables (BEFORE: no after-trigger queue). TG_ARGV holds pairs (view id, stale
+-- flag), so the trigger reads no table (no rw-conflict for SERIALIZABLE writers). When the flag says a refresh
+-- is pending, there is nothing to write; otherwise at most one mark per view per transaction: a
+-- transaction-local setting remembers it (and is rolled back with a rolled-back savepoint, like the mark). The
+-- write lock the statement holds on the table until commit is what the processor waits for.
 CREATE FUNCTION pgops.mark_stale() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    id text;
+    i integer := 0;
 BEGIN
-    FOREACH id IN ARRAY TG_ARGV LOOP
-        IF current_setting('pgops.m_' || id, true) IS DISTINCT FROM 'y' THEN
-            PERFORM set_config('pgops.m_' || id, 'y', true);
-            INSERT INTO pgops.refresh_marks (view_id) VALUES (id::integer);
+    WHILE i < TG_NARGS LOOP
+        IF pg_sequence_last_value(TG_ARGV[i + 1]::oid) IS DISTINCT FROM 1
+           AND current_setting('pgops.m_' || TG_ARGV[i], true) IS DISTINCT FROM 'y' THEN
+            PERFORM set_config('pgops.m_' || TG_ARGV[i], 'y', true);
+            INSERT INTO pgops.refresh_marks (view_id) VALUES (TG_ARGV[i]::integer);
         END IF;
+        i := i + 2;
     END LOOP;
     RETURN NULL;
 END
@@ -104,13 +114,14 @@ BEGIN
     IF qualified IS NULL THEN
         RETURN;  -- the table was dropped, and its trigger with it
     END IF;
-    SELECT string_agg(quote_literal(view_id::text), ', ' ORDER BY view_id) INTO ids
+    SELECT string_agg(quote_literal(view_id::text) || ', ' || quote_literal(stale_flag::oid::text), ', '
+                      ORDER BY view_id) INTO ids
     FROM pgops.refresh_views WHERE p_table = ANY (base_tables);
     IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = p_table AND tgname = 'pgops_refresh_mark') THEN
         EXECUTE format('DROP TRIGGER pgops_refresh_mark ON %s', qualified);
     END IF;
     IF ids IS NOT NULL THEN
-        EXECUTE format('CREATE TRIGGER pgops_refresh_mark AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
+        EXECUTE format('CREATE TRIGGER pgops_refresh_mark BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION pgops.mark_stale(%s)', qualified, ids);
     END IF;
 END
@@ -133,6 +144,7 @@ DECLARE
     deps record;
     old_tables oid[];
     v_id integer;
+    v_flag regclass;
     t oid;
 BEGIN
     SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relispopulated
@@ -166,11 +178,17 @@ BEGIN
     FROM pgops.refresh_views WHERE schema_name = v_schema AND view_name = v_name FOR UPDATE;
     IF v_id IS NULL THEN
         -- stale from the start: writes committed before the trigger existed left no mark
-        INSERT INTO pgops.refresh_views (schema_name, view_name, debounce, max_wait, refresh_concurrently, base_tables,
-                                         through_views, stale_since, last_marked_at)
-        VALUES (v_schema, v_name, p_debounce, p_max_wait, p_concurrently, deps.base_tables, deps.through_views,
-                clock_timestamp(), clock_timestamp())
-        RETURNING view_id INTO v_id;
+        v_id := nextval(pg_get_serial_sequence('pgops.refresh_views', 'view_id'));
+        EXECUTE format('CREATE SEQUENCE pgops.%I MINVALUE 0 MAXVALUE 1', 'refresh_flag_' || v_id);
+        v_flag := format('pgops.%I', 'refresh_flag_' || v_id)::regclass;
+        EXECUTE format('GRANT SELECT ON SEQUENCE %s TO PUBLIC', v_flag);
+        INSERT INTO pgops.refresh_views (view_id, schema_name, view_name, debounce, max_wait, refresh_concurrently,
+                                         base_tables, stale_flag, through_views, stale_since, last_marked_at)
+        OVERRIDING SYSTEM VALUE
+        VALUES (v_id, v_schema, v_name, p_debounce, p_max_wait, p_concurrently, deps.base_tables, v_flag,
+                deps.through_views, clock_timestamp(), clock_timestamp());
+        -- the row commits with the flag (a rollback drops the sequence), so writers may skip marks at once
+        PERFORM setval(v_flag, 1);
         old_tables := '{}';
     ELSE
         UPDATE pgops.refresh_views
@@ -200,6 +218,7 @@ DECLARE
     v_name name;
     v_id integer;
     old_tables oid[];
+    v_flag regclass;
     t oid;
 BEGIN
     IF cardinality(parts) = 1 THEN
@@ -211,7 +230,7 @@ BEGIN
         v_name := parts[2];
     END IF;
     DELETE FROM pgops.refresh_views WHERE schema_name = v_schema AND view_name = v_name
-    RETURNING view_id, base_tables INTO v_id, old_tables;
+    RETURNING view_id, base_tables, stale_flag INTO v_id, old_tables, v_flag;
     IF v_id IS NULL THEN
         RETURN false;
     END IF;
@@ -219,6 +238,8 @@ BEGIN
     FOR t IN SELECT unnest(old_tables) LOOP
         PERFORM pgops.sync_table_trigger(t);
     END LOOP;
+    -- after the triggers (same lock order as writers: table, then flag)
+    EXECUTE format('DROP SEQUENCE %s', v_flag);
     RETURN true;
 END
 $$;
@@ -243,11 +264,51 @@ LANGUAGE sql IMMUTABLE AS $$
                  greatest(p_max_wait, interval '1 second'), interval '1 hour')
 $$;
 
+-- Writes to the base tables seen by the statistics system (inserted + updated + deleted, all committed or
+-- not): how the processor learns of writes while the stale flag lets writers skip their marks, so debounce
+-- still counts from the last write (up to the statistics' reporting delay, about a second).
+CREATE FUNCTION pgops.write_count(p_tables oid[]) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(sum(pg_stat_get_tuples_inserted(t) + pg_stat_get_tuples_updated(t)
+                        + pg_stat_get_tuples_deleted(t)), 0)::bigint
+    FROM unnest(p_tables) AS t
+$$;
+
+-- Clear the view's stale flag, then wait until every transaction that held a write lock on a base table at that
+-- moment has ended: those are the only ones that may have skipped their mark, and afterwards a new snapshot
+-- sees all of their writes. False when they did not end within p_wait (the flag is set again: nothing lost).
+CREATE FUNCTION pgops.clear_flag_and_wait(p_flag regclass, p_tables oid[], p_wait interval) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    write_modes text[] := '{RowExclusiveLock,ShareRowExclusiveLock,ExclusiveLock,AccessExclusiveLock}';
+    writers text[];
+    deadline timestamptz := clock_timestamp() + p_wait;
+BEGIN
+    PERFORM setval(p_flag, 0);
+    LOOP
+        writers := ARRAY(
+            SELECT DISTINCT l.virtualtransaction FROM pg_locks l
+            WHERE l.locktype = 'relation' AND l.relation = ANY (p_tables) AND l.granted AND l.mode = ANY (write_modes)
+              AND l.pid IS DISTINCT FROM pg_backend_pid()
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND (writers IS NULL OR l.virtualtransaction = ANY (writers)));
+        IF cardinality(writers) = 0 THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            PERFORM setval(p_flag, 1);
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END
+$$;
+
 -- Process one view in the caller's transaction (READ COMMITTED, one view per transaction): take the view's
 -- advisory lock (at most one refresh of a view at a time anywhere), fold the marks visible now into the queue
 -- row, and refresh if due (or p_force). The REFRESH reads a later snapshot than the fold, so a write committed
--- after the fold left a mark that the next run sees: no lost refresh. A failed refresh is rolled back to a
--- savepoint, recorded and backed off, and the folded stale state is kept.
+-- after the fold left a mark that the next run sees, and a write that skipped its mark was waited for: no lost
+-- refresh. A failed refresh is rolled back to a savepoint, recorded and backed off; the stale state is kept.
 CREATE FUNCTION pgops.refresh_view(
     p_view_id integer, p_force boolean DEFAULT false,
     OUT outcome text, OUT concurrent boolean, OUT duration interval, OUT error text
@@ -257,9 +318,11 @@ DECLARE
     q pgops.refresh_views;
     first_mark timestamptz;
     last_mark timestamptz;
+    writes bigint;
     rel regclass;
     populated boolean;
     started timestamptz;
+    wait_limit interval := coalesce(nullif(current_setting('lock_timeout'), '0')::interval, interval '5 seconds');
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'pgops refreshes views in READ COMMITTED transactions, not %',
@@ -271,8 +334,13 @@ BEGIN
     END IF;
     WITH folded AS (DELETE FROM pgops.refresh_marks WHERE view_id = p_view_id RETURNING marked_at)
     SELECT min(marked_at), max(marked_at) INTO first_mark, last_mark FROM folded;
+    SELECT pgops.write_count(v.base_tables) INTO writes FROM pgops.refresh_views v WHERE v.view_id = p_view_id;
     UPDATE pgops.refresh_views
-    SET stale_since = least(stale_since, first_mark), last_marked_at = greatest(last_marked_at, last_mark)
+    SET stale_since = least(stale_since, first_mark),
+        last_marked_at = greatest(last_marked_at, last_mark,
+                                  CASE WHEN coalesce(stale_since, first_mark) IS NOT NULL
+                                        AND writes IS DISTINCT FROM write_count THEN clock_timestamp() END),
+        write_count = writes
     WHERE view_id = p_view_id
     RETURNING * INTO q;
     IF q.view_id IS NULL THEN
@@ -285,7 +353,17 @@ BEGIN
     END IF;
     IF NOT p_force AND NOT pgops.refresh_is_due(q.stale_since, q.last_marked_at, q.debounce, q.max_wait,
                                                 q.next_attempt_at, clock_timestamp()) THEN
+        -- a refresh is pending and committed (stale_since, or the marks if this transaction rolls back):
+        -- writers may stop marking until it runs
+        IF pg_sequence_last_value(q.stale_flag) IS DISTINCT FROM 1 THEN
+            PERFORM setval(q.stale_flag, 1);
+        END IF;
         outcome := 'waiting';
+        RETURN;
+    END IF;
+    IF NOT pgops.clear_flag_and_wait(q.stale_flag, q.base_tables, wait_limit) THEN
+        outcome := 'busy';
+        error := format('writers of %s.%s did not finish within %s', q.schema_name, q.view_name, wait_limit);
         RETURN;
     END IF;
 

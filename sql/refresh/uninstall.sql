@@ -2,18 +2,23 @@
 -- refuse while they exist, and CASCADE would hide what it removed).
 DO $$
 DECLARE
-    trigger_on regclass;
+    relation regclass;
 BEGIN
-    FOR trigger_on IN
+    FOR relation IN
         SELECT tgrelid::regclass FROM pg_trigger WHERE tgfoid = 'pgops.mark_stale()'::regprocedure
     LOOP
-        EXECUTE format('DROP TRIGGER pgops_refresh_mark ON %s', trigger_on);
+        EXECUTE format('DROP TRIGGER pgops_refresh_mark ON %s', relation);
+    END LOOP;
+    FOR relation IN SELECT stale_flag FROM pgops.refresh_views LOOP
+        EXECUTE format('DROP SEQUENCE %s', relation);
     END LOOP;
 END
 $$;
 DROP PROCEDURE pgops.process_due(interval);
 DROP FUNCTION pgops.refresh_candidates();
 DROP FUNCTION pgops.refresh_view(integer, boolean);
+DROP FUNCTION pgops.clear_flag_and_wait(regclass, oid[], interval);
+DROP FUNCTION pgops.write_count(oid[]);
 DROP FUNCTION pgops.refresh_backoff(integer, interval, interval);
 DROP FUNCTION pgops.refresh_is_due(timestamptz, timestamptz, interval, interval, timestamptz, timestamptz);
 DROP FUNCTION pgops.unwatch(text);

@@ -1,0 +1,192 @@
+"""Write-path cost of keeping a materialized view fresh, measured side by side with pgbench.
+
+16 clients run single-row UPDATEs of a 100k-row table that a materialized view aggregates, in three
+configurations, interleaved over several rounds (median TPS per configuration):
+
+  no trigger   the baseline
+  pgops        pgops' statement trigger (insert-only marks), with pgops' processor running at its defaults
+               (process_due every refresh.interval, debounce and max-wait from [refresh])
+  queue-upsert the design pgops replaces: a statement trigger upserting one queue row per view
+
+Usage: .venv/bin/python bench/refresh_write_overhead.py [--dsn URL] [--rounds 3] [--seconds 10] [--clients 16]
+Without --dsn it starts its own sandbox in .pgops/bench-refresh (stopped at the end). The database it creates
+(pgops_bench_refresh) is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from pgops import migrate
+from pgops.config import RefreshSettings, Settings
+from pgops.refresh import process
+from pgops.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+DBNAME = "pgops_bench_refresh"
+ROWS = 100_000
+SCRIPT = "\\set id random(1, 100000)\nUPDATE accounts SET balance = balance + 1 WHERE id = :id;\n"
+
+QUEUE_UPSERT = """
+CREATE TABLE IF NOT EXISTS refresh_queue (view_name text PRIMARY KEY, requested_at timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION queue_refresh() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO refresh_queue (view_name, requested_at) VALUES ('account_stats', now())
+    ON CONFLICT (view_name) DO UPDATE SET requested_at = now();
+    RETURN NULL;
+END $$;
+CREATE TRIGGER queue_refresh AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_refresh();
+"""
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench") or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)), None
+    )
+    if not found:
+        raise SystemExit("pgbench not found: install postgresql-client (Debian: apt-get install postgresql-15)")
+    return found
+
+
+@contextmanager
+def server(dsn: str | None) -> Iterator[str]:
+    if dsn:
+        yield dsn
+        return
+    box = Sandbox(ROOT / ".pgops" / "bench-refresh")
+    started_here = not box.running()
+    url = box.start()
+    try:
+        yield url
+    finally:
+        if started_here:
+            box.stop()
+
+
+def setup(admin_dsn: str) -> str:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DBNAME)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DBNAME)))
+    dsn = make_conninfo(admin_dsn, dbname=DBNAME)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE accounts (id integer PRIMARY KEY, grp integer NOT NULL, balance bigint NOT NULL)")
+        conn.execute("INSERT INTO accounts SELECT i, i %% 100, 0 FROM generate_series(1, %s) i", (ROWS,))
+        conn.execute(
+            "CREATE MATERIALIZED VIEW account_stats AS "
+            "SELECT grp, count(*) AS accounts, sum(balance) AS balance FROM accounts GROUP BY grp"
+        )
+        conn.execute("CREATE UNIQUE INDEX ON account_stats (grp)")
+        conn.execute("VACUUM ANALYZE accounts")
+    return dsn
+
+
+def run_pgbench(dsn: str, clients: int, seconds: int, script: Path) -> float:
+    out = subprocess.run(
+        [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", "4", "-T", str(seconds),
+         "-f", str(script), dsn],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    if not match:
+        raise SystemExit(f"can't read pgbench's TPS from:\n{out}")
+    return float(match[1])
+
+
+@contextmanager
+def processor(dsn: str, settings: RefreshSettings) -> Iterator[None]:
+    """pgops' daemon job at its defaults: process_due every `interval`."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                process.process_due(conn, settings, should_stop=stop.is_set)
+                stop.wait(settings.interval.total_seconds())
+
+    thread = threading.Thread(target=loop, name="pgops-processor")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def configure(conn: psycopg.Connection, name: str, settings: RefreshSettings) -> None:
+    conn.execute("DROP TRIGGER IF EXISTS queue_refresh ON accounts")
+    conn.execute("SELECT pgops.unwatch('public.account_stats')")
+    if name == "pgops":
+        conn.execute(
+            "SELECT pgops.watch('public.account_stats', %s, %s, true)", (settings.debounce, settings.max_wait)
+        )
+    elif name == "queue-upsert":
+        conn.execute(QUEUE_UPSERT)
+    conn.execute("VACUUM accounts")
+    conn.execute("VACUUM pgops.refresh_marks")
+    conn.execute("CHECKPOINT")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dsn", help="superuser URL of a server to use (default: a sandbox of its own)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+
+    settings = replace(Settings().refresh, cron_schedule="")  # the processor here, not pg_cron
+    names = ("no trigger", "pgops", "queue-upsert")
+    tps: dict[str, list[float]] = {name: [] for name in names}
+    with server(args.dsn) as admin_dsn, tempfile.TemporaryDirectory() as tmp:
+        dsn = setup(admin_dsn)
+        migrate.upgrade(dsn, replace(Settings(), refresh=settings))
+        script = Path(tmp) / "update.sql"
+        script.write_text(SCRIPT)
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for round_no in range(args.rounds):
+                    order = names if round_no % 2 == 0 else tuple(reversed(names))
+                    for name in order:
+                        configure(conn, name, settings)
+                        if name == "pgops":
+                            with processor(dsn, settings):
+                                tps[name].append(run_pgbench(dsn, args.clients, args.seconds, script))
+                        else:
+                            tps[name].append(run_pgbench(dsn, args.clients, args.seconds, script))
+                        print(f"round {round_no + 1} {name:<12} {tps[name][-1]:>10.0f} TPS", flush=True)
+                marks_left = conn.execute("SELECT count(*) FROM pgops.refresh_marks").fetchone()[0]
+        finally:
+            with psycopg.connect(admin_dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DBNAME)))
+
+    base = statistics.median(tps["no trigger"])
+    print(
+        f"\npgbench: {args.clients} clients, single-row UPDATEs of a {ROWS}-row table, materialized view over it; "
+        f"{args.rounds} interleaved rounds x {args.seconds}s, median TPS"
+    )
+    print(f"{'configuration':<14}{'median TPS':>12}{'ratio':>8}   runs")
+    for name in names:
+        median = statistics.median(tps[name])
+        runs = ", ".join(f"{v:.0f}" for v in tps[name])
+        print(f"{name:<14}{median:>12.0f}{median / base:>8.2f}   {runs}")
+    print(f"marks not yet folded at the end: {marks_left}")
+
+
+if __name__ == "__main__":
+    main()
