@@ -131,9 +131,7 @@ def configure(conn: psycopg.Connection, name: str, settings: RefreshSettings) ->
     conn.execute("DROP TRIGGER IF EXISTS queue_refresh ON accounts")
     conn.execute("SELECT pgops.unwatch('public.account_stats')")
     if name == "pgops":
-        conn.execute(
-            "SELECT pgops.watch('public.account_stats', %s, %s, true)", (settings.debounce, settings.max_wait)
-        )
+        conn.execute("SELECT pgops.watch('public.account_stats', %s, %s, true)", (settings.debounce, settings.max_wait))
     elif name == "queue-upsert":
         conn.execute(QUEUE_UPSERT)
     conn.execute("VACUUM accounts")

@@ -49,11 +49,25 @@ class CronPlace:
         return f"pgops-refresh-history:{self.database}"
 
 
-def locate(conn: psycopg.Connection) -> CronPlace:
-    row = conn.execute(
-        "SELECT current_setting('cron.database_name', true), current_database(), current_user"
-    ).fetchone()
+def locate(conn: psycopg.Connection) -> CronPlace | None:
+    """Where pg_cron keeps its jobs; None when this role may not see it (cron.database_name is superuser-only)."""
+    try:
+        with conn.transaction():  # a savepoint when called inside the migration's transaction
+            row = conn.execute(
+                "SELECT current_setting('cron.database_name', true), current_database(), current_user"
+            ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
     return CronPlace(cron_database=row[0] or None, database=row[1], role=row[2])
+
+
+def _hidden(conn: psycopg.Connection) -> CronResult:
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    return _fallback(
+        f"role {role} may not schedule pg_cron jobs: it can't even read cron.database_name "
+        f"(a superuser can GRANT pg_read_all_settings TO {role}, then USAGE ON SCHEMA cron and EXECUTE ON "
+        f"FUNCTION {SCHEDULE_IN_DATABASE} in pg_cron's database)"
+    )
 
 
 def process_command(settings: RefreshSettings) -> str:
@@ -94,6 +108,8 @@ def schedule(conn: psycopg.Connection, settings: RefreshSettings) -> CronResult:
     if not settings.cron_schedule.strip():
         return _fallback("pg_cron job not scheduled: refresh.cron_schedule is empty")
     place = locate(conn)
+    if place is None:
+        return _hidden(conn)
     if place.cron_database is None:
         return _fallback("pg_cron is not loaded on this server (shared_preload_libraries), so no job was scheduled")
     history = history_command(place, settings.cron_keep_history)
@@ -152,6 +168,8 @@ def _schedule_elsewhere(
 def unschedule(conn: psycopg.Connection) -> CronResult:
     """Remove pgops' jobs of this database (and their history); a missing pg_cron is nothing to remove."""
     place = locate(conn)
+    if place is None:
+        return CronResult(False, "this role may not see pg_cron, so it has no job to remove")
     if place.cron_database is None:
         return CronResult(False, "pg_cron is not loaded: no job to remove")
     if place.cron_database == place.database:

@@ -98,9 +98,12 @@ def test_a_view_owned_by_another_role_names_its_owner(conn, pg_server, dbname, i
         conn.execute("CREATE MATERIALIZED VIEW ids AS SELECT id FROM t")
         conn.execute(sql.SQL("ALTER MATERIALIZED VIEW ids OWNER TO {}").format(sql.Identifier(owner)))
         conn.execute(sql.SQL("GRANT TRIGGER ON t TO {}").format(sql.Identifier(other)))
-        with psycopg.connect(pg_server.database_dsn(dbname, user=other, password="pw"), autocommit=True) as as_other:
-            with pytest.raises(PgopsError, match=f"owned by role {owner}.*GRANT {owner} TO {other}"):
-                watch.watch(as_other, "ids", installed.refresh, concurrently=False)
+        other_dsn = pg_server.database_dsn(dbname, user=other, password="pw")
+        with (
+            psycopg.connect(other_dsn, autocommit=True) as as_other,
+            pytest.raises(PgopsError, match=f"owned by role {owner}.*GRANT {owner} TO {other}"),
+        ):
+            watch.watch(as_other, "ids", installed.refresh, concurrently=False)
     finally:
         conn.execute("DROP MATERIALIZED VIEW IF EXISTS ids")
         conn.execute("DROP TABLE IF EXISTS t")
