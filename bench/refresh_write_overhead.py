@@ -4,6 +4,7 @@
 configurations, interleaved over several rounds (median TPS per configuration):
 
   no trigger   the baseline
+  no-op        a PL/pgSQL statement trigger that does nothing: the floor for any trigger-based design
   pgops        pgops' statement trigger (insert-only marks), with pgops' processor running at its defaults
                (process_due every refresh.interval, debounce and max-wait from [refresh])
   queue-upsert the design pgops replaces: a statement trigger upserting one queue row per view
@@ -55,6 +56,11 @@ BEGIN
 END $$;
 CREATE TRIGGER queue_refresh AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON accounts
     FOR EACH STATEMENT EXECUTE FUNCTION queue_refresh();
+"""
+NO_OP = """
+CREATE OR REPLACE FUNCTION no_op() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER no_op BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON accounts
+    FOR EACH STATEMENT EXECUTE FUNCTION no_op();
 """
 
 
@@ -133,11 +139,14 @@ def processor(dsn: str, settings: RefreshSettings) -> Iterator[None]:
 
 def configure(conn: psycopg.Connection, name: str, settings: RefreshSettings) -> None:
     conn.execute("DROP TRIGGER IF EXISTS queue_refresh ON accounts")
+    conn.execute("DROP TRIGGER IF EXISTS no_op ON accounts")
     conn.execute("SELECT pgops.unwatch('public.account_stats')")
     if name.startswith("pgops"):
         conn.execute("SELECT pgops.watch('public.account_stats', %s, %s, true)", (settings.debounce, settings.max_wait))
     elif name == "queue-upsert":
         conn.execute(QUEUE_UPSERT)
+    elif name == "no-op":
+        conn.execute(NO_OP)
     conn.execute("VACUUM accounts")
     conn.execute("VACUUM pgops.refresh_marks")
     conn.execute("CHECKPOINT")
@@ -155,7 +164,13 @@ def main() -> None:
     frequent = replace(
         defaults, debounce=timedelta(seconds=1), max_wait=timedelta(seconds=2), interval=timedelta(seconds=0.5)
     )
-    configurations = {"no trigger": defaults, "pgops": defaults, "queue-upsert": defaults, "pgops 2s": frequent}
+    configurations = {
+        "no trigger": defaults,
+        "no-op": defaults,
+        "pgops": defaults,
+        "queue-upsert": defaults,
+        "pgops 2s": frequent,
+    }
     names = tuple(configurations)
     tps: dict[str, list[float]] = {name: [] for name in names}
     refreshes: dict[str, list[int]] = {name: [] for name in names}

@@ -276,8 +276,10 @@ $$;
 
 -- Clear the view's stale flag, then wait until every transaction that held a write lock on a base table at that
 -- moment has ended: those are the only ones that may have skipped their mark, and afterwards a new snapshot
--- sees all of their writes. False when they did not end within p_wait (the flag is set again: nothing lost).
-CREATE FUNCTION pgops.clear_flag_and_wait(p_flag regclass, p_tables oid[], p_wait interval) RETURNS boolean
+-- sees all of their writes. False when they did not end within p_wait: the flag is set again when a refresh
+-- stays pending (p_still_stale), so nothing is lost either way.
+CREATE FUNCTION pgops.clear_flag_and_wait(p_flag regclass, p_tables oid[], p_wait interval, p_still_stale boolean)
+RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     write_modes text[] := '{RowExclusiveLock,ShareRowExclusiveLock,ExclusiveLock,AccessExclusiveLock}';
@@ -296,7 +298,9 @@ BEGIN
             RETURN true;
         END IF;
         IF clock_timestamp() >= deadline THEN
-            PERFORM setval(p_flag, 1);
+            IF p_still_stale THEN
+                PERFORM setval(p_flag, 1);
+            END IF;
             RETURN false;
         END IF;
         PERFORM pg_sleep(0.01);
@@ -361,7 +365,7 @@ BEGIN
         outcome := 'waiting';
         RETURN;
     END IF;
-    IF NOT pgops.clear_flag_and_wait(q.stale_flag, q.base_tables, wait_limit) THEN
+    IF NOT pgops.clear_flag_and_wait(q.stale_flag, q.base_tables, wait_limit, q.stale_since IS NOT NULL) THEN
         outcome := 'busy';
         error := format('writers of %s.%s did not finish within %s', q.schema_name, q.view_name, wait_limit);
         RETURN;

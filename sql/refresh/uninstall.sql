@@ -17,7 +17,7 @@ $$;
 DROP PROCEDURE pgops.process_due(interval);
 DROP FUNCTION pgops.refresh_candidates();
 DROP FUNCTION pgops.refresh_view(integer, boolean);
-DROP FUNCTION pgops.clear_flag_and_wait(regclass, oid[], interval);
+DROP FUNCTION pgops.clear_flag_and_wait(regclass, oid[], interval, boolean);
 DROP FUNCTION pgops.write_count(oid[]);
 DROP FUNCTION pgops.refresh_backoff(integer, interval, interval);
 DROP FUNCTION pgops.refresh_is_due(timestamptz, timestamptz, interval, interval, timestamptz, timestamptz);

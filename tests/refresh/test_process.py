@@ -233,3 +233,18 @@ def test_metrics_exist_for_every_watched_view_and_count_refreshes(conn, fund_sta
     assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", {"view": "public.fund_stats"}) == 0
     assert REGISTRY.get_sample_value("pgops_refresh_last_success_timestamp_seconds", {"view": "public.fund_stats"}) > 0
     assert REGISTRY.get_sample_value("pgops_refresh_duration_seconds_count", {"view": "public.fund_stats"}) >= 1
+
+
+def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(conn, dsn, fund_stats, settings):
+    """`refresh now` of a clean view gives up waiting for an open writer, which then rolls back: the flag must
+    stay clear, or later writers would skip their marks with no refresh pending."""
+    short = dataclasses.replace(settings.refresh, lock_timeout=timedelta(milliseconds=300))
+    watch.watch(conn, fund_stats, short, debounce=timedelta(0), max_wait=timedelta(0))
+    process.refresh_now(conn, fund_stats, short)
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (4, 1)")
+        assert process.refresh_now(conn, fund_stats, short).outcome == process.BUSY
+        writer.rollback()
+    _trade(dsn, 4242)
+    assert [o.outcome for o in process.process_due(conn, short)] == ["refreshed"]
+    assert differs_from_query(conn, fund_stats) == 0
