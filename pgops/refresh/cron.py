@@ -10,7 +10,6 @@ refreshes.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,8 +18,6 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgops.config import RefreshSettings
-
-log = logging.getLogger("pgops.migrate")
 
 HISTORY_SCHEDULE = "*/10 * * * *"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
@@ -34,7 +31,7 @@ class CronResult:
 
 @dataclass(frozen=True)
 class CronPlace:
-    """Where pg_cron runs for this database: None when pg_cron is not loaded on the server."""
+    """Where pg_cron keeps its jobs (`cron_database`: None when pg_cron is not loaded on the server)."""
 
     cron_database: str | None
     database: str
