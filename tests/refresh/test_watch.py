@@ -11,6 +11,7 @@ from psycopg import sql
 
 from pgops.errors import PgopsError
 from pgops.refresh import process, queue, watch
+from tests.refresh.conftest import FAST
 
 
 def _triggers(conn) -> dict[str, list[str]]:
@@ -154,3 +155,21 @@ def test_cli_watch_status_now_unwatch(cli, dsn, conn, fund_stats):
 def test_cli_says_when_pgops_is_not_installed(cli, dsn):
     result = cli("--dsn", dsn, "refresh", "status")
     assert result.exit_code == 3 and "pgops migrate" in result.stderr
+
+
+def test_an_application_role_with_only_table_grants_writes_through_the_trigger(conn, pg_server, dbname, fund_stats):
+    """Writers need no grant of pgops' own: the trigger's mark and flag read are open to every role."""
+    role = f"pgops_writer_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON trades TO {}").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        watch.watch(conn, fund_stats, FAST)
+        process.refresh_now(conn, fund_stats, FAST)  # clean: the next write marks
+        with psycopg.connect(pg_server.database_dsn(dbname, user=role, password="pw"), autocommit=True) as app:
+            app.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")
+            app.execute("UPDATE trades SET amount = 2 WHERE fund_id = 1")
+        assert conn.execute("SELECT count(*) FROM pgops.refresh_marks").fetchone()[0] == 2
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
