@@ -15,7 +15,7 @@ CREATE TABLE pgops.refresh_views (
     write_count bigint,                 -- the base tables' inserted+updated+deleted counters when last seen
     through_views oid[] NOT NULL,       -- materialized views it reads: their refresh makes this one stale
     stale_since timestamptz,            -- oldest folded mark not yet covered by a refresh
-    last_marked_at timestamptz,         -- newest folded mark: debounce counts from here
+    last_marked_at timestamptz,         -- newest folded mark or observed write: debounce counts from here
     last_refresh_started_at timestamptz,
     last_refresh_finished_at timestamptz,
     last_refresh_duration interval,
@@ -47,17 +47,18 @@ GRANT USAGE ON SCHEMA pgops TO PUBLIC;
 GRANT INSERT ON pgops.refresh_marks TO PUBLIC;
 
 -- Statement trigger on the base tables (BEFORE: no after-trigger queue). TG_ARGV holds pairs (view id, stale
--- flag), so the trigger reads no table (no rw-conflict for SERIALIZABLE writers). When the flag says a refresh
--- is pending, there is nothing to write; otherwise at most one mark per view per transaction: a
+-- flag's name), so the trigger reads no table (no rw-conflict for SERIALIZABLE writers). When the flag says a
+-- refresh is pending, there is nothing to write; otherwise at most one mark per view per transaction: a
 -- transaction-local setting remembers it (and is rolled back with a rolled-back savepoint, like the mark). The
--- write lock the statement holds on the table until commit is what the processor waits for.
+-- write lock the statement holds on the table until commit is what the processor waits for. The flag goes by
+-- name (it survives a dump and restore) and a missing one reads as clean: a writer never fails because of it.
 CREATE FUNCTION pgops.mark_stale() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     i integer := 0;
 BEGIN
     WHILE i < TG_NARGS LOOP
-        IF pg_sequence_last_value(TG_ARGV[i + 1]::oid) IS DISTINCT FROM 1
+        IF pg_sequence_last_value(to_regclass(TG_ARGV[i + 1])) IS DISTINCT FROM 1
            AND current_setting('pgops.m_' || TG_ARGV[i], true) IS DISTINCT FROM 'y' THEN
             PERFORM set_config('pgops.m_' || TG_ARGV[i], 'y', true);
             INSERT INTO pgops.refresh_marks (view_id) VALUES (TG_ARGV[i]::integer);
@@ -114,7 +115,7 @@ BEGIN
     IF qualified IS NULL THEN
         RETURN;  -- the table was dropped, and its trigger with it
     END IF;
-    SELECT string_agg(quote_literal(view_id::text) || ', ' || quote_literal(stale_flag::oid::text), ', '
+    SELECT string_agg(quote_literal(view_id::text) || ', ' || quote_literal('pgops.refresh_flag_' || view_id), ', '
                       ORDER BY view_id) INTO ids
     FROM pgops.refresh_views WHERE p_table = ANY (base_tables);
     IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = p_table AND tgname = 'pgops_refresh_mark') THEN

@@ -248,3 +248,13 @@ def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(c
     _trade(dsn, 4242)
     assert [o.outcome for o in process.process_due(conn, short)] == ["refreshed"]
     assert differs_from_query(conn, fund_stats) == 0
+
+
+def test_a_missing_stale_flag_never_fails_a_writer(conn, dsn, fund_stats, settings):
+    """E.g. a restore that lost the flag: writers mark (as if clean) instead of failing."""
+    view = watch.watch(conn, fund_stats, settings.refresh)
+    conn.execute(
+        psycopg.sql.SQL("DROP SEQUENCE pgops.{}").format(psycopg.sql.Identifier(f"refresh_flag_{view.view_id}"))
+    )
+    _trade(dsn)
+    assert _marks(conn) == 1
