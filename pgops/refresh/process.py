@@ -19,14 +19,14 @@ from pgops.refresh.queue import WatchedView, require_installed, watched_views
 
 log = logging.getLogger("pgops.refresh")
 
-REFRESHED, FAILED, BUSY = "refreshed", "failed", "busy"
+REFRESHED, FAILED, BUSY, FLIPPED = "refreshed", "failed", "busy", "flipped"
 
 
 @dataclass(frozen=True)
 class RefreshOutcome:
     view_id: int
     view: str
-    outcome: str  # refreshed, failed, waiting (debounce/back-off), busy (another refresh runs), clean, unknown
+    outcome: str  # refreshed, failed, waiting (debounce/back-off), busy (another refresh or open writers), clean
     concurrent: bool | None = None
     duration: timedelta | None = None
     error: str | None = None
@@ -39,7 +39,18 @@ def _ms(value: timedelta) -> str:
 def refresh_one(
     conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, *, force: bool = False
 ) -> RefreshOutcome:
-    """One view in one READ COMMITTED transaction under pgops' refresh statement and lock timeouts."""
+    """One view in one READ COMMITTED transaction under pgops' refresh statement and lock timeouts; once more,
+    at once, when that transaction only lowered the view's pending flag (it must be committed before the wait)."""
+    for _ in range(3):
+        outcome = _attempt(conn, view_id, view, settings, force)
+        if outcome.outcome != FLIPPED:
+            break
+    return _observe(outcome)
+
+
+def _attempt(
+    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, force: bool
+) -> RefreshOutcome:
     try:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -52,8 +63,8 @@ def refresh_one(
         if exc.sqlstate is None or conn.closed:  # the connection broke: nothing else can be done on it
             raise
         # the bookkeeping itself failed (e.g. a lock timeout on the queue): nothing was recorded, retry next time
-        return _observe(RefreshOutcome(view_id, view, FAILED, error=exc.diag.message_primary or str(exc)))
-    return _observe(RefreshOutcome(view_id, view, *row))
+        return RefreshOutcome(view_id, view, FAILED, error=exc.diag.message_primary or str(exc))
+    return RefreshOutcome(view_id, view, *row)
 
 
 def _observe(outcome: RefreshOutcome) -> RefreshOutcome:

@@ -11,7 +11,6 @@ CREATE TABLE pgops.refresh_views (
     max_wait interval NOT NULL,
     refresh_concurrently boolean NOT NULL,
     base_tables oid[] NOT NULL,         -- tables carrying the pgops_refresh_mark trigger for this view
-    stale_flag regclass NOT NULL,       -- sequence: 1 while a refresh is known pending (writers need not mark)
     write_count bigint,                 -- the base tables' inserted+updated+deleted counters when last seen
     through_views oid[] NOT NULL,       -- materialized views it reads: their refresh makes this one stale
     stale_since timestamptz,            -- oldest folded mark not yet covered by a refresh
@@ -33,10 +32,12 @@ CREATE TABLE pgops.refresh_views (
 
 -- Stale marks: insert-only for writers, no index and no key, so writers never wait on each other or on
 -- pgops. The processor deletes (folds) them under the view's advisory lock. Writers add one only while the
--- view is clean: once the processor has folded a mark, it sets the view's stale flag (a sequence, read
--- without any row lock or predicate lock) and writers skip the insert until the refresh. Before refreshing,
--- the processor clears the flag and waits for the transactions that hold a write lock on a base table (those
--- that may have skipped), so the refresh's snapshot includes every write that left no mark.
+-- view is clean: once the processor has folded a mark, it creates the view's pending flag, an empty composite
+-- type `pgops.refresh_pending_<id>` that writers look up by name in their own catalog cache (no buffer, no
+-- lock, no predicate lock; a sequence's value was measured slower: reading it takes its buffer exclusively),
+-- and writers skip the insert until the refresh. Before refreshing, the processor drops the flag, commits,
+-- and waits for the transactions that hold a write lock on a base table (the only ones that may have skipped),
+-- so the refresh's snapshot includes every write that left no mark.
 CREATE TABLE pgops.refresh_marks (
     view_id integer NOT NULL,
     marked_at timestamptz NOT NULL DEFAULT clock_timestamp()
@@ -46,19 +47,19 @@ CREATE TABLE pgops.refresh_marks (
 GRANT USAGE ON SCHEMA pgops TO PUBLIC;
 GRANT INSERT ON pgops.refresh_marks TO PUBLIC;
 
--- Statement trigger on the base tables (BEFORE: no after-trigger queue). TG_ARGV holds pairs (view id, stale
+-- Statement trigger on the base tables (BEFORE: no after-trigger queue). TG_ARGV holds pairs (view id, pending
 -- flag's name), so the trigger reads no table (no rw-conflict for SERIALIZABLE writers). When the flag says a
 -- refresh is pending, there is nothing to write; otherwise at most one mark per view per transaction: a
 -- transaction-local setting remembers it (and is rolled back with a rolled-back savepoint, like the mark). The
--- write lock the statement holds on the table until commit is what the processor waits for. The flag goes by
--- name (it survives a dump and restore) and a missing one reads as clean: a writer never fails because of it.
+-- write lock the statement holds on the table until commit is what the processor waits for. A missing flag
+-- reads as clean (mark), so a writer never fails because of pgops.
 CREATE FUNCTION pgops.mark_stale() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     i integer := 0;
 BEGIN
     WHILE i < TG_NARGS LOOP
-        IF pg_sequence_last_value(to_regclass(TG_ARGV[i + 1])) IS DISTINCT FROM 1
+        IF to_regclass(TG_ARGV[i + 1]) IS NULL
            AND current_setting('pgops.m_' || TG_ARGV[i], true) IS DISTINCT FROM 'y' THEN
             PERFORM set_config('pgops.m_' || TG_ARGV[i], 'y', true);
             INSERT INTO pgops.refresh_marks (view_id) VALUES (TG_ARGV[i]::integer);
@@ -103,6 +104,25 @@ LANGUAGE sql STABLE AS $$
     )
 $$;
 
+-- The name of a view's pending flag, as writers look it up.
+CREATE FUNCTION pgops.pending_flag(p_view_id integer) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'pgops.refresh_pending_' || p_view_id
+$$;
+
+-- Raise (a refresh is pending and committed: writers may skip their marks) or lower a view's pending flag.
+-- Transactional: it takes effect for writers when the caller commits.
+CREATE FUNCTION pgops.set_pending(p_view_id integer, p_pending boolean) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_pending AND to_regclass(pgops.pending_flag(p_view_id)) IS NULL THEN
+        EXECUTE format('CREATE TYPE %s AS ()', pgops.pending_flag(p_view_id));
+    ELSIF NOT p_pending AND to_regclass(pgops.pending_flag(p_view_id)) IS NOT NULL THEN
+        EXECUTE format('DROP TYPE %s', pgops.pending_flag(p_view_id));
+    END IF;
+END
+$$;
+
 -- (Re)create the one pgops trigger of a table with the ids of every view that reads it, or drop it.
 CREATE FUNCTION pgops.sync_table_trigger(p_table oid) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -115,7 +135,7 @@ BEGIN
     IF qualified IS NULL THEN
         RETURN;  -- the table was dropped, and its trigger with it
     END IF;
-    SELECT string_agg(quote_literal(view_id::text) || ', ' || quote_literal('pgops.refresh_flag_' || view_id), ', '
+    SELECT string_agg(quote_literal(view_id::text) || ', ' || quote_literal(pgops.pending_flag(view_id)), ', '
                       ORDER BY view_id) INTO ids
     FROM pgops.refresh_views WHERE p_table = ANY (base_tables);
     IF EXISTS (SELECT FROM pg_trigger WHERE tgrelid = p_table AND tgname = 'pgops_refresh_mark') THEN
@@ -145,7 +165,6 @@ DECLARE
     deps record;
     old_tables oid[];
     v_id integer;
-    v_flag regclass;
     t oid;
 BEGIN
     SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relispopulated
@@ -179,17 +198,12 @@ BEGIN
     FROM pgops.refresh_views WHERE schema_name = v_schema AND view_name = v_name FOR UPDATE;
     IF v_id IS NULL THEN
         -- stale from the start: writes committed before the trigger existed left no mark
-        v_id := nextval(pg_get_serial_sequence('pgops.refresh_views', 'view_id'));
-        EXECUTE format('CREATE SEQUENCE pgops.%I MINVALUE 0 MAXVALUE 1', 'refresh_flag_' || v_id);
-        v_flag := format('pgops.%I', 'refresh_flag_' || v_id)::regclass;
-        EXECUTE format('GRANT SELECT ON SEQUENCE %s TO PUBLIC', v_flag);
-        INSERT INTO pgops.refresh_views (view_id, schema_name, view_name, debounce, max_wait, refresh_concurrently,
-                                         base_tables, stale_flag, through_views, stale_since, last_marked_at)
-        OVERRIDING SYSTEM VALUE
-        VALUES (v_id, v_schema, v_name, p_debounce, p_max_wait, p_concurrently, deps.base_tables, v_flag,
-                deps.through_views, clock_timestamp(), clock_timestamp());
-        -- the row commits with the flag (a rollback drops the sequence), so writers may skip marks at once
-        PERFORM setval(v_flag, 1);
+        INSERT INTO pgops.refresh_views (schema_name, view_name, debounce, max_wait, refresh_concurrently,
+                                         base_tables, through_views, stale_since, last_marked_at)
+        VALUES (v_schema, v_name, p_debounce, p_max_wait, p_concurrently, deps.base_tables, deps.through_views,
+                clock_timestamp(), clock_timestamp())
+        RETURNING view_id INTO v_id;
+        PERFORM pgops.set_pending(v_id, true);  -- commits with the row: writers may skip marks at once
         old_tables := '{}';
     ELSE
         UPDATE pgops.refresh_views
@@ -219,7 +233,6 @@ DECLARE
     v_name name;
     v_id integer;
     old_tables oid[];
-    v_flag regclass;
     t oid;
 BEGIN
     IF cardinality(parts) = 1 THEN
@@ -231,7 +244,7 @@ BEGIN
         v_name := parts[2];
     END IF;
     DELETE FROM pgops.refresh_views WHERE schema_name = v_schema AND view_name = v_name
-    RETURNING view_id, base_tables, stale_flag INTO v_id, old_tables, v_flag;
+    RETURNING view_id, base_tables INTO v_id, old_tables;
     IF v_id IS NULL THEN
         RETURN false;
     END IF;
@@ -239,8 +252,7 @@ BEGIN
     FOR t IN SELECT unnest(old_tables) LOOP
         PERFORM pgops.sync_table_trigger(t);
     END LOOP;
-    -- after the triggers (same lock order as writers: table, then flag)
-    EXECUTE format('DROP SEQUENCE %s', v_flag);
+    PERFORM pgops.set_pending(v_id, false);
     RETURN true;
 END
 $$;
@@ -275,19 +287,16 @@ LANGUAGE sql STABLE AS $$
     FROM unnest(p_tables) AS t
 $$;
 
--- Clear the view's stale flag, then wait until every transaction that held a write lock on a base table at that
--- moment has ended: those are the only ones that may have skipped their mark, and afterwards a new snapshot
--- sees all of their writes. False when they did not end within p_wait: the flag is set again when a refresh
--- stays pending (p_still_stale), so nothing is lost either way.
-CREATE FUNCTION pgops.clear_flag_and_wait(p_flag regclass, p_tables oid[], p_wait interval, p_still_stale boolean)
-RETURNS boolean
+-- Wait until every transaction that holds a write lock on one of the tables now has ended: with the view's
+-- pending flag already dropped and committed, those are the only ones that may have skipped their mark, and
+-- afterwards a new snapshot sees all of their writes. False when they did not end within p_wait.
+CREATE FUNCTION pgops.wait_for_writers(p_tables oid[], p_wait interval) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     write_modes text[] := '{RowExclusiveLock,ShareRowExclusiveLock,ExclusiveLock,AccessExclusiveLock}';
     writers text[];
     deadline timestamptz := clock_timestamp() + p_wait;
 BEGIN
-    PERFORM setval(p_flag, 0);
     LOOP
         writers := ARRAY(
             SELECT DISTINCT l.virtualtransaction FROM pg_locks l
@@ -299,9 +308,6 @@ BEGIN
             RETURN true;
         END IF;
         IF clock_timestamp() >= deadline THEN
-            IF p_still_stale THEN
-                PERFORM setval(p_flag, 1);
-            END IF;
             RETURN false;
         END IF;
         PERFORM pg_sleep(0.01);
@@ -311,9 +317,11 @@ $$;
 
 -- Process one view in the caller's transaction (READ COMMITTED, one view per transaction): take the view's
 -- advisory lock (at most one refresh of a view at a time anywhere), fold the marks visible now into the queue
--- row, and refresh if due (or p_force). The REFRESH reads a later snapshot than the fold, so a write committed
--- after the fold left a mark that the next run sees, and a write that skipped its mark was waited for: no lost
--- refresh. A failed refresh is rolled back to a savepoint, recorded and backed off; the stale state is kept.
+-- row, and refresh if due (or p_force). When due while the pending flag is up, drop it and return 'flipped':
+-- the caller commits and calls again at once, so the flag is down for every writer before the wait. The
+-- REFRESH reads a later snapshot than the fold, so a write committed after the fold left a mark that the next
+-- run sees, and a write that skipped its mark was waited for: no lost refresh. A failed refresh is rolled back
+-- to a savepoint, recorded and backed off; the stale state is kept.
 CREATE FUNCTION pgops.refresh_view(
     p_view_id integer, p_force boolean DEFAULT false,
     OUT outcome text, OUT concurrent boolean, OUT duration interval, OUT error text
@@ -358,15 +366,20 @@ BEGIN
     END IF;
     IF NOT p_force AND NOT pgops.refresh_is_due(q.stale_since, q.last_marked_at, q.debounce, q.max_wait,
                                                 q.next_attempt_at, clock_timestamp()) THEN
-        -- a refresh is pending and committed (stale_since, or the marks if this transaction rolls back):
-        -- writers may stop marking until it runs
-        IF pg_sequence_last_value(q.stale_flag) IS DISTINCT FROM 1 THEN
-            PERFORM setval(q.stale_flag, 1);
-        END IF;
+        -- a refresh is pending, committed with the flag: writers may stop marking until it runs
+        PERFORM pgops.set_pending(p_view_id, true);
         outcome := 'waiting';
         RETURN;
     END IF;
-    IF NOT pgops.clear_flag_and_wait(q.stale_flag, q.base_tables, wait_limit, q.stale_since IS NOT NULL) THEN
+    IF to_regclass(pgops.pending_flag(p_view_id)) IS NOT NULL THEN
+        PERFORM pgops.set_pending(p_view_id, false);
+        outcome := 'flipped';
+        RETURN;
+    END IF;
+    IF NOT pgops.wait_for_writers(q.base_tables, wait_limit) THEN
+        IF q.stale_since IS NOT NULL THEN
+            PERFORM pgops.set_pending(p_view_id, true);  -- still pending: writers may skip again
+        END IF;
         outcome := 'busy';
         error := format('writers of %s.%s did not finish within %s', q.schema_name, q.view_name, wait_limit);
         RETURN;
@@ -429,11 +442,15 @@ CREATE PROCEDURE pgops.process_due(p_lock_timeout interval DEFAULT interval '5 s
 LANGUAGE plpgsql AS $$
 DECLARE
     candidate integer;
+    result text;
 BEGIN
     FOR candidate IN SELECT pgops.refresh_candidates() LOOP
-        PERFORM set_config('lock_timeout', (extract(epoch FROM p_lock_timeout) * 1000)::bigint::text, true);
-        PERFORM pgops.refresh_view(candidate);
-        COMMIT;
+        FOR attempt IN 1..3 LOOP  -- again at once after 'flipped', now that the flag's drop is committed
+            PERFORM set_config('lock_timeout', (extract(epoch FROM p_lock_timeout) * 1000)::bigint::text, true);
+            SELECT r.outcome INTO result FROM pgops.refresh_view(candidate) r;
+            COMMIT;
+            EXIT WHEN result <> 'flipped';
+        END LOOP;
     END LOOP;
 END
 $$;

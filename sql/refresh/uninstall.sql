@@ -9,21 +9,21 @@ BEGIN
     LOOP
         EXECUTE format('DROP TRIGGER pgops_refresh_mark ON %s', relation);
     END LOOP;
-    FOR relation IN SELECT stale_flag FROM pgops.refresh_views LOOP
-        EXECUTE format('DROP SEQUENCE %s', relation);
-    END LOOP;
+    PERFORM pgops.set_pending(view_id, false) FROM pgops.refresh_views;
 END
 $$;
 DROP PROCEDURE pgops.process_due(interval);
 DROP FUNCTION pgops.refresh_candidates();
 DROP FUNCTION pgops.refresh_view(integer, boolean);
-DROP FUNCTION pgops.clear_flag_and_wait(regclass, oid[], interval, boolean);
+DROP FUNCTION pgops.wait_for_writers(oid[], interval);
 DROP FUNCTION pgops.write_count(oid[]);
 DROP FUNCTION pgops.refresh_backoff(integer, interval, interval);
 DROP FUNCTION pgops.refresh_is_due(timestamptz, timestamptz, interval, interval, timestamptz, timestamptz);
 DROP FUNCTION pgops.unwatch(text);
 DROP FUNCTION pgops.watch(regclass, interval, interval, boolean);
 DROP FUNCTION pgops.sync_table_trigger(oid);
+DROP FUNCTION pgops.set_pending(integer, boolean);
+DROP FUNCTION pgops.pending_flag(integer);
 DROP FUNCTION pgops.has_concurrent_key(regclass);
 DROP FUNCTION pgops.view_dependencies(regclass);
 DROP FUNCTION pgops.mark_stale();

@@ -54,7 +54,7 @@ def _installed_objects(conn) -> tuple[bool, int, int]:
     return conn.execute(
         "SELECT to_regnamespace('pgops') IS NOT NULL, "
         "(SELECT count(*) FROM pg_trigger WHERE tgname = 'pgops_refresh_mark'), "
-        "(SELECT count(*) FROM pg_class WHERE relname LIKE 'refresh_flag_%%')"
+        "(SELECT count(*) FROM pg_class WHERE relname LIKE 'refresh_pending_%%')"
     ).fetchone()
 
 

@@ -147,7 +147,7 @@ def test_a_writer_that_stays_open_postpones_the_refresh_without_losing_it(conn, 
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 555)")
         outcome = process.process_due(conn, short)[0]
         assert outcome.outcome == process.BUSY and "did not finish" in outcome.error
-        assert conn.execute("SELECT pg_sequence_last_value(stale_flag) FROM pgops.refresh_views").fetchone()[0] == 1
+        assert conn.execute("SELECT to_regclass('pgops.refresh_pending_1') IS NOT NULL").fetchone()[0]  # pending
         writer.commit()
     assert [o.outcome for o in process.process_due(conn, short)] == ["refreshed"]
     assert differs_from_query(conn, fund_stats) == 0
@@ -250,11 +250,11 @@ def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(c
     assert differs_from_query(conn, fund_stats) == 0
 
 
-def test_a_missing_stale_flag_never_fails_a_writer(conn, dsn, fund_stats, settings):
-    """E.g. a restore that lost the flag: writers mark (as if clean) instead of failing."""
+def test_a_missing_pending_flag_means_writers_mark(conn, dsn, fund_stats, settings):
+    """E.g. a restore that lost the flag: writers mark (as if clean), and never fail."""
     view = watch.watch(conn, fund_stats, settings.refresh)
     conn.execute(
-        psycopg.sql.SQL("DROP SEQUENCE pgops.{}").format(psycopg.sql.Identifier(f"refresh_flag_{view.view_id}"))
+        psycopg.sql.SQL("DROP TYPE pgops.{}").format(psycopg.sql.Identifier(f"refresh_pending_{view.view_id}"))
     )
     _trade(dsn)
     assert _marks(conn) == 1

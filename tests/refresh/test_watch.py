@@ -60,7 +60,7 @@ def test_finds_base_tables_through_views_matviews_and_partitions(conn, installed
     assert watch.unwatch(conn, "grand_total", installed.refresh) is True
     assert _triggers(conn) == {}
     assert watch.unwatch(conn, "grand_total", installed.refresh) is False
-    assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'refresh_flag_%'").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'refresh_pending_%'").fetchone()[0] == 0
 
 
 def test_refuses_concurrently_without_a_usable_unique_index(conn, installed):
