@@ -11,6 +11,10 @@ configurations, interleaved over several rounds (median TPS per configuration):
   pgops 2s     pgops with max-wait 2s (debounce 1s, processor every 0.5s): under continuous writes the view is
                refreshed every ~2s, so the runs include the marking windows, the waits and the refreshes' own CPU
 
+Besides TPS it prints the server's CPU per transaction (the postmaster's reaped children, from /proc, when the
+server runs on this machine): on a machine shared with other work, TPS moves with their load, CPU per
+transaction much less.
+
 Usage: .venv/bin/python bench/refresh_write_overhead.py [--dsn URL] [--rounds 3] [--seconds 10] [--clients 16]
 Without --dsn it starts its own sandbox in .pgops/bench-refresh (stopped at the end). The database it creates
 (pgops_bench_refresh) is dropped at the end.
@@ -19,12 +23,14 @@ Without --dsn it starts its own sandbox in .pgops/bench-refresh (stopped at the 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -105,6 +111,27 @@ def setup(admin_dsn: str) -> str:
     return dsn
 
 
+def postmaster_cpu(conn: psycopg.Connection) -> float | None:
+    """CPU seconds of the server's exited processes (backends included), or None when it isn't local."""
+    backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    try:
+        postmaster = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
+
+
+def wait_for_backends_to_exit(conn: psycopg.Connection) -> None:
+    for _ in range(100):
+        left = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+        if not left:
+            return
+        time.sleep(0.05)
+
+
 def run_pgbench(dsn: str, clients: int, seconds: int, script: Path) -> float:
     out = subprocess.run(
         [pgbench_binary(), "-n", "-M", "prepared", "-c", str(clients), "-j", "4", "-T", str(seconds),
@@ -174,6 +201,7 @@ def main() -> None:
     names = tuple(configurations)
     tps: dict[str, list[float]] = {name: [] for name in names}
     refreshes: dict[str, list[int]] = {name: [] for name in names}
+    cpu_us: dict[str, list[float]] = {name: [] for name in names}
     with server(args.dsn) as admin_dsn, tempfile.TemporaryDirectory() as tmp:
         dsn = setup(admin_dsn)
         migrate.upgrade(dsn, replace(Settings(), refresh=defaults))
@@ -186,13 +214,19 @@ def main() -> None:
                     for name in order:
                         settings = configurations[name]
                         configure(conn, name, settings)
+                        cpu_before = postmaster_cpu(conn)
                         if name.startswith("pgops"):
                             with processor(dsn, settings):
                                 tps[name].append(run_pgbench(dsn, args.clients, args.seconds, script))
                             refreshes[name].append(conn.execute(REFRESH_COUNT).fetchone()[0])
                         else:
                             tps[name].append(run_pgbench(dsn, args.clients, args.seconds, script))
-                        print(f"round {round_no + 1} {name:<12} {tps[name][-1]:>10.0f} TPS", flush=True)
+                        wait_for_backends_to_exit(conn)
+                        cpu_after = postmaster_cpu(conn)
+                        if cpu_before is not None and cpu_after is not None:
+                            cpu_us[name].append((cpu_after - cpu_before) * 1e6 / (tps[name][-1] * args.seconds))
+                        cpu = f"{cpu_us[name][-1]:>7.1f} us CPU/txn" if cpu_us[name] else ""
+                        print(f"round {round_no + 1} {name:<12} {tps[name][-1]:>10.0f} TPS {cpu}", flush=True)
         finally:
             with psycopg.connect(admin_dsn, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DBNAME)))
@@ -202,11 +236,15 @@ def main() -> None:
         f"\npgbench: {args.clients} clients, single-row UPDATEs of a {ROWS}-row table, materialized view over it; "
         f"{args.rounds} interleaved rounds x {args.seconds}s, median TPS"
     )
-    print(f"{'configuration':<14}{'median TPS':>12}{'ratio':>8}   runs")
+    base_cpu = statistics.median(cpu_us["no trigger"]) if cpu_us["no trigger"] else None
+    print(f"{'configuration':<14}{'median TPS':>12}{'ratio':>8}{'CPU us/txn':>12}{'ratio':>8}   runs (TPS)")
     for name in names:
         median = statistics.median(tps[name])
         runs = ", ".join(f"{v:.0f}" for v in tps[name])
-        print(f"{name:<14}{median:>12.0f}{median / base:>8.2f}   {runs}")
+        cpu = statistics.median(cpu_us[name]) if cpu_us[name] else None
+        # CPU ratio as no trigger's CPU over this one's, so that like TPS, 1.00 is no cost and lower is worse
+        cpu_cols = f"{cpu:>12.1f}{base_cpu / cpu:>8.2f}" if cpu and base_cpu else f"{'':>20}"
+        print(f"{name:<14}{median:>12.0f}{median / base:>8.2f}{cpu_cols}   {runs}")
     for name in names:
         if refreshes[name]:
             print(f"refreshes of the view per {args.seconds}s run, {name}: {refreshes[name]}")

@@ -55,16 +55,13 @@ GRANT INSERT ON pgops.refresh_marks TO PUBLIC;
 -- reads as clean (mark), so a writer never fails because of pgops.
 CREATE FUNCTION pgops.mark_stale() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    i integer := 0;
 BEGIN
-    WHILE i < TG_NARGS LOOP
+    FOR i IN 0 .. TG_NARGS - 2 BY 2 LOOP
         IF to_regclass(TG_ARGV[i + 1]) IS NULL
            AND current_setting('pgops.m_' || TG_ARGV[i], true) IS DISTINCT FROM 'y' THEN
             PERFORM set_config('pgops.m_' || TG_ARGV[i], 'y', true);
             INSERT INTO pgops.refresh_marks (view_id) VALUES (TG_ARGV[i]::integer);
         END IF;
-        i := i + 2;
     END LOOP;
     RETURN NULL;
 END
