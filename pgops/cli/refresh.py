@@ -139,12 +139,18 @@ def status(ctx: typer.Context, fmt: output.Format = FormatOption) -> None:
 def now(
     ctx: typer.Context,
     view: str = typer.Argument(..., metavar="SCHEMA.VIEW", help="A watched materialized view."),
+    plain: bool = typer.Option(
+        False,
+        "--plain",
+        help="A plain refresh (blocks readers) even if it is watched concurrently: status then "
+        "compares both durations.",
+    ),
     fmt: output.Format = FormatOption,
 ) -> None:
     """Refresh a watched view at once (exit 1 when another refresh of it is still running, 3 when it fails)."""
     st = state(ctx)
     with db.connect(st.dsn, st.settings.database) as conn:
-        outcome = process.refresh_now(conn, view, st.settings.refresh)
+        outcome = process.refresh_now(conn, view, st.settings.refresh, plain=plain)
     if fmt is output.Format.json:
         output.print_json(outcome)
     elif outcome.outcome == process.REFRESHED:

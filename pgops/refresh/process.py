@@ -37,19 +37,25 @@ def _ms(value: timedelta) -> str:
 
 
 def refresh_one(
-    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, *, force: bool = False
+    conn: psycopg.Connection,
+    view_id: int,
+    view: str,
+    settings: RefreshSettings,
+    *,
+    force: bool = False,
+    plain: bool = False,
 ) -> RefreshOutcome:
     """One view in one READ COMMITTED transaction under pgops' refresh statement and lock timeouts; once more,
     at once, when that transaction only lowered the view's pending flag (it must be committed before the wait)."""
     for _ in range(3):
-        outcome = _attempt(conn, view_id, view, settings, force)
+        outcome = _attempt(conn, view_id, view, settings, force, plain)
         if outcome.outcome != FLIPPED:
             break
     return _observe(outcome)
 
 
 def _attempt(
-    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, force: bool
+    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, force: bool, plain: bool
 ) -> RefreshOutcome:
     try:
         with conn.transaction():
@@ -58,7 +64,7 @@ def _attempt(
                 "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
                 (_ms(settings.statement_timeout), _ms(settings.lock_timeout)),
             )
-            row = conn.execute("SELECT * FROM pgops.refresh_view(%s, %s)", (view_id, force)).fetchone()
+            row = conn.execute("SELECT * FROM pgops.refresh_view(%s, %s, %s)", (view_id, force, plain)).fetchone()
     except psycopg.errors.Error as exc:
         if exc.sqlstate is None or conn.closed:  # the connection broke: nothing else can be done on it
             raise
@@ -119,8 +125,11 @@ def process_due(
     return outcomes
 
 
-def refresh_now(conn: psycopg.Connection, view: str, settings: RefreshSettings) -> RefreshOutcome:
-    """Refresh a watched view at once, whatever its debounce; waits up to lock_timeout for a running refresh."""
+def refresh_now(
+    conn: psycopg.Connection, view: str, settings: RefreshSettings, *, plain: bool = False
+) -> RefreshOutcome:
+    """Refresh a watched view at once, whatever its debounce; waits up to lock_timeout for a running refresh.
+    `plain`: a plain refresh even for a view refreshed concurrently, to measure which costs less."""
     require_installed(conn)
     row = conn.execute(
         "SELECT v.view_id, v.schema_name || '.' || v.view_name FROM pgops.refresh_views v "
@@ -132,7 +141,7 @@ def refresh_now(conn: psycopg.Connection, view: str, settings: RefreshSettings) 
         raise PgopsError(f"{view} is not a watched materialized view: `pgops refresh watch {view}` first")
     deadline = time.monotonic() + settings.lock_timeout.total_seconds()
     while True:
-        outcome = refresh_one(conn, row[0], row[1], settings, force=True)
+        outcome = refresh_one(conn, row[0], row[1], settings, force=True, plain=plain)
         if outcome.outcome != BUSY or time.monotonic() >= deadline:
             return outcome
         time.sleep(0.1)

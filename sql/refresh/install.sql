@@ -318,9 +318,10 @@ $$;
 -- the caller commits and calls again at once, so the flag is down for every writer before the wait. The
 -- REFRESH reads a later snapshot than the fold, so a write committed after the fold left a mark that the next
 -- run sees, and a write that skipped its mark was waited for: no lost refresh. A failed refresh is rolled back
--- to a savepoint, recorded and backed off; the stale state is kept.
+-- to a savepoint, recorded and backed off; the stale state is kept. p_plain: a plain refresh even when the view
+-- is refreshed concurrently, to compare their durations.
 CREATE FUNCTION pgops.refresh_view(
-    p_view_id integer, p_force boolean DEFAULT false,
+    p_view_id integer, p_force boolean DEFAULT false, p_plain boolean DEFAULT false,
     OUT outcome text, OUT concurrent boolean, OUT duration interval, OUT error text
 )
 LANGUAGE plpgsql AS $$
@@ -384,7 +385,8 @@ BEGIN
 
     rel := to_regclass(format('%I.%I', q.schema_name, q.view_name));
     SELECT c.relispopulated INTO populated FROM pg_class c WHERE c.oid = rel;
-    concurrent := q.refresh_concurrently AND populated;  -- a never-populated view gets a plain first refresh
+    -- a never-populated view gets a plain first refresh; p_plain measures what a plain refresh costs
+    concurrent := q.refresh_concurrently AND populated AND NOT p_plain;
     started := clock_timestamp();
     BEGIN
         IF rel IS NULL THEN

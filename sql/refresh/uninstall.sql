@@ -14,7 +14,7 @@ END
 $$;
 DROP PROCEDURE pgops.process_due(interval);
 DROP FUNCTION pgops.refresh_candidates();
-DROP FUNCTION pgops.refresh_view(integer, boolean);
+DROP FUNCTION pgops.refresh_view(integer, boolean, boolean);
 DROP FUNCTION pgops.wait_for_writers(oid[], interval);
 DROP FUNCTION pgops.write_count(oid[]);
 DROP FUNCTION pgops.refresh_backoff(integer, interval, interval);

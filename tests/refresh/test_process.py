@@ -4,6 +4,7 @@ timeouts, locking, and the metrics."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from datetime import timedelta
@@ -258,3 +259,15 @@ def test_a_missing_pending_flag_means_writers_mark(conn, dsn, fund_stats, settin
     )
     _trade(dsn)
     assert _marks(conn) == 1
+
+
+def test_a_plain_refresh_on_request_records_what_it_costs_next_to_the_concurrent_one(cli, conn, dsn, fund_stats):
+    assert cli("--dsn", dsn, "refresh", "watch", fund_stats, "--format", "json").exit_code == 0
+    concurrent = cli("--dsn", dsn, "refresh", "now", fund_stats, "--format", "json")
+    plain = cli("--dsn", dsn, "refresh", "now", fund_stats, "--plain", "--format", "json")
+    assert json.loads(concurrent.stdout)["concurrent"] is True
+    assert json.loads(plain.stdout)["concurrent"] is False
+    (row,) = json.loads(cli("--dsn", dsn, "refresh", "status", "--format", "json").stdout)
+    assert row["refresh_concurrently"] is True  # the setting is unchanged
+    assert row["last_plain_duration"] > 0 and row["last_concurrent_duration"] > 0
+    assert row["plain_is_cheaper"] == (row["last_concurrent_duration"] > row["last_plain_duration"])
