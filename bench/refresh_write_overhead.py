@@ -11,9 +11,8 @@ configurations, interleaved over several rounds (median TPS per configuration):
   pgops 2s     pgops with max-wait 2s (debounce 1s, processor every 0.5s): under continuous writes the view is
                refreshed every ~2s, so the runs include the marking windows, the waits and the refreshes' own CPU
 
-Besides TPS it prints the server's CPU per transaction (the postmaster's reaped children, from /proc, when the
-server runs on this machine): on a machine shared with other work, TPS moves with their load, CPU per
-transaction much less.
+Besides TPS it prints the server's CPU per transaction (all its processes, from /proc, when the server runs on
+this machine): on a machine shared with other work, TPS moves with their load, CPU per transaction less so.
 
 Usage: .venv/bin/python bench/refresh_write_overhead.py [--dsn URL] [--rounds 3] [--seconds 10] [--clients 16]
 Without --dsn it starts its own sandbox in .pgops/bench-refresh (stopped at the end). The database it creates
@@ -30,7 +29,6 @@ import statistics
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -111,25 +109,31 @@ def setup(admin_dsn: str) -> str:
     return dsn
 
 
-def postmaster_cpu(conn: psycopg.Connection) -> float | None:
-    """CPU seconds of the server's exited processes (backends included), or None when it isn't local."""
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat's fields after the command name (field 3, the state, first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def server_cpu(conn: psycopg.Connection) -> float | None:
+    """CPU seconds the server has used: its processes alive or exited (a zombie still shows its own time; a
+    reaped one is in the postmaster's children time). None when the server doesn't run on this machine."""
     backend = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     try:
-        postmaster = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
+        postmaster = _stat(backend)[1]
+    except OSError:
         return None
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")  # cutime + cstime
-
-
-def wait_for_backends_to_exit(conn: psycopg.Connection) -> None:
-    for _ in range(100):
-        left = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchone()[0]
-        if not left:
-            return
-        time.sleep(0.05)
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = _stat(entry.name)
+            except OSError:  # gone meanwhile: then reaped, and counted in the postmaster's children time
+                continue
+            if fields[1] == postmaster:
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    fields = _stat(postmaster)
+    ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])  # own + reaped children
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_pgbench(dsn: str, clients: int, seconds: int, script: Path) -> float:
@@ -214,15 +218,14 @@ def main() -> None:
                     for name in order:
                         settings = configurations[name]
                         configure(conn, name, settings)
-                        cpu_before = postmaster_cpu(conn)
+                        cpu_before = server_cpu(conn)
                         if name.startswith("pgops"):
                             with processor(dsn, settings):
                                 tps[name].append(run_pgbench(dsn, args.clients, args.seconds, script))
                             refreshes[name].append(conn.execute(REFRESH_COUNT).fetchone()[0])
                         else:
                             tps[name].append(run_pgbench(dsn, args.clients, args.seconds, script))
-                        wait_for_backends_to_exit(conn)
-                        cpu_after = postmaster_cpu(conn)
+                        cpu_after = server_cpu(conn)
                         if cpu_before is not None and cpu_after is not None:
                             cpu_us[name].append((cpu_after - cpu_before) * 1e6 / (tps[name][-1] * args.seconds))
                         cpu = f"{cpu_us[name][-1]:>7.1f} us CPU/txn" if cpu_us[name] else ""
