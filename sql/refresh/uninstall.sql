@@ -27,6 +27,7 @@ DROP FUNCTION pgops.pending_flag(integer);
 DROP FUNCTION pgops.has_concurrent_key(regclass);
 DROP FUNCTION pgops.view_dependencies(regclass);
 DROP FUNCTION pgops.mark_stale();
+DROP FUNCTION pgops.add_marks(text[]);
 DROP TABLE pgops.refresh_marks;
 DROP TABLE pgops.refresh_views;
 REVOKE USAGE ON SCHEMA pgops FROM PUBLIC;
