@@ -26,7 +26,8 @@ REFRESHED, FAILED, BUSY, FLIPPED = "refreshed", "failed", "busy", "flipped"
 class RefreshOutcome:
     view_id: int
     view: str
-    outcome: str  # refreshed, failed, waiting (debounce/back-off), busy (another refresh or open writers), clean
+    outcome: str  # refreshed, failed, waiting (debounce/back-off), busy (another refresh or open writers), clean,
+    # unknown (not watched), flipped (only lowered the pending flag, three times running)
     concurrent: bool | None = None
     duration: timedelta | None = None
     error: str | None = None
