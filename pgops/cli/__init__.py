@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from pgops.cli import migrate as _migrate  # noqa: F401  (registers commands)
+from pgops.cli import cleanup as _cleanup  # noqa: F401  (registers commands)
+from pgops.cli import migrate as _migrate  # noqa: F401
 from pgops.cli import sandbox as _sandbox  # noqa: F401
 from pgops.cli.app import app
 from pgops.errors import EXIT_ERROR, PgopsError
