@@ -92,7 +92,7 @@ def test_one_off_policy_from_options():
     for bad in ({"older_than": "created_at"}, {"older_than": "=30d"}, {}):
         with pytest.raises(PgopsError):
             one_off_policy("t", **bad)
-    with pytest.raises(PgopsError, match="SCHEMA.TABLE"):
+    with pytest.raises(PgopsError, match=r"SCHEMA\.TABLE"):
         one_off_policy("a.b.c", expired_column="e")
 
 

@@ -93,7 +93,12 @@ def next_batch_size(size: int, seconds: float, target: float, *, full: bool, lar
 
 
 def batch_statements(relation: Relation, policy: CleanupPolicy) -> tuple[sql.Composed, sql.Composed]:
-    """The first batch's statement, and the one for later batches that resumes at `%(after)s`."""
+    """The first batch's statement, and the one for later batches that resumes at `%(after)s`.
+
+    The DELETE re-checks the condition as `(...) IS TRUE`, which no index can serve, so the planner always
+    fetches the batch's rows by ctid (Tid Scan) instead of walking the expiry index again with stale
+    statistics.
+    """
     column = sql.Identifier(condition_column(policy))
     template = sql.SQL(
         """WITH batch AS MATERIALIZED (
@@ -102,7 +107,7 @@ def batch_statements(relation: Relation, policy: CleanupPolicy) -> tuple[sql.Com
     ORDER BY {column} LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), gone AS (
-    DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM batch)) AND {condition}
+    DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM batch)) AND ({condition}) IS TRUE
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM batch), (SELECT max(key) FROM batch), (SELECT count(*) FROM gone)"""
