@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -218,10 +217,12 @@ def test_partitioned_table_cleans_each_partition_and_offers_to_drop_expired_ones
     conn.execute("CREATE TABLE logs_now PARTITION OF logs FOR VALUES FROM ('2001-01-01') TO (MAXVALUE)")
     conn.execute("CREATE INDEX ON logs (created_at)")
     conn.execute(
-        "INSERT INTO logs SELECT g, '2000-06-01'::timestamptz + g * interval '1 min', '/a' FROM generate_series(1, 300) g"
+        "INSERT INTO logs SELECT g, '2000-06-01'::timestamptz + g * interval '1 min', '/a' "
+        "FROM generate_series(1, 300) g"
     )
     conn.execute(
-        "INSERT INTO logs SELECT g, now() - g * interval '1 day' + interval '12 hours', '/b' FROM generate_series(1, 60) g"
+        "INSERT INTO logs SELECT g, now() - g * interval '1 day' + interval '12 hours', '/b' "
+        "FROM generate_series(1, 60) g"
     )
     conn.execute("ANALYZE logs")
     policy = CleanupPolicy(
