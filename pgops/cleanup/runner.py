@@ -361,12 +361,16 @@ def run_policy(
         metrics.CLEANUP_LAST_SUCCESS.labels(name).set(_last_success[name])
     if result.rows_left is not None:
         metrics.CLEANUP_ROWS_LEFT.labels(name).set(result.rows_left)
+    summary = (
+        f"{result.would_delete} rows would go"
+        if dry_run and result.would_delete is not None
+        else f"{result.rows_deleted} rows in {result.batches} batches"
+    )
     log.info(
-        "cleanup %s %s: %d rows in %d batches, %.1fs",
+        "cleanup %s %s: %s, %.1fs",
         name,
         result.status,
-        result.rows_deleted,
-        result.batches,
+        summary,
         result.seconds,
         extra={"policy": name, "status": result.status, "rows": result.rows_deleted, "batches": result.batches},
     )
