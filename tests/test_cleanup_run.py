@@ -104,26 +104,26 @@ def test_rows_locked_by_others_are_skipped_not_waited_on(dsn, conn):
 
 
 def test_run_stops_at_max_rows_and_max_runtime(dsn, conn):
-    make_items(conn, expired=500, live=10)
+    make_items(conn, expired=5000, live=10)
     result = run_policy(dsn, "items", dataclasses.replace(POLICY, max_rows=120), Settings())
     assert (result.status, result.rows_deleted) == ("limit", 120)
-    assert counts(conn) == (380, 10)
+    assert counts(conn) == (4880, 10)
     slow = dataclasses.replace(POLICY, batch_size=10, pause=timedelta(seconds=0.3), max_runtime=timedelta(seconds=1))
     result = run_policy(dsn, "items", slow, Settings())
     assert result.status == "limit" and "max_runtime" in result.reason
-    assert 0 < result.rows_deleted < 380
+    assert 0 < result.rows_deleted < 4880
     assert result.seconds < 1 + 0.5  # the pause before the deadline is cut short
 
 
 def test_stop_request_between_batches(dsn, conn):
-    make_items(conn, expired=300, live=0)
+    make_items(conn, expired=3000, live=0)
     batches: list[BatchResult] = []
     result = run_policy(
         dsn, "items", POLICY, Settings(), should_stop=lambda: len(batches) >= 2, on_batch=batches.append
     )
     assert result.status == "stopped"
     assert result.rows_deleted == sum(b.deleted for b in batches) and len(batches) == 2
-    assert counts(conn)[0] == 300 - result.rows_deleted
+    assert counts(conn)[0] == 3000 - result.rows_deleted
 
 
 def test_killed_mid_run_keeps_committed_batches_and_next_run_finishes(dsn, conn):
@@ -245,3 +245,17 @@ def test_partitioned_table_cleans_each_partition_and_offers_to_drop_expired_ones
     assert result.rows_deleted == 330
     left = conn.execute("SELECT min(created_at) > now() - interval '30 days', count(*) FROM logs").fetchone()
     assert left == (True, 30)
+
+
+def test_few_matching_rows_walk_the_index_many_walk_the_heap(dsn, conn):
+    make_items(conn, expired=100, live=3000)  # about 3% match: batches in index order
+    batches: list[BatchResult] = []
+    result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
+    assert result.walks == {"public.items": "index"}
+    assert {b.walk for b in batches} == {"index"} and len(batches) >= 2
+    assert counts(conn) == (0, 3000)
+    conn.execute("UPDATE items SET expires_at = now() - interval '1 day' WHERE id % 4 = 0")  # 25% match now
+    conn.execute("ANALYZE items")
+    result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
+    assert result.walks == {"public.items": "heap"}
+    assert (result.rows_deleted, counts(conn)) == (750, (0, 2250))

@@ -16,7 +16,7 @@ from pgops.cleanup.policy import (
     one_off_policy,
     resolve_policies,
 )
-from pgops.cleanup.runner import MIN_BATCH_SIZE, next_batch_size
+from pgops.cleanup.runner import MIN_BATCH_SIZE, choose_walk, next_batch_size
 from pgops.config import CleanupPolicy, CleanupSettings, Settings
 from pgops.errors import PgopsError
 
@@ -121,3 +121,11 @@ def test_missing_table_lists_close_and_existing_names():
     message = missing_table_message("s", policy, ["public.orders", "public.sessions", "public.user_sessions_archive"])
     assert "did you mean public.sessions?" in message
     assert message.endswith("tables in schema public: public.orders, public.sessions, public.user_sessions_archive")
+
+
+def test_choose_walk():
+    assert choose_walk(indexed=True, matching=50, total=10_000, tid_range_scan=True) == "index"
+    assert choose_walk(indexed=True, matching=5_000, total=10_000, tid_range_scan=True) == "heap"
+    assert choose_walk(indexed=False, matching=0, total=10_000, tid_range_scan=True) == "heap"
+    assert choose_walk(indexed=True, matching=0, total=0, tid_range_scan=True) == "index"  # never analyzed
+    assert choose_walk(indexed=False, matching=0, total=10_000, tid_range_scan=False) == "index"

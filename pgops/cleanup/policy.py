@@ -291,7 +291,7 @@ def check_table(name: str, policy: CleanupPolicy, info: TableInfo) -> list[str]:
                 f"GRANT SELECT, DELETE, UPDATE ({column}) ON {leaf.relation.qualified} TO {info.role}"
             )
     return [
-        f"no index on {leaf.relation.qualified} ({column}): every batch scans the table; "
+        f"no index on {leaf.relation.qualified} ({column}): every run reads the whole table; "
         f"fix: {create_index_statement(leaf.relation, column)}"
         for leaf in info.leaves
         if not leaf.indexed

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -54,7 +54,7 @@ class BatchResult:
     policy: str
     table: str  # the relation the batch deleted from (a leaf partition for a partitioned table)
     number: int
-    limit: int
+    walk: str  # index or heap (see choose_walk)
     selected: int  # rows the batch locked (locked-by-others rows are skipped, not counted)
     deleted: int
     seconds: float
@@ -81,6 +81,7 @@ class CleanupResult:
     plan: str | None = None
     rows_left: int | None = None  # planner estimate after the run
     expired_partitions: list[str] = field(default_factory=list)  # the statements that would drop them whole
+    walks: dict[str, str] = field(default_factory=dict)  # relation → index or heap walk (see choose_walk)
 
 
 def next_batch_size(size: int, seconds: float, target: float, *, full: bool, largest: int = MAX_BATCH_SIZE) -> int:
@@ -92,29 +93,99 @@ def next_batch_size(size: int, seconds: float, target: float, *, full: bool, lar
     return max(MIN_BATCH_SIZE, min(largest, int(size * ratio)))
 
 
-def batch_statements(relation: Relation, policy: CleanupPolicy) -> tuple[sql.Composed, sql.Composed]:
-    """The first batch's statement, and the one for later batches that resumes at `%(after)s`.
-
-    The DELETE re-checks the condition as `(...) IS TRUE`, which no index can serve, so the planner always
-    fetches the batch's rows by ctid (Tid Scan) instead of walking the expiry index again with stale
-    statistics.
-    """
-    column = sql.Identifier(condition_column(policy))
-    template = sql.SQL(
-        """WITH batch AS MATERIALIZED (
+_BATCH = """WITH batch AS MATERIALIZED (
     SELECT ctid, {column} AS key FROM {table}
-    WHERE {condition}{resume}
-    ORDER BY {column} LIMIT %(limit)s
+    WHERE {range}{condition}
+    {order}LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), gone AS (
     DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM batch)) AND ({condition}) IS TRUE
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM batch), (SELECT max(key) FROM batch), (SELECT count(*) FROM gone)"""
-    )
+
+
+def batch_statements(relation: Relation, policy: CleanupPolicy) -> tuple[sql.Composed, sql.Composed, sql.Composed]:
+    """The index walk's first statement and the one that resumes at `%(after)s`, and the heap walk's.
+
+    The DELETE re-checks the condition as `(...) IS TRUE`, which no index can serve, so the planner always
+    fetches the batch's rows by ctid (Tid Scan) instead of walking the expiry index again with stale
+    statistics.
+    """
+    column = sql.Identifier(condition_column(policy))
+    template = sql.SQL(_BATCH)
     parts = {"column": column, "table": relation.ident, "condition": condition(policy)}
-    resume = sql.SQL(" AND {} >= %(after)s").format(column)
-    return template.format(**parts, resume=sql.SQL("")), template.format(**parts, resume=resume)
+    order = sql.SQL("ORDER BY {} ").format(column)
+    return (
+        template.format(**parts, range=sql.SQL(""), order=order),
+        template.format(**parts, range=sql.SQL("{} >= %(after)s AND ").format(column), order=order),
+        template.format(
+            **parts, range=sql.SQL("ctid >= %(low)s::tid AND ctid < %(high)s::tid AND "), order=sql.SQL("")
+        ),
+    )
+
+
+HEAP_WALK_FRACTION = 0.10  # from this share of matching rows on, one sequential pass beats index order
+
+
+def choose_walk(*, indexed: bool, matching: float, total: float, tid_range_scan: bool) -> str:
+    """`index`: batches in index order of the condition column, touching only matching rows, at the price of
+    random heap access; `heap`: consecutive block ranges (TID Range Scan), one sequential pass over the
+    table, cheaper per row once many rows match, and the only sane way without an index."""
+    if not tid_range_scan:  # PostgreSQL before 14
+        return "index"
+    if not indexed:
+        return "heap"
+    return "heap" if total > 0 and matching / total >= HEAP_WALK_FRACTION else "index"
+
+
+@dataclass
+class _Walk:
+    """Where the batches of one relation are: the next key (index walk) or the next block (heap walk)."""
+
+    kind: str
+    statements: tuple[sql.Composed, sql.Composed, sql.Composed]
+    after: object = None
+    next_block: int = 0
+    end_block: int = 0
+    rows_per_block: float = 1.0
+    done: bool = False
+
+    def statement(self, size: int, remaining: int | None) -> tuple[sql.Composed, dict[str, object], int | None]:
+        if self.kind == "heap":
+            blocks = max(1, int(size / self.rows_per_block))
+            high = min(self.next_block + blocks, self.end_block)
+            params = {"low": f"({self.next_block},0)", "high": f"({high},0)", "limit": remaining}
+            self.next_block = high
+            return self.statements[2], params, remaining
+        limit = size if remaining is None else min(size, remaining)
+        first, resumed, _ = self.statements
+        return (first if self.after is None else resumed), {"limit": limit, "after": self.after}, limit
+
+    def advance(self, selected: int, last_key: object, limit: int | None) -> None:
+        if self.kind == "heap":
+            self.done = self.next_block >= self.end_block
+        elif limit is not None and selected < limit:  # nothing left here that others do not hold locked
+            self.done = True
+        else:
+            self.after = last_key
+
+
+def _start_walk(conn: psycopg.Connection, leaf: LeafInfo, policy: CleanupPolicy) -> _Walk:
+    statements = batch_statements(leaf.relation, policy)
+    row = conn.execute(
+        "SELECT pg_relation_size(%s) / current_setting('block_size')::int", (leaf.relation.oid,)
+    ).fetchone()
+    assert row is not None
+    blocks = int(row[0])
+    kind = choose_walk(
+        indexed=leaf.indexed,
+        matching=_estimate(conn, leaf.relation, policy) if leaf.indexed else 0.0,
+        total=leaf.estimated_rows,
+        tid_range_scan=conn.info.server_version >= 140000,
+    )
+    rows_per_block = max(1.0, leaf.estimated_rows / blocks) if blocks else 1.0
+    return _Walk(kind, statements, end_block=blocks, rows_per_block=rows_per_block, done=kind == "heap" and not blocks)
 
 
 def target_dsn(dsn: str, policy: CleanupPolicy, settings: Settings) -> str | None:
@@ -273,9 +344,9 @@ def _delete(
     size = max(MIN_BATCH_SIZE, min(policy.batch_size, MAX_BATCH_SIZE))
     failures = 0
     for leaf in checked.table.leaves:
-        first, resumed = batch_statements(leaf.relation, policy)
-        after: datetime | date | None = None
-        while True:
+        walk = _start_walk(conn, leaf, policy)
+        result.walks[leaf.relation.qualified] = walk.kind
+        while not walk.done:
             if should_stop():
                 result.status, result.reason = "stopped", "asked to stop"
                 return
@@ -287,10 +358,11 @@ def _delete(
                 return
             if not _wait_until_healthy(conn, leaf, settings, result, deadline, should_stop):
                 continue
-            limit = size if policy.max_rows is None else min(size, policy.max_rows - result.rows_deleted)
+            remaining = None if policy.max_rows is None else policy.max_rows - result.rows_deleted
+            statement, params, limit = walk.statement(size, remaining)
             batch_started = time.monotonic()
             try:
-                row = conn.execute(first if after is None else resumed, {"limit": limit, "after": after}).fetchone()
+                row = conn.execute(statement, params).fetchone()
             except (
                 pgerrors.LockNotAvailable,
                 pgerrors.QueryCanceled,
@@ -322,13 +394,13 @@ def _delete(
             metrics.CLEANUP_BATCHES.labels(name).inc()
             metrics.CLEANUP_ROWS_DELETED.labels(name).inc(deleted)
             metrics.CLEANUP_BATCH_DURATION.labels(name).observe(seconds)
-            batch = BatchResult(name, leaf.relation.qualified, result.batches, limit, selected, deleted, seconds)
+            batch = BatchResult(name, leaf.relation.qualified, result.batches, walk.kind, selected, deleted, seconds)
             log.debug("cleanup batch", extra={"batch": batch.__dict__})
             if on_batch is not None:
                 on_batch(batch)
-            if selected < limit:  # nothing left in this relation that is not locked by someone else
+            walk.advance(selected, last_key, limit)
+            if walk.done:
                 break
-            after = last_key
             size = next_batch_size(size, seconds, target, full=True)
             _sleep(min(policy.pause.total_seconds(), max(0.0, deadline - time.monotonic())), should_stop)
     result.status = "done"
@@ -413,8 +485,12 @@ def _run(
             log.warning("cleanup %s: a whole partition has expired: %s", name, advice, extra={"policy": name})
         if dry_run:
             result.would_delete, result.counted = _count(conn, checked)
-            first, _ = batch_statements(checked.table.leaves[0].relation, policy)
-            plan = conn.execute(sql.SQL("EXPLAIN {}").format(first), {"limit": policy.batch_size})
+            walks = [_start_walk(conn, leaf, policy) for leaf in checked.table.leaves]
+            result.walks = {
+                leaf.relation.qualified: w.kind for leaf, w in zip(checked.table.leaves, walks, strict=True)
+            }
+            statement, params, _ = walks[0].statement(policy.batch_size, None)
+            plan = conn.execute(sql.SQL("EXPLAIN {}").format(statement), params)
             result.plan = "\n".join(r[0] for r in plan.fetchall())
             return result
         locked = conn.execute(sql.SQL("SELECT pg_try_advisory_lock({})").format(_lock_key(name))).fetchone()
