@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MIN_BATCH_SIZE = 10
 MAX_BATCH_SIZE = 100_000
 EXACT_COUNT_LIMIT = 1_000_000  # a dry run counts rows up to this table size, above it asks the planner
+HEALTH_INTERVAL = 1.0  # seconds a healthy sample stands for, so short batches do not each pay for one
 MAX_CONSECUTIVE_FAILURES = 5  # batches in a row that hit lock_timeout/statement_timeout before the run gives up
 
 # Statuses of a run: done (nothing left that it could take), limit (max_rows or max_runtime reached),
@@ -343,6 +344,7 @@ def _delete(
     target = policy.target_batch_duration.total_seconds()
     size = max(MIN_BATCH_SIZE, min(policy.batch_size, MAX_BATCH_SIZE))
     failures = 0
+    healthy_at = -HEALTH_INTERVAL
     for leaf in checked.table.leaves:
         walk = _start_walk(conn, leaf, policy)
         result.walks[leaf.relation.qualified] = walk.kind
@@ -356,8 +358,10 @@ def _delete(
             if policy.max_rows is not None and result.rows_deleted >= policy.max_rows:
                 result.status, result.reason = "limit", f"max_rows {policy.max_rows} reached"
                 return
-            if not _wait_until_healthy(conn, leaf, settings, result, deadline, should_stop):
-                continue
+            if time.monotonic() - healthy_at >= HEALTH_INTERVAL:
+                if not _wait_until_healthy(conn, leaf, settings, result, deadline, should_stop):
+                    continue
+                healthy_at = time.monotonic()
             remaining = None if policy.max_rows is None else policy.max_rows - result.rows_deleted
             statement, params, limit = walk.statement(size, remaining)
             batch_started = time.monotonic()
