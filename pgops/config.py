@@ -129,6 +129,13 @@ class PoolReportSettings:
     interval: timedelta = timedelta(seconds=15)
     top_applications: int = 10
     pgbouncer_url: str | None = None
+    idle_pool_sessions: int = 20  # idle sessions of one application and client that count as pool bloat
+    idle_pool_age: timedelta = timedelta(hours=1)  # ... when the oldest of them is at least this old
+    idle_growth_samples: int = 3  # daemon: idle connections growing across this many samples
+    server_cores: int | None = None  # for pool sizing; unset: this machine's cores when the server is local
+    mask_queries: bool = True
+    query_length: int = 200
+    statement_timeout: timedelta = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)

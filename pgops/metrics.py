@@ -32,7 +32,7 @@ CLEANUP_SECONDS_SINCE_SUCCESS = Gauge(
     ["policy"],
 )
 CLEANUP_ROWS_LEFT = Gauge(
-    "pgops_cleanup_rows_left", "Rows matching the policy's condition after its last run (planner estimate).", ["policy"]
+    "pgops_cleanup_rows_left", "Rows matching the policy's condition after its last run (estimate).", ["policy"]
 )
 CLEANUP_THROTTLED = Counter(
     "pgops_cleanup_throttled_total",
@@ -44,6 +44,30 @@ CLEANUP_THROTTLED_SECONDS = Counter(
 )
 
 # -- pool report -----------------------------------------------------------------------------------------------
+# Label values are bounded by pgops.pool_report.export: the top N applications (the rest as "other"), the top N
+# limits by saturation, a fixed set of problem kinds.
+POOL_CONNECTIONS = Gauge(
+    "pgops_pool_connections", "Client connections by application (top N, the rest as other) and state",
+    ["application", "state"],
+)  # fmt: skip
+POOL_LIMIT_USED = Gauge("pgops_pool_limit_used_connections", "Connections counted against a limit", ["kind", "name"])
+POOL_LIMIT_SIZE = Gauge("pgops_pool_limit_connections", "Usable connection slots of a limit", ["kind", "name"])
+POOL_SATURATION = Gauge("pgops_pool_saturation_ratio", "Used / usable connection slots of a limit", ["kind", "name"])
+POOL_PROBLEMS = Gauge("pgops_pool_problems", "Sessions showing a leak signal, by kind", ["kind"])
+POOL_PROBLEM_OLDEST = Gauge(
+    "pgops_pool_problem_oldest_seconds", "Age of the oldest session of each leak kind", ["kind"]
+)
+POOL_STATUS = Gauge("pgops_pool_status", "Pool report status: 0 ok, 1 warning, 2 critical")
+POOL_HIDDEN_SESSIONS = Gauge("pgops_pool_hidden_sessions", "Sessions whose details pgops' role can't see")
+POOL_PGBOUNCER_WAITING = Gauge("pgops_pool_pgbouncer_clients_waiting", "PgBouncer clients waiting", ["pool"])
+POOL_PGBOUNCER_MAXWAIT = Gauge(
+    "pgops_pool_pgbouncer_maxwait_seconds", "Longest wait of a PgBouncer client in the pool", ["pool"]
+)
+POOL_IDLE_GROWING = Gauge(
+    "pgops_pool_idle_growing_connections", "Idle connections of applications whose idle count grew at every sample",
+    ["application"],
+)  # fmt: skip
+
 
 # -- advisor ---------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,198 @@
+"""`pgops pool-report`: connection saturation and leaks, for a person (rich view) or a monitor (JSON, exit code)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import typer
+from rich.console import Group as RenderGroup
+from rich.console import RenderableType
+from rich.live import Live
+from rich.text import Text
+
+from pgops import output
+from pgops import pool_report as pool
+from pgops.cli.app import app, state
+from pgops.config import Settings, parse_duration
+from pgops.errors import PgopsError
+from pgops.output import human_duration
+from pgops.pool_report.analyze import LEVEL_NAMES, Report
+from pgops.pool_report.sample import take_sample
+from pgops.pool_report.terminate import Termination, candidates, terminate
+
+_LEVEL_STYLE = {0: "green", 1: "yellow", 2: "bold red"}
+
+
+def _level(level: int) -> Text:
+    return Text(LEVEL_NAMES[level], style=_LEVEL_STYLE[level])
+
+
+def as_json(report: Report) -> dict[str, Any]:
+    return {**dataclasses.asdict(report), "status": report.status_name, "exit_code": report.status}
+
+
+def render(report: Report) -> RenderableType:
+    """The rich view: status, limits, problems, groups, PgBouncer pools, then what to change."""
+    states = ", ".join(f"{count} {name}" for name, count in report.states.items() if count) or "none"
+    parts: list[RenderableType] = [
+        Text.assemble(
+            "pool report ",
+            (LEVEL_NAMES[report.status].upper(), _LEVEL_STYLE[report.status]),
+            f"  {report.total} client connections ({states}) at {report.sampled_at:%Y-%m-%d %H:%M:%S %Z}",
+        )
+    ]
+    limits = output.table("Limits", ["kind", "name", "used", "usable", "left", "used %", "level"], [])
+    for u in report.limits:
+        limits.add_row(u.kind, u.name, str(u.used), str(u.limit), str(u.left), f"{u.ratio:.0%}", _level(u.level))
+    parts.append(limits)
+    if report.pgbouncer:
+        pools = output.table(
+            "PgBouncer pools",
+            ["database", "user", "clients", "waiting", "longest wait", "servers", "pool_size", "used %", "level"],
+            [],
+        )
+        for p in report.pgbouncer:
+            pools.add_row(
+                p.database, p.user, str(p.clients_active), str(p.clients_waiting), human_duration(p.maxwait_seconds),
+                str(p.servers_used), str(p.pool_size), f"{p.ratio:.0%}", _level(p.level),
+            )  # fmt: skip
+        parts.append(pools)
+    if report.problems:
+        rows = [
+            (p.kind, p.pid, p.database, p.user, p.application, p.client or "local", human_duration(p.age_seconds),
+             p.detail, p.query, p.terminate)
+            for p in report.problems
+        ]  # fmt: skip
+        columns = [
+            "problem",
+            "pid",
+            "database",
+            "user",
+            "application",
+            "client",
+            "age",
+            "detail",
+            "last query",
+            "to end it",
+        ]
+        parts.append(output.table("Leak signals", columns, rows))
+    groups = [
+        (g.database, g.user, g.application, g.client or "local", g.total,
+         ", ".join(f"{n} {s}" for s, n in sorted(g.states.items())),
+         f"{g.worst.kind} pid {g.worst.pid} ({human_duration(g.worst.age_seconds)})" if g.worst else "")
+        for g in report.groups
+    ]  # fmt: skip
+    columns = ["database", "user", "application", "client", "sessions", "states", "worst offender"]
+    parts.append(output.table("Connections by database, user, application and client", columns, groups))
+    if report.visibility:
+        parts.append(Text(f"can't see: {report.visibility}", style="yellow"))
+    parts += [Text(f"recommendation: {line}") for line in report.recommendations]
+    return RenderGroup(*parts)
+
+
+def _show(report: Report, fmt: output.Format, terminated: list[Termination] | None) -> None:
+    """Print the report; after a termination the JSON also lists what was ended (the view said it on stderr)."""
+    if fmt is output.Format.json:
+        extra = {} if terminated is None else {"terminated": [dataclasses.asdict(t) for t in terminated]}
+        output.print_json({**as_json(report), **extra})
+    else:
+        output.console.print(render(report))
+
+
+def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> list[Termination]:
+    """List the sessions idle in a transaction over `threshold`, confirm, end them, and say what happened."""
+    targets = candidates(take_sample(conn), threshold)
+    if not targets:
+        output.err_console.print(f"no session idle in a transaction for {human_duration(threshold)} or more")
+        return []
+    for b in targets:
+        output.err_console.print(
+            f"pid {b.pid}: {b.user}/{b.application or '-'} from {b.client or 'local'}, {b.state}",
+            markup=False,
+            highlight=False,
+        )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise PgopsError(f"{len(targets)} session(s) to terminate: confirm with --yes (nothing was terminated)")
+        if not typer.confirm(f"Terminate these {len(targets)} session(s)?", err=True):
+            output.err_console.print("nothing was terminated")
+            return []
+    results = terminate(conn, targets, threshold)
+    for done in results:
+        verdict = "terminated" if done.terminated else "left alone (no longer idle in a transaction)"
+        output.err_console.print(f"pid {done.pid}: {verdict}", highlight=False)
+    return results
+
+
+def _watch(
+    conn: psycopg.Connection,
+    settings: Settings,
+    pgbouncer: str | None,
+    fmt: output.Format,
+    interval: float,
+    count: int | None,
+) -> Report:
+    """Sample every `interval` seconds: redraw the view in place, or print one JSON document per sample."""
+    live = Live(console=output.console, auto_refresh=False) if fmt is output.Format.table else None
+    with live or contextlib.nullcontext():
+        for number in range(count or sys.maxsize):
+            if number:
+                time.sleep(interval)
+            _, report = pool.report(conn, settings, pgbouncer)
+            if live:
+                live.update(render(report), refresh=True)
+            else:
+                output.print_json(as_json(report))
+    return report
+
+
+@app.command("pool-report")
+def pool_report(
+    ctx: typer.Context,
+    fmt: output.Format = typer.Option(output.Format.table, "--format", help="table or json."),
+    watch: float | None = typer.Option(
+        None, "--watch", metavar="SECONDS", min=0.1, help="Sample again every SECONDS, redrawing in place."
+    ),
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="With --watch: stop after this many samples (default: until Ctrl-C)."
+    ),
+    pgbouncer: str | None = typer.Option(
+        None, "--pgbouncer", metavar="URL", help="PgBouncer admin console URL (database pgbouncer) to report pools."
+    ),
+    terminate_over: str | None = typer.Option(
+        None,
+        "--terminate-idle-in-transaction-over",
+        metavar="DURATION",
+        help="End sessions idle in a transaction this long (e.g. 10m), after a confirmation.",
+    ),
+    yes: bool = typer.Option(False, "--yes", help="Terminate without asking for confirmation."),
+    show_queries: bool = typer.Option(False, "--show-queries", help="Show queries with their constants."),
+) -> None:
+    """Connections against every limit, leaked transactions and lock waits; exit 0/1/2 for ok/warning/critical."""
+    st = state(ctx)
+    settings = st.settings
+    if show_queries:
+        unmasked = dataclasses.replace(settings.pool_report, mask_queries=False)
+        settings = dataclasses.replace(settings, pool_report=unmasked)
+    if watch is not None and terminate_over:
+        raise PgopsError("--terminate-idle-in-transaction-over can't be combined with --watch")
+    if count is not None and watch is None:
+        raise PgopsError("--count needs --watch")
+    try:
+        threshold = parse_duration(terminate_over) if terminate_over else None
+    except ValueError as exc:
+        raise PgopsError(f"--terminate-idle-in-transaction-over: {exc}") from None
+    with pool.open_connection(st.dsn, settings) as conn:
+        terminated = _terminate(conn, threshold, yes) if threshold is not None else None
+        if watch is None:
+            _, report = pool.report(conn, settings, pgbouncer)
+            _show(report, fmt, terminated)
+        else:
+            report = _watch(conn, settings, pgbouncer, fmt, watch, count)
+    raise typer.Exit(report.status)

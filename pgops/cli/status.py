@@ -1,0 +1,28 @@
+"""`pgops status`: readiness of the database for pgops, for people and for alerting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import typer
+
+from pgops import output, status
+from pgops.cli.app import app, state
+
+STYLE = {status.OK: "green", status.WARNING: "yellow", status.CRITICAL: "red"}
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    fmt: output.Format = typer.Option(output.Format.table, "--format", help="table or json."),
+) -> None:
+    """Server, pgops schema, extensions and privileges; exit 0 ok, 1 warning, 2 critical."""
+    report = status.gather(state(ctx).dsn, state(ctx).settings)
+    if fmt is output.Format.json:
+        output.print_json({**dataclasses.asdict(report), "exit_code": report.exit_code})
+    else:
+        rows = [(c.name, f"[{STYLE[c.level]}]{c.level}[/]", c.detail) for c in report.checks]
+        title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
+        output.console.print(output.table(title, ["check", "state", "detail"], rows))
+    raise typer.Exit(report.exit_code)

@@ -1,0 +1,99 @@
+"""Reads PgBouncer's admin console: SHOW POOLS and SHOW DATABASES.
+
+The console speaks only the simple query protocol and has no transactions, and PgBouncer refuses startup
+parameters it does not know (such as the `options` pgops sets on PostgreSQL), so this connects with plain
+psycopg, autocommit and a client-side cursor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pgops.db import describe, redact
+from pgops.errors import PgopsError
+
+ADMIN_DATABASE = "pgbouncer"  # the console's own pseudo-database, not a pool of the application
+
+
+@dataclass(frozen=True)
+class PgBouncerPool:
+    database: str
+    user: str
+    clients_active: int
+    clients_waiting: int
+    servers_used: int  # every server connection of the pool: active, idle, used, tested, logging in
+    maxwait_seconds: float
+    pool_mode: str | None
+
+
+@dataclass(frozen=True)
+class PgBouncerDatabase:
+    name: str
+    pool_size: int
+    max_connections: int
+    current_connections: int
+
+
+@dataclass(frozen=True)
+class PgBouncerSample:
+    pools: list[PgBouncerPool]
+    databases: list[PgBouncerDatabase]
+
+
+def _pool(row: dict) -> PgBouncerPool:
+    servers = sum(int(row.get(column) or 0) for column in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"))
+    return PgBouncerPool(
+        database=row["database"],
+        user=row["user"],
+        clients_active=int(row.get("cl_active") or 0),
+        clients_waiting=int(row.get("cl_waiting") or 0),
+        servers_used=servers,
+        maxwait_seconds=int(row.get("maxwait") or 0) + int(row.get("maxwait_us") or 0) / 1_000_000,
+        pool_mode=row.get("pool_mode"),
+    )
+
+
+def _database(row: dict) -> PgBouncerDatabase:
+    return PgBouncerDatabase(
+        name=row["name"],
+        pool_size=int(row.get("pool_size") or 0),
+        max_connections=int(row.get("max_connections") or 0),
+        current_connections=int(row.get("current_connections") or 0),
+    )
+
+
+def error_reason(exc: psycopg.Error) -> str:
+    """The first line of a connection error (psycopg adds hints below it), password redacted."""
+    lines = str(exc).strip().splitlines()
+    return redact(lines[0] if lines else type(exc).__name__)
+
+
+def read_pgbouncer(url: str, connect_timeout: timedelta = timedelta(seconds=10)) -> PgBouncerSample:
+    """SHOW POOLS and SHOW DATABASES from the admin console at `url` (its database is `pgbouncer`)."""
+    try:
+        with (
+            psycopg.connect(
+                url,
+                autocommit=True,
+                connect_timeout=max(1, int(connect_timeout.total_seconds())),
+                cursor_factory=psycopg.ClientCursor,
+            ) as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            pools = cur.execute("SHOW POOLS").fetchall()
+            databases = cur.execute("SHOW DATABASES").fetchall()
+    except psycopg.ProgrammingError as exc:
+        raise PgopsError(f"invalid PgBouncer URL {redact(url)!r}: {error_reason(exc)}") from None
+    except psycopg.Error as exc:
+        raise PgopsError(
+            f"can't read PgBouncer's console at {describe(url)}: {error_reason(exc)} "
+            "(connect to its `pgbouncer` database as one of admin_users or stats_users)"
+        ) from None
+    return PgBouncerSample(
+        pools=[_pool(r) for r in pools if r["database"] != ADMIN_DATABASE],
+        databases=[_database(r) for r in databases if r["name"] != ADMIN_DATABASE],
+    )
