@@ -81,6 +81,7 @@ def test_only_rows_expired_at_deletion_time_go(dsn, conn):
     assert counts(conn) == (0, 300)
     assert metric("pgops_cleanup_rows_deleted_total", policy="items") - before == 980
     assert metric("pgops_cleanup_rows_left", policy="items") == 1  # the held row: still expired when counted
+    assert 0 <= metric("pgops_cleanup_seconds_since_last_success", policy="items") < 60
 
 
 def test_rows_locked_by_others_are_skipped_not_waited_on(dsn, conn):

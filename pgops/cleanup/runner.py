@@ -112,7 +112,8 @@ _HEAP_LOCK = """SELECT count(*) FROM (
 ) locked"""
 
 _HEAP_DELETE = """DELETE FROM {table}
-WHERE ctid >= %(low)s::tid AND ctid < %(high)s::tid AND ({condition}) IS TRUE AND xmax = pg_current_xact_id()::xid"""
+WHERE ctid >= %(low)s::tid AND ctid < %(high)s::tid AND ({condition}) IS TRUE
+  AND xmax = pg_current_xact_id_if_assigned()::xid"""
 
 
 class BatchStatements(NamedTuple):
@@ -187,11 +188,12 @@ class _Walk:
         if self.kind == "heap":
             params, high = self._heap_params(size, remaining)
             with conn.transaction():
-                locked = conn.execute(self.statements.heap_lock, params).fetchone()
-                deleted = conn.execute(self.statements.heap_delete, params).rowcount
+                row = conn.execute(self.statements.heap_lock, params).fetchone()
+                locked = row[0] if row else 0
+                deleted = conn.execute(self.statements.heap_delete, params).rowcount if locked else 0
             self.next_block = high
             self.done = high >= self.end_block
-            return (locked[0] if locked else 0), deleted
+            return locked, deleted
         limit = size if remaining is None else min(size, remaining)
         statement = self.statements.index_first if self.after is None else self.statements.index_resumed
         row = conn.execute(statement, {"limit": limit, "after": self.after}).fetchone()

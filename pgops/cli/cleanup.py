@@ -54,11 +54,12 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
                 r.status,
                 r.reason,
                 "" if r.would_delete is None else f"{r.would_delete:,}" + ("" if r.counted else " (estimate)"),
+                ", ".join(sorted(set(r.walks.values()))),
             )
             for r in results
         ]
         output.console.print(
-            output.table("cleanup dry run", ["policy", "table", "status", "note", "would delete"], rows)
+            output.table("cleanup dry run", ["policy", "table", "status", "note", "would delete", "walk"], rows)
         )
         for r in results:
             if r.plan:
