@@ -22,13 +22,12 @@ from pgops.errors import PgopsError
 
 
 def test_batch_size_steers_toward_target_duration():
-    assert next_batch_size(1000, seconds=0.4, target=0.2, full=True) == 500  # too slow: smaller
-    assert next_batch_size(1000, seconds=0.15, target=0.2, full=True) == 1333  # a bit fast: a bit bigger
-    assert next_batch_size(1000, seconds=0.001, target=0.2, full=True) == 2000  # at most doubles per step
-    assert next_batch_size(1000, seconds=60, target=0.2, full=True) == 500  # at most halves per step
-    assert next_batch_size(15, seconds=1, target=0.2, full=True) == MIN_BATCH_SIZE
-    assert next_batch_size(60_000, seconds=0.01, target=0.2, full=True, largest=100_000) == 100_000
-    assert next_batch_size(1000, seconds=0.001, target=0.2, full=False) == 1000  # ran out of rows: no signal
+    assert next_batch_size(1000, seconds=0.4, target=0.2) == 500  # too slow: smaller
+    assert next_batch_size(1000, seconds=0.15, target=0.2) == 1333  # a bit fast: a bit bigger
+    assert next_batch_size(1000, seconds=0.001, target=0.2) == 2000  # at most doubles per step
+    assert next_batch_size(1000, seconds=60, target=0.2) == 500  # at most halves per step
+    assert next_batch_size(15, seconds=1, target=0.2) == MIN_BATCH_SIZE
+    assert next_batch_size(60_000, seconds=0.01, target=0.2, largest=100_000) == 100_000
 
 
 HEALTHY = HealthSample(replication_lag=None, archiver_failing=False, lock_waiters=0, autovacuum_on_table=False)

@@ -1,11 +1,11 @@
 """The batch loop: delete expired rows in short transactions that never wait on rows the application holds.
 
-Each batch is one statement, so one transaction: it picks up to `limit` expired rows in index order with
-`FOR UPDATE SKIP LOCKED` (rows locked by others are passed over, not waited on), deletes exactly those by
-ctid, and re-checks the condition in the DELETE so a row made not-expired in the meantime survives. The next
-batch starts the index range scan at the last key seen, so it does not walk again over the index entries of
-rows the previous batches deleted. A ctid is only unique within one relation, so a partitioned table is
-cleaned one leaf partition at a time.
+Each batch is one transaction: it locks up to a batch of matching rows with `FOR UPDATE SKIP LOCKED` (rows
+locked by others are passed over, not waited on), deletes exactly those, and re-checks the condition in the
+DELETE so a row made not-expired in the meantime survives. Batches walk a relation either in index order of
+the condition column, each resuming at the last key seen (few matching rows), or over consecutive block
+ranges (many matching rows, or no index); see `choose_walk`. A ctid is only unique within one relation, so a
+partitioned table is cleaned one leaf partition at a time.
 """
 
 from __future__ import annotations
@@ -81,15 +81,15 @@ class CleanupResult:
     would_delete: int | None = None  # dry run: rows matching now
     counted: bool = False  # would_delete is an exact count, not the planner's estimate
     plan: str | None = None
-    rows_left: int | None = None  # planner estimate after the run
+    rows_left: int | None = None  # after the run: counted through the index up to 1 M, else planner's estimate
     expired_partitions: list[str] = field(default_factory=list)  # the statements that would drop them whole
     walks: dict[str, str] = field(default_factory=dict)  # relation → index or heap walk (see choose_walk)
 
 
-def next_batch_size(size: int, seconds: float, target: float, *, full: bool, largest: int = MAX_BATCH_SIZE) -> int:
-    """Steer the batch size toward `target` seconds per batch, changing by at most a factor 2 per step so one slow
-    or fast batch does not swing it; a batch that ran out of rows says nothing about speed."""
-    if not full or seconds <= 0:
+def next_batch_size(size: int, seconds: float, target: float, *, largest: int = MAX_BATCH_SIZE) -> int:
+    """Steer the batch size toward `target` seconds per batch, changing by at most a factor 2 per step so one
+    slow or fast batch does not swing it."""
+    if seconds <= 0:
         return size
     ratio = min(2.0, max(0.5, target / seconds))
     return max(MIN_BATCH_SIZE, min(largest, int(size * ratio)))
@@ -217,7 +217,8 @@ def _start_walk(conn: psycopg.Connection, leaf: LeafInfo, policy: CleanupPolicy)
         total=leaf.estimated_rows,
         tid_range_scan=conn.info.server_version >= 140000,
     )
-    rows_per_block = max(1.0, leaf.estimated_rows / blocks) if blocks else 1.0
+    # Never analyzed (no reltuples): assume rows of about 80 bytes until the adaptive size corrects it.
+    rows_per_block = max(1.0, leaf.estimated_rows / blocks) if blocks and leaf.estimated_rows else 100.0
     return _Walk(kind, statements, end_block=blocks, rows_per_block=rows_per_block, done=kind == "heap" and not blocks)
 
 
@@ -433,7 +434,7 @@ def _delete(
                 on_batch(batch)
             if walk.done:
                 break
-            size = next_batch_size(size, seconds, target, full=True)
+            size = next_batch_size(size, seconds, target)
             _sleep(min(policy.pause.total_seconds(), max(0.0, deadline - time.monotonic())), should_stop)
     result.status = "done"
 
