@@ -55,8 +55,13 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_only_rows_expired_at_deletion_time_go(dsn, conn):
-    make_items(conn, expired=1000, live=300)
+# (expired, live) shapes that make a run walk the heap (most rows match) or the index (few do)
+WALKS = pytest.mark.parametrize(("walk", "expired", "live"), [("heap", 1000, 300), ("index", 400, 8000)])
+
+
+@WALKS
+def test_only_rows_expired_at_deletion_time_go(dsn, conn, walk, expired, live):
+    make_items(conn, expired=expired, live=live)
     # The newest expired rows go last (index order); a batch in between makes some of them live again, and
     # another session holds one of them mid-update (uncommitted) until the run is over.
     revived = [r[0] for r in conn.execute("SELECT id FROM items WHERE note = 'old' ORDER BY id DESC LIMIT 20")]
@@ -73,19 +78,20 @@ def test_only_rows_expired_at_deletion_time_go(dsn, conn):
     other.commit()
     other.close()
 
-    assert result.status == "done"
+    assert result.status == "done" and result.walks == {"public.items": walk}
     assert result.batches > 2  # several short transactions, not one
-    assert result.rows_deleted == 1000 - 20
+    assert result.rows_deleted == expired - 20
     remaining = {r[0] for r in conn.execute("SELECT id FROM items WHERE note <> 'live'")}
     assert remaining == {*revived, held}
-    assert counts(conn) == (0, 300)
-    assert metric("pgops_cleanup_rows_deleted_total", policy="items") - before == 980
+    assert counts(conn) == (0, live)
+    assert metric("pgops_cleanup_rows_deleted_total", policy="items") - before == expired - 20
     assert metric("pgops_cleanup_rows_left", policy="items") == 1  # the held row: still expired when counted
     assert 0 <= metric("pgops_cleanup_seconds_since_last_success", policy="items") < 60
 
 
-def test_rows_locked_by_others_are_skipped_not_waited_on(dsn, conn):
-    make_items(conn, expired=600, live=100)
+@WALKS
+def test_rows_locked_by_others_are_skipped_not_waited_on(dsn, conn, walk, expired, live):
+    make_items(conn, expired=expired, live=live)
     holder = psycopg.connect(dsn)
     held = holder.execute("SELECT id FROM items WHERE note = 'old' ORDER BY expires_at LIMIT 30 FOR UPDATE").fetchall()
     # Were the run to wait on those rows, it would sit out the whole lock_timeout and then fail.
@@ -98,8 +104,8 @@ def test_rows_locked_by_others_are_skipped_not_waited_on(dsn, conn):
         holder.rollback()
         holder.close()
     assert elapsed < settings.cleanup.lock_timeout.total_seconds()
-    assert result.status == "done"
-    assert result.rows_deleted == 600 - 30
+    assert result.status == "done" and result.walks == {"public.items": walk}
+    assert result.rows_deleted == expired - 30
     assert result.rows_left == 30
     assert {r[0] for r in conn.execute("SELECT id FROM items WHERE note = 'old'")} == {r[0] for r in held}
 
