@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from datetime import timedelta
 
 import typer
 
@@ -20,7 +20,7 @@ app.add_typer(cleanup_app, name="cleanup")
 FormatOption = typer.Option(output.Format.table, "--format", help="table or json.")
 
 
-def _duration(option: str, text: str | None):
+def _duration(option: str, text: str | None) -> timedelta | None:
     if text is None:
         return None
     try:
@@ -124,7 +124,10 @@ def run(
     validate_all(st.dsn, policies, st.settings)
     results = []
     with output.progress("deleting expired rows") as advance:
-        on_batch: Callable[[BatchResult], None] = lambda batch: advance(batch.deleted, policy=batch.policy)  # noqa: E731
+
+        def on_batch(batch: BatchResult) -> None:
+            advance(batch.deleted, policy=batch.policy)
+
         for name, policy in policies.items():
             results.append(run_policy(st.dsn, name, policy, st.settings, dry_run=dry_run, on_batch=on_batch))
     _render(results, fmt)
