@@ -63,6 +63,7 @@ def test_throttle_on_autovacuum_can_be_turned_off():
         ({"older_than_column": "b"}, "older_than_column needs older_than"),
         ({"expired_column": "a", "older_than": timedelta(days=1)}, "older_than needs older_than_column"),
         ({"expired_column": "a", "batch_size": 0}, "batch_size"),
+        ({"expired_column": "a", "schedule": "every 5 minutes"}, "is not a crontab expression"),
     ],
 )
 def test_policy_shape_errors(kwargs, message):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import psycopg
+from apscheduler.triggers.cron import CronTrigger
 from psycopg import sql
 
 from pgops.config import CleanupPolicy, Settings, parse_duration
@@ -58,6 +59,10 @@ def check_shape(name: str, policy: CleanupPolicy) -> None:
         raise PgopsError(f"{where}: max_rows must be at least 1")
     if policy.target_batch_duration <= timedelta(0) or policy.max_runtime <= timedelta(0):
         raise PgopsError(f"{where}: target_batch_duration and max_runtime must be positive")
+    try:  # the daemon schedules the policy with it: a typo should fail here, not when the daemon starts
+        CronTrigger.from_crontab(policy.schedule)
+    except ValueError as exc:
+        raise PgopsError(f"{where}: schedule {policy.schedule!r} is not a crontab expression: {exc}") from None
     split_table(policy.table)
 
 
