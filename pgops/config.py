@@ -116,6 +116,10 @@ class AdvisorSettings:
     interval: timedelta = timedelta(hours=6)
     output: Path | None = None
     statement_timeout: timedelta = timedelta(seconds=10)
+    min_saving: float = 0.1  # a statement must get this much cheaper for an index to count for it
+    write_cost_ms: float = 0.01  # time one index entry costs a write, to weigh write overhead against savings
+    lock_timeout: timedelta = timedelta(seconds=5)  # the script's and --apply's SET lock_timeout
+    build_timeout: timedelta = timedelta(0)  # statement_timeout for each index build; 0 = none
 
 
 @dataclass(frozen=True)

@@ -71,4 +71,15 @@ POOL_IDLE_GROWING = Gauge(
 
 # -- advisor ---------------------------------------------------------------------------------------------------
 
+ADVISOR_RUNS = Counter("pgops_advisor_runs_total", "Index advisor runs, by outcome (ok, error).", ["outcome"])
+ADVISOR_DURATION = Histogram(
+    "pgops_advisor_duration_seconds", "Time one index advisor run takes.", buckets=(1, 5, 15, 60, 300, 900, 3600)
+)
+ADVISOR_PROPOSED = Gauge("pgops_advisor_proposed_indexes", "Indexes the last advisor run proposed.")
+ADVISOR_SKIPPED = Counter(
+    "pgops_advisor_skipped_statements_total", "Statements the advisor could not use, by reason.", ["reason"]
+)
+ADVISOR_LAST_SUCCESS = Gauge("pgops_advisor_last_success_timestamp_seconds", "When an advisor run last succeeded.")
+ADVISOR_APPLIED = Counter("pgops_advisor_applied_indexes_total", "Indexes built by --apply, by outcome.", ["outcome"])
+
 # -- daemon ----------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from pgops.cli import advisor as _advisor  # noqa: F401
 from pgops.cli import cleanup as _cleanup  # noqa: F401
 from pgops.cli import demo as _demo  # noqa: F401  (registers commands)
 from pgops.cli import migrate as _migrate  # noqa: F401

@@ -68,6 +68,7 @@ def demo(
         highlight=False,
     )
     _pgops(dsn, "pool-report")
+    _pgops(dsn, "advise-indexes", "--format", "table")
     output.console.print(Rule())
     output.console.print(f"The demo database stays up: pgops --dsn {dsn} ...", highlight=False)
     output.console.print(f"Stop it with: pgops sandbox stop --dir {directory}", highlight=False)

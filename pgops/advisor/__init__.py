@@ -1,0 +1,1 @@
+"""Index advisor: read the workload, find the indexes that pay for themselves, prove it with the planner."""

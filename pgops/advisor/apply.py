@@ -1,0 +1,61 @@
+"""`--apply`: build the proposed indexes one at a time, concurrently, with progress; a failed build leaves an
+INVALID index behind, which is dropped (concurrently) before moving on, and an INVALID leftover of an earlier
+run is dropped and built again rather than kept by IF NOT EXISTS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgops import metrics
+from pgops.advisor.model import Advice
+from pgops.config import Settings
+from pgops.db import connect
+from pgops.output import progress
+
+
+@dataclass(frozen=True)
+class Applied:
+    name: str
+    outcome: str  # built, exists, failed
+    detail: str = ""
+
+
+def apply(dsn: str, settings: Settings, advice: Advice) -> list[Applied]:
+    cfg = settings.advisor
+    results: list[Applied] = []
+    with (
+        connect(dsn, settings.database, statement_timeout=cfg.build_timeout, lock_timeout=cfg.lock_timeout) as conn,
+        progress("building indexes", total=len(advice.recommendations)) as advance,
+    ):
+        for rec in advice.recommendations:
+            schema = rec.candidate.table[0]
+            existed = _index_state(conn, schema, rec.name)
+            if existed is False:  # an INVALID leftover of an earlier failed build: IF NOT EXISTS would keep it
+                conn.execute(sql.SQL(rec.drop_sql))
+                existed = None
+            try:
+                conn.execute(sql.SQL(rec.create_sql))
+            except psycopg.Error as exc:
+                detail = (exc.diag.message_primary or str(exc)).splitlines()[0]
+                if _index_state(conn, schema, rec.name) is False and existed is None:
+                    conn.execute(sql.SQL(rec.drop_sql))
+                    detail += " (dropped the INVALID leftover)"
+                results.append(Applied(rec.name, "failed", detail))
+            else:
+                results.append(Applied(rec.name, "exists" if existed is not None else "built"))
+            metrics.ADVISOR_APPLIED.labels(outcome=results[-1].outcome).inc()
+            advance()
+    return results
+
+
+def _index_state(conn: psycopg.Connection, schema: str, name: str) -> bool | None:
+    """True for a valid index, False for an INVALID one, None when there is none."""
+    row = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        [schema, name],
+    ).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,217 @@
+"""Planner costs with and without hypothetical indexes (hypopg), never executing the user's statements.
+
+Every EXPLAIN runs in a READ ONLY transaction on a connection with the advisor's statement_timeout. Statements
+with `$n` parameters are costed twice: the generic plan (what a prepared statement may settle on, with
+default selectivities) and a custom plan with realistic values drawn from pg_stats, because the generic plan
+wrongly rejects good range indexes. hypopg's functions are called schema-qualified, each hypothetical index is
+dropped after use, and `hypopg_reset()` runs every `BATCH` indexes and on every exit path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from pgops.advisor.model import Analysis, Candidate, Catalog, ParamUse
+from pgops.advisor.parse import count_parameters
+from pgops.advisor.script import index_definition
+from pgops.errors import PgopsError
+
+BATCH = 500  # hypothetical indexes between resets, far below hypopg's ~2,500 OID limit
+_names = itertools.count(1)
+
+
+class PlanError(Exception):
+    """The planner refused the statement (unknown parameter types, a function that no longer exists...)."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Total cost of the plan that would run (custom plan with real values when it could be built) and of the
+    generic plan; the hypothetical indexes the chosen plan uses."""
+
+    cost: float
+    generic: float | None
+    used: frozenset[str]
+
+
+def hypopg_schema(conn: psycopg.Connection) -> str | None:
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'"
+    ).fetchone()
+    return row[0] if row else None
+
+
+class Planner:
+    def __init__(self, conn: psycopg.Connection, catalog: Catalog, hypopg: str | None = None) -> None:
+        self.conn = conn
+        self.catalog = catalog
+        self.hypopg = hypopg
+        self._created = 0
+        conn.read_only = True
+
+    # -- costs -------------------------------------------------------------------------------------------------
+
+    def costs(self, analysis: Analysis) -> Costs:
+        """The statement's plan costs under the current (hypothetical) indexes; raises PlanError."""
+        text = plannable(analysis.statement.query)
+        count = count_parameters(text)
+        if count == 0:
+            cost, used = self._explain(sql.SQL(text))
+            return Costs(cost, None, used)
+        if self.catalog.server_version >= 160000:
+            generic, generic_used = self._explain(sql.SQL(text), generic=True)
+        else:
+            generic, generic_used = self._prepared(text, ["NULL"] * count, "force_generic_plan")
+        values = realistic_values(analysis, self.catalog, count)
+        if values is None:
+            return Costs(generic, generic, generic_used)
+        cost, used = self._prepared(text, values, "force_custom_plan")
+        return Costs(cost, generic, used)
+
+    def _explain(self, statement: sql.Composable, *, generic: bool = False) -> tuple[float, frozenset[str]]:
+        try:
+            with self.conn.transaction():
+                return self._explain_in_transaction(statement, generic=generic)
+        except psycopg.Error as exc:
+            raise PlanError(_message(exc)) from None
+
+    def _prepared(self, text: str, values: list[str], mode: str) -> tuple[float, frozenset[str]]:
+        """Cost through PREPARE/EXECUTE; the prepared statement is deallocated by name (never DEALLOCATE ALL)."""
+        label = f"pgops_advisor_{next(_names)}"
+        name = sql.Identifier(label)
+        args = sql.SQL(", ").join(sql.SQL("NULL") if v == "NULL" else sql.Literal(v) for v in values)
+        try:
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Literal(mode)))
+                self.conn.execute(sql.SQL("PREPARE {} AS {}").format(name, sql.SQL(text)))
+                return self._explain_in_transaction(sql.SQL("EXECUTE {}({})").format(name, args))
+        except psycopg.Error as exc:
+            raise PlanError(_message(exc)) from None
+        finally:
+            # PREPARE outlives a rolled-back transaction: deallocate this one statement, by its name.
+            with suppress(psycopg.Error), self.conn.transaction():
+                if self.conn.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [label]).fetchone():
+                    self.conn.execute(sql.SQL("DEALLOCATE {}").format(name))
+
+    def _explain_in_transaction(
+        self, statement: sql.Composable, *, generic: bool = False
+    ) -> tuple[float, frozenset[str]]:
+        """Total cost and index names of the plan; never EXPLAIN ANALYZE: the statement does not run."""
+        options = sql.SQL("GENERIC_PLAN, FORMAT JSON" if generic else "FORMAT JSON")
+        row = self.conn.execute(sql.SQL("EXPLAIN ({}) {}").format(options, statement)).fetchone()
+        assert row is not None
+        plan = (row[0] if isinstance(row[0], list) else json.loads(row[0]))[0]["Plan"]
+        return float(plan["Total Cost"]), frozenset(_index_names(plan))
+
+    # -- hypothetical indexes ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Start clean and leave no hypothetical index behind, whatever happens inside."""
+        self._reset()
+        try:
+            yield
+        finally:
+            self._reset()
+
+    @contextmanager
+    def hypothetical(self, candidate: Candidate) -> Iterator[tuple[str, int]]:
+        """A hypothetical index for the candidate: its name (as EXPLAIN shows it) and estimated size."""
+        assert self.hypopg is not None
+        schema = sql.Identifier(self.hypopg)
+        if self._created >= BATCH:
+            self._reset()
+        definition = index_definition(candidate, None).as_string(self.conn)
+        row = self.conn.execute(
+            sql.SQL("SELECT indexrelid, indexname FROM {}.hypopg_create_index(%s)").format(schema), [definition]
+        ).fetchone()
+        assert row is not None
+        self._created += 1
+        oid, name = row
+        try:
+            size_row = self.conn.execute(sql.SQL("SELECT {}.hypopg_relation_size(%s)").format(schema), [oid]).fetchone()
+            yield name, int(size_row[0]) if size_row else 0
+        finally:
+            with suppress(psycopg.Error):
+                self.conn.execute(sql.SQL("SELECT {}.hypopg_drop_index(%s)").format(schema), [oid])
+
+    def _reset(self) -> None:
+        if self.hypopg is None:
+            return
+        try:
+            self.conn.execute(sql.SQL("SELECT {}.hypopg_reset()").format(sql.Identifier(self.hypopg)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PgopsError(
+                f"can't use hypopg ({_message(exc)}): GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {self.hypopg} "
+                "to the pgops role, or pass --no-hypopg"
+            ) from None
+        self._created = 0
+
+
+# pg_stat_statements turns `interval '1 hour'` into `interval $1`, which no longer parses; `$1::interval` does.
+_TYPED_PARAMETER = re.compile(r"\b(interval|timestamptz|timestamp|date|time)\s+(\$\d+)", re.IGNORECASE)
+
+
+def plannable(text: str) -> str:
+    return _TYPED_PARAMETER.sub(r"\2::\1", text.strip().rstrip(";"))
+
+
+def _index_names(plan: dict) -> Iterator[str]:
+    if "Index Name" in plan:
+        yield plan["Index Name"]
+    for child in plan.get("Plans", ()):
+        yield from _index_names(child)
+
+
+def _message(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    text = (diag.message_primary if diag and diag.message_primary else str(exc)).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def realistic_values(analysis: Analysis, catalog: Catalog, count: int) -> list[str] | None:
+    """A plausible value for every `$1..$count` from the column's pg_stats, or None when one has none."""
+    values = []
+    for number in range(1, count + 1):
+        use = analysis.params.get(number)
+        value = _value_for(use, catalog) if use else None
+        if value is None:
+            return None
+        values.append(value)
+    return values
+
+
+# Where in the histogram a range bound sits: `created_at > $1` usually asks for the recent tail.
+_RANGE_POSITION = {">": 0.9, ">=": 0.9, "<": 0.1, "<=": 0.1, "between_low": 0.45, "between_high": 0.55}
+
+
+def _value_for(use: ParamUse, catalog: Catalog) -> str | None:
+    if use.op == "limit":
+        return "20"
+    if use.op == "offset":
+        return "0"
+    if use.table is None or use.column is None or use.op == "like":
+        return None
+    table = catalog.tables.get(use.table)
+    column = table.columns.get(use.column) if table else None
+    if column is None:
+        return None
+    histogram, common = column.histogram_bounds, column.most_common_vals
+    if use.op in _RANGE_POSITION:
+        if histogram:
+            return histogram[min(len(histogram) - 1, int(len(histogram) * _RANGE_POSITION[use.op]))]
+        return common[0] if common else None
+    # Equality: a typical value outside the common ones when there is a histogram (a key, an email), else the
+    # least common of the common values (the `status = 'open'` a query looks for).
+    value = histogram[len(histogram) // 2] if histogram else (common[-1] if common else None)
+    if value is not None and use.op == "any":
+        return "{" + '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' + "}"
+    return value

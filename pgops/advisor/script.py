@@ -1,0 +1,204 @@
+"""The advice as a script a DBA reviews and runs (`psql -v ON_ERROR_STOP=1 -f fix.sql`), as JSON, or as tables.
+
+The script is plain statements (CREATE INDEX CONCURRENTLY can't run in a transaction block) under a
+`SET lock_timeout`, each `IF NOT EXISTS`, so running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from datetime import timedelta
+from typing import Any
+
+from psycopg import sql
+from rich.console import Group
+from rich.text import Text
+
+from pgops.advisor.model import Advice, Candidate, Constant, describe_constant
+from pgops.output import human_bytes, human_duration, table
+
+NAME_LIMIT = 63  # NAMEDATALEN - 1 bytes
+
+
+def index_name(candidate: Candidate) -> str:
+    """Deterministic and within 63 bytes; a short digest of the definition keeps variants apart."""
+    base = "_".join([candidate.table[1], *candidate.columns])
+    digest = hashlib.sha1(candidate.describe().encode()).hexdigest()[:6]
+    if candidate.include or candidate.predicate or any(candidate.opclasses):
+        kind = "part" if candidate.predicate else "incl" if candidate.include else "pattern"
+        base = f"{base}_{kind}"
+        suffix = f"_{digest}_idx"
+    else:
+        suffix = "_idx"
+    base = re.sub(r"[^A-Za-z0-9_]", "_", base)
+    if len((base + suffix).encode()) > NAME_LIMIT:
+        suffix = f"_{digest}_idx"
+        base = base.encode()[: NAME_LIMIT - len(suffix)].decode(errors="ignore")
+    return base + suffix
+
+
+def _predicate(constant: Constant) -> sql.Composable:
+    column = sql.Identifier(constant.column)
+    if constant.op == "=":
+        return sql.SQL("{} = {}").format(column, sql.Literal(constant.value))
+    return sql.SQL("{} {}").format(column, sql.SQL("IS NULL" if constant.op == "IS NULL" else "IS NOT NULL"))
+
+
+def _key(candidate: Candidate, position: int) -> sql.Composable:
+    column = sql.Identifier(candidate.columns[position])
+    opclass = candidate.opclass(position)
+    return sql.SQL("{} {}").format(column, sql.Identifier(opclass)) if opclass else column
+
+
+def index_definition(
+    candidate: Candidate, name: str | None, *, concurrently: bool = False, if_not_exists: bool = False
+) -> sql.Composed:
+    """`CREATE INDEX ... ON schema.table USING btree (...) INCLUDE (...) WHERE ...`, identifiers quoted."""
+    parts: list[sql.Composable] = [sql.SQL("CREATE INDEX")]
+    if concurrently:
+        parts.append(sql.SQL("CONCURRENTLY"))
+    if if_not_exists:
+        parts.append(sql.SQL("IF NOT EXISTS"))
+    if name:
+        parts.append(sql.Identifier(name))
+    parts.append(
+        sql.SQL("ON {}.{} USING btree ({})").format(
+            sql.Identifier(candidate.table[0]),
+            sql.Identifier(candidate.table[1]),
+            sql.SQL(", ").join(_key(candidate, n) for n in range(len(candidate.columns))),
+        )
+    )
+    if candidate.include:
+        parts.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, candidate.include))))
+    if candidate.predicate:
+        parts.append(sql.SQL("WHERE {}").format(sql.SQL(" AND ").join(map(_predicate, candidate.predicate))))
+    return sql.SQL(" ").join(parts)
+
+
+def drop_statement(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def _one_line(text: str, limit: int = 110) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _ms(value: float) -> str:
+    return human_duration(timedelta(milliseconds=value))
+
+
+def render_sql(advice: Advice, *, explain: bool = False) -> str:
+    """The reviewable script; `explain` adds every rejected candidate and skipped statement with its reason."""
+    out = [
+        f"-- pgops advise-indexes for database {advice.database}",
+        f"-- generated {advice.generated_at:%Y-%m-%d %H:%M:%S %Z} in {advice.duration_s:.1f}s",
+        f"-- sources: {', '.join(advice.sources)}",
+        "-- thresholds: " + ", ".join(f"{key}={value}" for key, value in advice.thresholds.items()),
+        (
+            f"-- validated with hypopg: planner costs with and without hypothetical indexes ({advice.hypopg_note})"
+            if advice.hypopg
+            else f"-- UNVALIDATED: {advice.hypopg_note}; estimates are rules over pg_stats selectivity"
+        ),
+        "-- run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE   (not inside a transaction block; safe to run twice)",
+        "",
+        f"SET lock_timeout = '{advice.lock_timeout_ms}ms';",
+        f"SET statement_timeout = '{advice.build_timeout_ms}ms';",
+        "",
+    ]
+    if not advice.recommendations:
+        out.append("-- no index proposed" + ("" if explain else " (run with --explain to see why)"))
+        out.append("")
+    for number, rec in enumerate(advice.recommendations, 1):
+        total = sum(q.total_time_ms for q in rec.queries)
+        out.append(f"-- {number}. {rec.candidate.describe()}")
+        out.append(
+            f"--    saves ~{_ms(rec.saved_ms)} of {_ms(total)} statement time; size ~{human_bytes(rec.size_bytes)}; "
+            f"write overhead ~{_ms(rec.write_overhead_ms)} ({rec.writes:,} index entries"
+            + (", ends HOT updates" if rec.ends_hot_updates else "")
+            + ")"
+            + ("" if rec.validated else "; UNVALIDATED")
+        )
+        for query in rec.queries:
+            generic = (
+                f" (generic plan {query.generic_before:,.1f} → {query.generic_after:,.1f})"
+                if query.generic_before is not None and query.generic_after is not None
+                else ""
+            )
+            out.append(
+                f"--    {query.calls:,} calls, {_ms(query.total_time_ms)}: cost {query.before:,.1f} → "
+                f"{query.after:,.1f}{generic}: {_one_line(query.query)}"
+            )
+        out.append(rec.create_sql + ";")
+        out.append(f"-- rollback: {rec.drop_sql};")
+        out.append("")
+    if advice.drops:
+        out.append("-- existing indexes to review (commented out: check each before dropping)")
+        for drop in advice.drops:
+            out.append(f"-- {drop.drop_sql};  -- {drop.kind}: {drop.reason}")
+        out.append("")
+    if explain:
+        if advice.rejected:
+            out.append("-- rejected candidates")
+            out += [f"--   {r.index}: {r.reason}" for r in advice.rejected]
+            out.append("")
+        if advice.skipped:
+            out.append("-- skipped statements")
+            out += [
+                f"--   {s.reason}{': ' + _one_line(s.detail, 80) if s.detail else ''}: {_one_line(s.query, 80)}"
+                for s in advice.skipped
+            ]
+            out.append("")
+    out.append(f"-- summary: {summary(advice)}")
+    return "\n".join(out) + "\n"
+
+
+def summary(advice: Advice) -> str:
+    skipped = ", ".join(f"{count} {reason}" for reason, count in advice.skipped_by_reason.items())
+    return (
+        f"{advice.statements} statements read, {advice.analyzed} analyzed, {len(advice.skipped)} skipped"
+        + (f" ({skipped})" if skipped else "")
+        + f"; {len(advice.recommendations)} indexes proposed, {len(advice.rejected)} candidates rejected, "
+        f"{len(advice.drops)} existing indexes to review"
+    )
+
+
+def render_json(advice: Advice) -> dict[str, Any]:
+    data = dataclasses.asdict(advice)
+    data["skipped_by_reason"] = advice.skipped_by_reason
+    data["summary"] = summary(advice)
+    for rec, source in zip(data["recommendations"], advice.recommendations, strict=True):
+        rec["index"] = source.candidate.describe()
+        rec["predicate"] = " AND ".join(describe_constant(c) for c in source.candidate.predicate) or None
+    return data
+
+
+def render_tables(advice: Advice, *, explain: bool = False) -> Group:
+    parts: list[Any] = [Text(summary(advice))]
+    rows = [
+        [
+            rec.candidate.describe(),
+            _ms(rec.saved_ms),
+            human_bytes(rec.size_bytes),
+            _ms(rec.write_overhead_ms) + (" (ends HOT)" if rec.ends_hot_updates else ""),
+            len(rec.queries),
+        ]
+        for rec in advice.recommendations
+    ]
+    if rows:
+        title = "Proposed indexes " + ("(validated with hypopg)" if advice.hypopg else "(UNVALIDATED: no hypopg)")
+        parts.append(table(title, ["index", "saves", "size", "write cost", "statements"], rows))
+    else:
+        parts.append(Text("no index proposed" + ("" if explain else " (run with --explain to see why)")))
+    if advice.drops:
+        drop_rows = [[d.index, d.kind, human_bytes(d.size_bytes), d.reason] for d in advice.drops]
+        parts.append(table("Existing indexes to review", ["index", "kind", "size", "reason"], drop_rows))
+    if advice.skipped_by_reason:
+        parts.append(table("Skipped statements", ["reason", "count"], list(advice.skipped_by_reason.items())))
+    if explain and advice.rejected:
+        parts.append(
+            table("Rejected candidates", ["candidate", "reason"], [[r.index, r.reason] for r in advice.rejected])
+        )
+    return Group(*parts)

@@ -1,0 +1,244 @@
+"""Workload sources: pg_stat_statements, a file of SQL statements, and the server log.
+
+The log matters because pg_stat_statements records only statements that finish: one cancelled by
+statement_timeout, the slowest kind, shows up only in the log (`ERROR: canceling statement due to statement
+timeout` followed by `STATEMENT: ...`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+
+from pgops.advisor.model import Statement
+from pgops.errors import PgopsError
+from pgops.resources import read_sql
+
+
+def read_pg_stat_statements(
+    conn: psycopg.Connection,
+    *,
+    min_calls: int = 1,
+    min_total_time_ms: float = 0.0,
+    top: int = 500,
+    user: str | None = None,
+) -> list[Statement]:
+    """The current database's statements, heaviest total time first."""
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pg_stat_statements'"
+    ).fetchone()
+    if row is None:
+        raise PgopsError(
+            "pg_stat_statements is not installed in this database: run CREATE EXTENSION pg_stat_statements "
+            "(package postgresql-contrib; it must be in shared_preload_libraries), or pass --from-file/--from-log"
+        )
+    version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    total = "total_exec_time" if version and version[0] >= 130000 else "total_time"
+    query = sql.SQL(read_sql("advisor/pg_stat_statements.sql")).format(
+        schema=sql.Identifier(row[0]), total_time=sql.Identifier(total)
+    )
+    params = {"min_calls": min_calls, "min_total_time": min_total_time_ms, "top": top, "user": user}
+    try:
+        rows = conn.execute(query, params).fetchall()
+    except pgerrors.ObjectNotInPrerequisiteState as exc:
+        raise PgopsError(
+            f"pg_stat_statements can't be read ({exc.diag.message_primary}): add it to shared_preload_libraries "
+            "and restart PostgreSQL"
+        ) from None
+    except pgerrors.InsufficientPrivilege as exc:
+        raise PgopsError(
+            f"can't read pg_stat_statements ({exc.diag.message_primary}): GRANT pg_read_all_stats TO the pgops role"
+        ) from None
+    return [
+        Statement(
+            query=text or "",
+            calls=calls,
+            total_time_ms=float(total_time),
+            rows=rows_,
+            shared_blks_hit=hit,
+            shared_blks_read=read,
+            source="pg_stat_statements",
+            queryid=queryid,
+        )
+        for queryid, text, calls, total_time, rows_, hit, read in rows
+    ]
+
+
+def split_statements(text: str) -> list[str]:
+    """Split SQL text on top-level semicolons, respecting quotes, dollar quotes and comments."""
+    statements: list[str] = []
+    start = i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "'" or ch == '"':
+            end = text.find(ch, i + 1)
+            while end != -1 and end + 1 < n and text[end + 1] == ch:  # doubled quote inside
+                end = text.find(ch, end + 2)
+            i = n if end == -1 else end + 1
+        elif text.startswith("--", i):
+            end = text.find("\n", i)
+            i = n if end == -1 else end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        elif ch == "$" and (tag := re.match(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$", text[i:])):
+            end = text.find(tag[0], i + len(tag[0]))
+            i = n if end == -1 else end + len(tag[0])
+        elif ch == ";":
+            statements.append(text[start:i])
+            i += 1
+            start = i
+        else:
+            i += 1
+    statements.append(text[start:])
+    return [s.strip() for s in statements if _has_code(s)]
+
+
+def _has_code(statement: str) -> bool:
+    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.DOTALL)
+    return bool(without.strip())
+
+
+def read_file(path: Path) -> list[Statement]:
+    """Statements from a SQL file; identical statements are counted as calls of one."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PgopsError(f"{path}: can't read the statements file: {exc.strerror}") from None
+    return _aggregate((statement, 0.0, False) for statement in split_statements(text))
+
+
+# `... LOG:  duration: 1234.567 ms  statement: SELECT ...` and `execute <name>: ...` (extended protocol).
+_LEVEL = re.compile(r"\b(LOG|ERROR|DETAIL|STATEMENT|HINT|CONTEXT|WARNING|FATAL|PANIC|NOTICE|INFO|DEBUG\d?):\s\s")
+_DURATION = re.compile(r"duration: ([\d.]+) ms\s+(?:statement|execute [^:]*|bind [^:]*|parse [^:]*):\s(.*)", re.DOTALL)
+_PARAMETERS = re.compile(r"parameters: (.*)", re.DOTALL)
+_ONE_PARAMETER = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One server message, whatever the log format: severity, message, DETAIL, the statement, the database."""
+
+    severity: str
+    message: str
+    detail: str = ""
+    statement: str = ""
+    database: str | None = None
+
+
+def read_log(path: Path, database: str | None = None) -> list[Statement]:
+    """Slow and cancelled statements from a PostgreSQL log: stderr format, csvlog (`.csv`) or jsonlog.
+
+    Statements logged by `log_min_duration_statement` keep their duration; `execute` entries get their
+    logged parameter values substituted. A statement cancelled by statement_timeout counts with the longest
+    duration the log shows (it ran at least that long, most likely longer). csvlog and jsonlog name each
+    entry's database: entries of other databases than `database` are left out.
+    """
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise PgopsError(f"{path}: can't read the log file: {exc.strerror}") from None
+    if text.lstrip().startswith("{"):
+        entries = _json_entries(text)
+    elif path.suffix == ".csv":
+        entries = _csv_entries(text)
+    else:
+        entries = _stderr_entries(text.splitlines())
+    found: list[tuple[str, float, bool]] = []
+    cancelled: list[str] = []
+    for entry in entries:
+        if database and entry.database and entry.database != database:
+            continue
+        if entry.severity == "LOG" and (match := _DURATION.match(entry.message)):
+            statement = match[2]
+            if params := _PARAMETERS.match(entry.detail):
+                statement = _substitute(statement, params[1])
+            found.append((statement, float(match[1]), False))
+        elif entry.severity == "ERROR" and "due to statement timeout" in entry.message and entry.statement:
+            cancelled.append(entry.statement)
+    longest = max((duration for _, duration, _ in found), default=0.0)
+    found += [(statement, longest, True) for statement in cancelled]
+    return _aggregate(found, source="log")
+
+
+def _stderr_entries(lines: list[str]) -> list[LogEntry]:
+    """Messages with their DETAIL and STATEMENT lines attached; lines without a level marker continue the
+    previous message."""
+    messages: list[tuple[str, str]] = []
+    for line in lines:
+        match = _LEVEL.search(line)
+        if match:
+            messages.append((match[1], line[match.end() :]))
+        elif messages:
+            level, text = messages[-1]
+            messages[-1] = (level, text + "\n" + line.lstrip("\t"))
+    entries: list[LogEntry] = []
+    for level, text in messages:
+        if level in ("DETAIL", "STATEMENT") and entries:
+            field_name = "detail" if level == "DETAIL" else "statement"
+            entries[-1] = dataclasses.replace(entries[-1], **{field_name: text})
+        else:
+            entries.append(LogEntry(level, text))
+    return entries
+
+
+def _json_entries(text: str) -> list[LogEntry]:
+    entries = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            entries.append(
+                LogEntry(
+                    str(record.get("error_severity", "")),
+                    str(record.get("message", "")),
+                    str(record.get("detail", "")),
+                    str(record.get("statement", "")),
+                    record.get("dbname"),
+                )
+            )
+    return entries
+
+
+# csvlog columns (PostgreSQL 13+): database_name 2, error_severity 11, message 13, detail 14, query 19.
+def _csv_entries(text: str) -> list[LogEntry]:
+    return [
+        LogEntry(row[11], row[13], row[14], row[19], row[2] or None)
+        for row in csv.reader(io.StringIO(text))
+        if len(row) > 19
+    ]
+
+
+def _substitute(text: str, parameters: str) -> str:
+    values = {int(n): value for n, value in _ONE_PARAMETER.findall(parameters)}
+    return re.sub(r"\$(\d+)\b", lambda m: values.get(int(m[1]), m[0]), text)
+
+
+def _aggregate(entries: Iterable[tuple[str, float, bool]], source: str = "file") -> list[Statement]:
+    """One Statement per distinct text (whitespace-insensitive), with its calls and total time."""
+    merged: dict[str, Statement] = {}
+    for text, duration, was_cancelled in entries:
+        key = " ".join(text.split()).rstrip(";")
+        old = merged.get(key)
+        merged[key] = Statement(
+            query=old.query if old else text.strip().rstrip(";"),
+            calls=(old.calls if old else 0) + 1,
+            total_time_ms=(old.total_time_ms if old else 0.0) + duration,
+            source=source,
+            cancelled=was_cancelled or bool(old and old.cancelled),
+        )
+    return list(merged.values())

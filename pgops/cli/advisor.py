@@ -1,0 +1,81 @@
+"""`pgops advise-indexes`: propose the indexes the workload needs, as a script to review (or --apply them)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from pgops.advisor.apply import apply
+from pgops.advisor.model import AdvisorOptions
+from pgops.advisor.run import advise
+from pgops.advisor.script import render_json, render_sql, render_tables
+from pgops.cli.app import app, state
+from pgops.config import parse_duration, parse_size
+from pgops.errors import EXIT_ERROR, EXIT_OK, EXIT_WARNING, PgopsError
+from pgops.output import console, err_console, print_json
+
+
+class ScriptFormat(StrEnum):
+    sql = "sql"
+    json = "json"
+    table = "table"
+
+
+@app.command("advise-indexes")
+def advise_indexes(
+    ctx: typer.Context,
+    from_file: Path | None = typer.Option(None, "--from-file", help="Read statements from this SQL file."),
+    from_log: Path | None = typer.Option(
+        None, "--from-log", help="Read slow and cancelled statements from this PostgreSQL log."
+    ),
+    with_stats: bool = typer.Option(
+        False, "--with-pg-stat-statements", help="Also read pg_stat_statements when --from-file/--from-log is given."
+    ),
+    min_calls: int | None = typer.Option(None, "--min-calls", help="Ignore statements called fewer times."),
+    min_total_time: str | None = typer.Option(None, "--min-total-time", help="Ignore lighter statements (e.g. 1s)."),
+    top: int | None = typer.Option(None, "--top", help="Read at most N statements, heaviest total time first."),
+    user: str | None = typer.Option(None, "--user", help="Only statements run by this role."),
+    max_indexes: int | None = typer.Option(None, "--max-indexes", help="Propose at most N indexes."),
+    max_size: str | None = typer.Option(None, "--max-size", help="Total size budget of the proposed indexes (2GB)."),
+    no_hypopg: bool = typer.Option(False, "--no-hypopg", help="Use pg_stats rules even when hypopg is installed."),
+    explain: bool = typer.Option(False, "--explain", help="List every rejected candidate and skipped statement."),
+    do_apply: bool = typer.Option(False, "--apply", help="Build the proposed indexes now, one at a time."),
+    output_format: ScriptFormat = typer.Option(ScriptFormat.sql, "--format", help="sql (default), json or table."),
+) -> None:
+    """Propose indexes for the workload, proven with the planner: `pgops advise-indexes > fix.sql`.
+
+    Exit 0 when nothing is proposed, 1 when indexes are proposed (or built by --apply), 3 on error.
+    """
+    st = state(ctx)
+    settings = st.settings
+    try:
+        options = AdvisorOptions(
+            from_file=from_file,
+            from_log=from_log,
+            min_calls=min_calls,
+            min_total_time_ms=parse_duration(min_total_time).total_seconds() * 1000 if min_total_time else None,
+            top=top,
+            max_indexes=max_indexes,
+            max_size=parse_size(max_size) if max_size else None,
+            user=user,
+            use_hypopg=not no_hypopg,
+            include_pg_stat_statements=True if with_stats else None,
+        )
+    except ValueError as exc:
+        raise PgopsError(str(exc), EXIT_ERROR) from None
+    advice = advise(st.dsn, settings, options)
+    if output_format is ScriptFormat.json:
+        print_json(render_json(advice))
+    elif output_format is ScriptFormat.table:
+        console.print(render_tables(advice, explain=explain))
+    else:
+        typer.echo(render_sql(advice, explain=explain), nl=False)
+    if do_apply and advice.recommendations:
+        results = apply(st.dsn, settings, advice)
+        for result in results:
+            err_console.print(f"{result.name}: {result.outcome}{' — ' + result.detail if result.detail else ''}")
+        if any(result.outcome == "failed" for result in results):
+            raise PgopsError("some indexes could not be built (see above); their INVALID leftovers were dropped")
+    raise typer.Exit(EXIT_WARNING if advice.recommendations else EXIT_OK)

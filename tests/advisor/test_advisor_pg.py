@@ -1,0 +1,384 @@
+"""The advisor against a real PostgreSQL: the demo workload's acceptance, the script under psql, --apply,
+formats, the fallback without hypopg, hypopg hygiene, and statements it must never execute."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from pgops import demo
+from pgops.advisor.apply import apply
+from pgops.advisor.catalog import read_catalog
+from pgops.advisor.hypo import PlanError, Planner, hypopg_schema
+from pgops.advisor.model import SKIP_PRIVILEGE, Advice, AdvisorOptions, Analysis, Candidate, Recommendation
+from pgops.advisor.parse import analyze
+from pgops.advisor.run import advise
+from pgops.advisor.script import render_sql
+from pgops.config import DatabaseSettings, Settings
+from tests.advisor.helpers import statement
+from tests.conftest import PgServer, create_database, drop_database
+
+# The demo's read statements, with values of rows that exist, as the application sends them.
+TENANT, EMAIL, CUSTOMER = 8, "user7@tenant8.example", 7
+PROBES = [
+    ("SELECT id, name FROM customers WHERE tenant_id = %s AND email = %s", (TENANT, EMAIL)),
+    (
+        "SELECT o.id, o.status, o.total, o.created_at FROM orders o JOIN customers c ON c.id = o.customer_id "
+        "WHERE c.tenant_id = %s AND c.email = %s ORDER BY o.created_at DESC",
+        (TENANT, EMAIL),
+    ),
+    ("SELECT id, status, total, created_at FROM orders WHERE customer_id = %s ORDER BY created_at DESC LIMIT 10", (7,)),
+]
+
+
+def settings_for(dsn: str) -> Settings:
+    return Settings(database=DatabaseSettings(url=dsn))
+
+
+@pytest.fixture(scope="module")
+def demo_template(pg_server: PgServer) -> Iterator[str]:
+    """The demo's schema and data at a small scale, generated once; each test copies it."""
+    name = create_database(pg_server, "pgops_advisor_template")
+    with psycopg.connect(pg_server.database_dsn(name), autocommit=True) as conn:
+        demo.load_schema(conn)
+        demo.generate(conn, scale=0.02)
+    yield name
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def demo_dsn(pg_server: PgServer, demo_template: str) -> Iterator[str]:
+    """A copy of the demo database of this test's own, after the demo application's workload ran on it."""
+    name = f"pgops_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(demo_template))
+        )
+    dsn = pg_server.database_dsn(name)
+    demo.run_workload(dsn, statements=400, clients=2, seed=7)
+    yield dsn
+    drop_database(pg_server, name)
+
+
+@pytest.fixture
+def demo_conn(demo_dsn: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(demo_dsn, autocommit=True) as connection:
+        yield connection
+
+
+def _measure(conn: psycopg.Connection) -> tuple[float, int, set[str]]:
+    """Planner cost, buffers touched and indexes used by the probes (this test runs them, not the advisor)."""
+    cost, buffers, indexes = 0.0, 0, set()
+    for query, params in PROBES:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + sql.SQL(query), params)
+            plan = cur.fetchone()[0][0]["Plan"]
+        cost += plan["Total Cost"]
+        buffers += plan.get("Shared Hit Blocks", 0) + plan.get("Shared Read Blocks", 0)  # includes its children
+        stack = [plan]
+        while stack:
+            node = stack.pop()
+            indexes.add(node.get("Index Name", ""))
+            stack += node.get("Plans", [])
+    return cost, buffers, indexes - {""}
+
+
+def _psql(dsn: str, script: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [shutil.which("psql") or "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, demo_conn, cli, tmp_path):
+    result = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--format", "json")
+    assert result.exit_code == 1, result.stderr  # indexes proposed
+    advice = json.loads(result.stdout)
+    proposed = {(r["candidate"]["table"][1], tuple(r["candidate"]["columns"])) for r in advice["recommendations"]}
+    assert ("customers", ("tenant_id", "email")) in proposed
+    assert any(table == "orders" and columns[0] == "customer_id" for table, columns in proposed), proposed
+    assert advice["hypopg"] is True
+    assert all(r["validated"] and r["saved_ms"] > 0 for r in advice["recommendations"])
+
+    before_cost, before_buffers, before_indexes = _measure(demo_conn)
+    script = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3")
+    assert script.exit_code == 1
+    fix = tmp_path / "fix.sql"
+    fix.write_text(script.stdout)
+    first = _psql(demo_dsn, fix)
+    assert first.returncode == 0, first.stderr
+    indexes = demo_conn.execute(
+        "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE i.indrelid IN ('customers'::regclass, 'orders'::regclass) ORDER BY 1"
+    ).fetchall()
+    second = _psql(demo_dsn, fix)  # running it again is harmless
+    assert second.returncode == 0, second.stderr
+    assert (
+        demo_conn.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid IN ('customers'::regclass, 'orders'::regclass) ORDER BY 1"
+        ).fetchall()
+        == indexes
+    )
+    assert all(valid for _, valid in indexes)
+
+    demo_conn.execute("ANALYZE customers, orders")
+    after_cost, after_buffers, after_indexes = _measure(demo_conn)
+    new = {name for name, _ in indexes} - before_indexes - {"customers_pkey", "orders_pkey"}
+    assert "customers_tenant_id_email_idx" in after_indexes
+    assert any(name.startswith("orders_customer_id") for name in after_indexes & new)
+    assert after_cost < before_cost / 5
+    assert after_buffers < before_buffers / 5  # the work the statements do, not a timing
+
+
+def test_script_formats_explain_and_exit_codes(demo_dsn, cli):
+    table = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--format", "table", "--explain")
+    assert table.exit_code == 1
+    assert "Proposed indexes (validated with hypopg)" in table.stdout
+    assert "public.customers (tenant_id, email)" in table.stdout
+    assert "Rejected candidates" in table.stdout
+    script = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--explain", "--max-indexes", "1")
+    text = script.stdout
+    assert "-- validated with hypopg" in text and "SET lock_timeout = '5000ms';" in text
+    assert text.count("CREATE INDEX CONCURRENTLY IF NOT EXISTS") == 1
+    assert "over the budget of 1 indexes (--max-indexes)" in text
+    assert "-- rollback: DROP INDEX CONCURRENTLY IF EXISTS" in text
+    assert "-- skipped statements" in text and "utility or DDL statement" in text  # the demo's BEGIN/COMMIT
+    assert text.rstrip().splitlines()[-1].startswith("-- summary: ")
+    nothing = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "1000000")
+    assert nothing.exit_code == 0 and "-- no index proposed" in nothing.stdout
+
+
+def test_apply_builds_concurrently_and_a_second_apply_finds_them(demo_dsn, cli, demo_conn):
+    first = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--apply", "--format", "json")
+    assert first.exit_code == 1, first.stderr
+    names = [r["name"] for r in json.loads(first.stdout)["recommendations"]]
+    assert names and all(f"{name}: built" in first.stderr for name in names)
+    valid = demo_conn.execute(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = ANY(%s) AND i.indisvalid",
+        [names],
+    ).fetchone()[0]
+    assert valid == len(names)
+    settings = settings_for(demo_dsn)
+    advice = advise(demo_dsn, settings, AdvisorOptions(min_calls=3))
+    assert not {r.name for r in advice.recommendations} & set(names)  # built indexes now serve the workload
+
+
+def _recommendation(name: str, create: str) -> Recommendation:
+    candidate = Candidate(("public", "orders"), ("status",))
+    drop = f"DROP INDEX CONCURRENTLY IF EXISTS public.{name}"
+    return Recommendation(name, candidate, create, drop, 0, 0, 0.0, False, 0.0, True, [])
+
+
+def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
+    # A unique build on a non-unique column fails after the catalog entry exists: the INVALID-leftover case.
+    broken = _recommendation(
+        "orders_status_broken",
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS orders_status_broken ON public.orders (status)",
+    )
+    advice = Advice("db", datetime.now(UTC), [], {}, True, "", 0, 0, recommendations=[broken])
+    results = apply(demo_dsn, settings_for(demo_dsn), advice)
+    assert results[0].outcome == "failed" and "dropped the INVALID leftover" in results[0].detail
+    assert demo_conn.execute("SELECT to_regclass('public.orders_status_broken')").fetchone()[0] is None
+
+    # An INVALID leftover of an earlier run (made here on purpose) is rebuilt, not kept by IF NOT EXISTS.
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        demo_conn.execute("CREATE UNIQUE INDEX CONCURRENTLY orders_status_idx ON orders (status)")
+    advice.recommendations = [
+        _recommendation(
+            "orders_status_idx", "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_status_idx ON public.orders (status)"
+        )
+    ]
+    assert apply(demo_dsn, settings_for(demo_dsn), advice)[0].outcome == "built"
+    assert demo_conn.execute(
+        "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'orders_status_idx'::regclass"
+    ).fetchone() == (True, False)
+
+
+def test_without_hypopg_rules_over_pg_stats_still_find_the_indexes_and_say_unvalidated(demo_dsn, demo_conn):
+    demo_conn.execute("DROP EXTENSION hypopg")
+    advice = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=3))
+    assert not advice.hypopg and "hypopg is not installed" in advice.hypopg_note
+    proposed = {(r.candidate.table[1], r.candidate.columns[:2]) for r in advice.recommendations}
+    assert ("customers", ("tenant_id", "email")) in proposed
+    assert all(not r.validated for r in advice.recommendations)
+    assert "-- UNVALIDATED: hypopg is not installed" in render_sql(advice)
+
+
+def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, conn):
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
+    conn.execute("ANALYZE t")
+    with psycopg.connect(dsn, autocommit=True) as session:
+        catalog = read_catalog(session)
+        planner = Planner(session, catalog, hypopg_schema(session))
+        good = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
+        bad = analyze(statement("SELECT * FROM t WHERE a = $1 AND $2 IS NULL"), catalog)  # $2: unknown type
+        assert isinstance(good, Analysis) and isinstance(bad, Analysis)
+        with pytest.raises(RuntimeError), planner.session():
+            with planner.hypothetical(Candidate(("public", "t"), ("a",))) as (name, size):
+                costs = planner.costs(good)
+                assert name in costs.used and size > 0
+                assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 1
+            assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
+            planner.hypothetical(Candidate(("public", "t"), ("b",))).__enter__()  # left open on purpose
+            with pytest.raises(PlanError):
+                planner.costs(bad)
+            raise RuntimeError("an error in the middle of costing")
+        assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
+        assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+        assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"  # only our own transactions
+
+
+def test_file_and_log_statements_are_explained_never_executed(demo_dsn, demo_conn, tmp_path):
+    count_rows = "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)"
+    counts = demo_conn.execute(count_rows).fetchone()
+    workload = tmp_path / "workload.sql"
+    workload.write_text(
+        "DELETE FROM orders;\n"
+        "UPDATE customers SET name = 'gone';\n"
+        "WITH d AS (DELETE FROM customers RETURNING id) SELECT count(*) FROM d;\n"
+        "SELECT id, customer_id, total, created_at FROM orders WHERE status = 'open' "
+        "ORDER BY created_at DESC LIMIT 20;\n"
+        "CREATE TABLE evil (id int);\n"
+        "SELECT * FROM missing_table;\n"
+    )
+    log = tmp_path / "postgresql.log"
+    log.write_text(
+        "2026-11-23 10:00:00 UTC [1] ERROR:  canceling statement due to statement timeout\n"
+        "2026-11-23 10:00:00 UTC [1] STATEMENT:  SELECT * FROM customers WHERE tenant_id = 3 AND email = 'x@y'\n"
+        "2026-11-23 10:00:01 UTC [2] LOG:  duration: 900.5 ms  statement: SELECT * FROM customers\n"
+        "\tWHERE tenant_id = 5 AND email = 'z@y'\n"
+    )
+    advice = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(from_file=workload, from_log=log))
+    assert (
+        demo_conn.execute("SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)").fetchone() == counts
+    )
+    assert demo_conn.execute("SELECT to_regclass('evil')").fetchone()[0] is None
+    assert demo_conn.execute("SELECT count(*) FROM customers WHERE name = 'gone'").fetchone()[0] == 0
+    assert advice.sources == [f"file {workload}", f"log {log}"]
+    reasons = advice.skipped_by_reason
+    assert reasons["utility or DDL statement"] == 1 and reasons["relation no longer exists"] == 1
+    considered = [r.candidate.describe() for r in advice.recommendations] + [r.index for r in advice.rejected]
+    assert "public.orders (created_at) WHERE status = 'open'" in considered  # the partial variant was costed
+    # tenant_id takes different constants: no partial index per tenant, one index for all of them
+    assert any(r.candidate.columns == ("tenant_id", "email") for r in advice.recommendations), advice.rejected
+
+
+def test_other_roles_statements_are_counted_as_insufficient_privilege(demo_dsn, pg_server, demo_conn):
+    dbname = str(conninfo_to_dict(demo_dsn)["dbname"])
+    conn = demo_conn
+    role = f"advisor_reader_{dbname[-6:]}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        reader_dsn = pg_server.database_dsn(dbname, user=role)
+        advice = advise(reader_dsn, settings_for(reader_dsn), AdvisorOptions(min_calls=3))
+        assert advice.skipped_by_reason.get(SKIP_PRIVILEGE, 0) >= 5
+        assert advice.recommendations == []
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_missing_pg_stat_statements_is_one_line_naming_the_fix(dsn, conn, cli):
+    conn.execute("DROP EXTENSION pg_stat_statements")
+    result = cli("--dsn", dsn, "advise-indexes")
+    assert result.exit_code == 3
+    assert "CREATE EXTENSION pg_stat_statements" in result.stderr and "postgresql-contrib" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pg_stat_statements_filters_and_metrics(demo_dsn, demo_conn, cli, tmp_path):
+    from pgops import metrics
+    from pgops.advisor.workload import read_pg_stat_statements
+
+    everything = read_pg_stat_statements(demo_conn, min_calls=1, top=1000)
+    assert len(everything) > 5
+    assert all(a.total_time_ms >= b.total_time_ms for a, b in itertools.pairwise(everything))
+    top = read_pg_stat_statements(demo_conn, min_calls=1, top=3)
+    assert [s.queryid for s in top] == [s.queryid for s in everything[:3]]
+    busy = read_pg_stat_statements(demo_conn, min_calls=50, top=1000)
+    assert busy and all(s.calls >= 50 for s in busy) and len(busy) < len(everything)
+    assert read_pg_stat_statements(demo_conn, min_calls=1, top=1000, user="no_such_role") == []
+    heavy = everything[0].total_time_ms  # the reads above are statements too: entries grow while we look
+    heaviest = read_pg_stat_statements(demo_conn, min_calls=1, min_total_time_ms=heavy)
+    assert everything[0].queryid in {s.queryid for s in heaviest}
+    assert all(s.total_time_ms >= heavy for s in heaviest) and len(heaviest) < len(everything)
+
+    runs = metrics.ADVISOR_RUNS.labels(outcome="ok")._value.get()
+    advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=3))
+    assert metrics.ADVISOR_RUNS.labels(outcome="ok")._value.get() == runs + 1
+    assert metrics.ADVISOR_PROPOSED._value.get() >= 2
+
+    missing = cli("--dsn", demo_dsn, "advise-indexes", "--from-file", str(tmp_path / "nope.sql"))
+    assert missing.exit_code == 3 and "can't read the statements file" in missing.stderr
+    bad_size = cli("--dsn", demo_dsn, "advise-indexes", "--max-size", "lots")
+    assert bad_size.exit_code == 3 and "expected a size" in bad_size.stderr
+
+
+def test_generated_index_statements_are_valid_sql_for_every_shape(dsn, conn):
+    from pgops.advisor.model import Constant
+    from pgops.advisor.script import drop_statement, index_definition, index_name
+
+    conn.execute('CREATE SCHEMA "Odd Schema"')
+    conn.execute('CREATE TABLE "Odd Schema"."T" (id int, "Mixed Case" text, flag boolean, gone timestamptz, n int)')
+    table = ("Odd Schema", "T")
+    shapes = [
+        Candidate(table, ("Mixed Case",)),
+        Candidate(table, ("n", "id"), ("Mixed Case",)),
+        Candidate(table, ("id",), (), (Constant("Mixed Case", "=", "o'brien; DROP TABLE x"),)),
+        Candidate(table, ("id",), (), (Constant("flag", "=", True), Constant("gone", "IS NULL"))),
+        Candidate(table, ("n",), (), (Constant("n", "=", -5),)),
+        Candidate(table, ("id",), (), (Constant("gone", "IS NOT NULL"),)),
+        Candidate(table, ("n", "Mixed Case"), (), (), (None, "text_pattern_ops")),
+    ]
+    for candidate in shapes:
+        name = index_name(candidate)
+        for _ in range(2):  # IF NOT EXISTS: the second time is harmless
+            conn.execute(index_definition(candidate, name, concurrently=True, if_not_exists=True))
+        assert conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", [name]
+        ).fetchone() == (True,)
+        conn.execute(drop_statement(table[0], name))
+    assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'Odd Schema'").fetchone()[0] == 0
+
+
+def test_like_prefix_outside_the_c_collation_is_proposed_with_text_pattern_ops(dsn, conn, tmp_path):
+    conn.execute('CREATE TABLE people (id int PRIMARY KEY, tenant_id int, email text COLLATE "en-x-icu")')
+    conn.execute("INSERT INTO people SELECT i, i % 10, 'user' || i || '@example.com' FROM generate_series(1, 20000) i")
+    conn.execute("ANALYZE people")
+    workload = tmp_path / "like.sql"
+    workload.write_text("SELECT id FROM people WHERE email LIKE 'user123%';\n")
+    advice = advise(dsn, settings_for(dsn), AdvisorOptions(from_file=workload))
+    assert [r.candidate.describe() for r in advice.recommendations] == ["public.people (email text_pattern_ops)"]
+    cost = advice.recommendations[0].queries[0]
+    assert advice.recommendations[0].validated and cost.after < cost.before / 2  # hypopg: the planner uses it
+
+
+def test_hypopg_without_execute_privilege_is_one_line_naming_the_grant(demo_dsn, pg_server, demo_conn, cli):
+    role = f"advisor_nohypo_{uuid.uuid4().hex[:6]}"
+    demo_conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    demo_conn.execute("REVOKE EXECUTE ON FUNCTION hypopg_reset() FROM PUBLIC")
+    try:
+        reader = pg_server.database_dsn(str(conninfo_to_dict(demo_dsn)["dbname"]), user=role)
+        result = cli("--dsn", reader, "advise-indexes", "--min-calls", "3")
+        assert result.exit_code == 3
+        assert "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public" in result.stderr and "--no-hypopg" in result.stderr
+        assert cli("--dsn", reader, "advise-indexes", "--min-calls", "3", "--no-hypopg").exit_code in (0, 1)
+    finally:
+        demo_conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        demo_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
