@@ -41,7 +41,7 @@ from pgops.errors import PgopsError
 log = logging.getLogger(__name__)
 
 MIN_BATCH_SIZE = 10
-MAX_BATCH_SIZE = 1_000_000  # rows; the target duration, not this cap, should size batches
+MAX_BATCH_SIZE = 100_000  # rows: however fast the server, a batch never holds more row locks than this
 EXACT_COUNT_LIMIT = 1_000_000  # a dry run counts rows up to this table size, above it asks the planner
 HEALTH_INTERVAL = 1.0  # seconds a healthy sample stands for, so short batches do not each pay for one
 MAX_CONSECUTIVE_FAILURES = 5  # batches in a row that hit lock_timeout/statement_timeout before the run gives up
