@@ -266,3 +266,17 @@ def test_few_matching_rows_walk_the_index_many_walk_the_heap(dsn, conn):
     result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
     assert result.walks == {"public.items": "heap"}
     assert (result.rows_deleted, counts(conn)) == (750, (0, 2250))
+
+
+def test_rows_left_without_an_index_comes_from_the_estimate_before_the_run(dsn, conn):
+    make_items(conn, expired=2000, live=100, index=False)
+    conn.execute("INSERT INTO items (expires_at, note) VALUES (now() - interval '1 hour', 'held')")
+    holder = psycopg.connect(dsn)
+    holder.execute("SELECT 1 FROM items WHERE note = 'held' FOR UPDATE")
+    try:
+        result = run_policy(dsn, "items", POLICY, Settings())
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (result.rows_deleted, result.warnings[0].split(":")[0]) == (2000, "no index on public.items (expires_at)")
+    assert result.rows_left is not None and result.rows_left <= 20  # planner estimate (~2000) less 2000 deleted
