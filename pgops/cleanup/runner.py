@@ -81,7 +81,7 @@ class CleanupResult:
     would_delete: int | None = None  # dry run: rows matching now
     counted: bool = False  # would_delete is an exact count, not the planner's estimate
     plan: str | None = None
-    rows_left: int | None = None  # after the run: counted through the index up to 1 M, else planner's estimate
+    rows_left: int | None = None  # after the run: counted, or estimated (see _rows_left)
     expired_partitions: list[str] = field(default_factory=list)  # the statements that would drop them whole
     walks: dict[str, str] = field(default_factory=dict)  # relation → index or heap walk (see choose_walk)
 
