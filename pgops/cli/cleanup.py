@@ -91,7 +91,9 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
 @cleanup_app.command("run")
 def run(
     ctx: typer.Context,
-    names: list[str] = typer.Argument(None, help="Policies to run (default: all, ready-made ones included)."),
+    names: list[str] = typer.Argument(
+        None, metavar="POLICY", help="Policies to run (default: all, ready-made ones included)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count (or estimate) what would go and show the plan."),
     table: str | None = typer.Option(None, "--table", help="One-off policy: SCHEMA.TABLE."),
     expired_column: str | None = typer.Option(None, "--expired-column", help="Rows go when COLUMN < now()."),
