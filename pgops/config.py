@@ -70,7 +70,8 @@ class RefreshSettings:
     debounce: timedelta = timedelta(seconds=30)
     max_wait: timedelta = timedelta(minutes=5)
     interval: timedelta = timedelta(seconds=5)
-    cron_schedule: str = "* * * * *"
+    cron_schedule: str = "* * * * *"  # empty: schedule no pg_cron job (the daemon processes refreshes)
+    cron_keep_history: timedelta = timedelta(hours=1)  # pgops' rows kept in cron.job_run_details
     statement_timeout: timedelta = timedelta(minutes=30)
     lock_timeout: timedelta = timedelta(seconds=5)
 

@@ -12,6 +12,28 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # -- refresh ---------------------------------------------------------------------------------------------------
 
+REFRESHES = Counter(
+    "pgops_refreshes",  # exported as pgops_refreshes_total
+    "Refreshes of watched materialized views, by outcome (success or failure).",
+    ["view", "outcome"],
+)
+REFRESH_DURATION = Histogram(
+    "pgops_refresh_duration_seconds",
+    "How long each refresh of a watched materialized view took.",
+    ["view"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf")),
+)
+REFRESH_STALE_SECONDS = Gauge(
+    "pgops_refresh_stale_seconds",
+    "Seconds since the oldest write not yet covered by a refresh of the view (0 when fresh).",
+    ["view"],
+)
+REFRESH_LAST_SUCCESS = Gauge(
+    "pgops_refresh_last_success_timestamp_seconds",
+    "Unix time of the view's last successful refresh (0 before the first).",
+    ["view"],
+)
+
 # -- cleanup ---------------------------------------------------------------------------------------------------
 
 CLEANUP_ROWS_DELETED = Counter("pgops_cleanup_rows_deleted_total", "Rows deleted by cleanup policies.", ["policy"])
