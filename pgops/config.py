@@ -70,7 +70,8 @@ class RefreshSettings:
     debounce: timedelta = timedelta(seconds=30)
     max_wait: timedelta = timedelta(minutes=5)
     interval: timedelta = timedelta(seconds=5)
-    cron_schedule: str = "* * * * *"
+    cron_schedule: str = "* * * * *"  # empty: schedule no pg_cron job (the daemon processes refreshes)
+    cron_keep_history: timedelta = timedelta(hours=1)  # pgops' rows kept in cron.job_run_details
     statement_timeout: timedelta = timedelta(minutes=30)
     lock_timeout: timedelta = timedelta(seconds=5)
 
@@ -88,6 +89,8 @@ class CleanupPolicy:
     max_runtime: timedelta = timedelta(minutes=10)
     max_rows: int | None = None
     schedule: str = "*/5 * * * *"
+    database: str | None = None  # another database on the same server; "@cron" = pg_cron's cron.database_name
+    if_exists: bool = False  # skip quietly (not an error) when the table does not exist
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,11 @@ class CleanupSettings:
     max_lock_waiters: int = 10
     statement_timeout: timedelta = timedelta(seconds=30)
     lock_timeout: timedelta = timedelta(seconds=2)
+    ready_made: list[str] = field(
+        default_factory=lambda: ["idempotency_keys", "sessions", "request_logs", "cron_job_run_details"]
+    )
+    throttle_pause: timedelta = timedelta(seconds=5)
+    throttle_on_autovacuum: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,58 @@ from prometheus_client import Counter, Gauge, Histogram
 
 # -- refresh ---------------------------------------------------------------------------------------------------
 
+REFRESHES = Counter(
+    "pgops_refreshes",  # exported as pgops_refreshes_total
+    "Refreshes of watched materialized views, by outcome (success or failure).",
+    ["view", "outcome"],
+)
+REFRESH_DURATION = Histogram(
+    "pgops_refresh_duration_seconds",
+    "How long each refresh of a watched materialized view took.",
+    ["view"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf")),
+)
+REFRESH_STALE_SECONDS = Gauge(
+    "pgops_refresh_stale_seconds",
+    "Seconds since the oldest write not yet covered by a refresh of the view (0 when fresh).",
+    ["view"],
+)
+REFRESH_LAST_SUCCESS = Gauge(
+    "pgops_refresh_last_success_timestamp_seconds",
+    "Unix time of the view's last successful refresh (0 before the first).",
+    ["view"],
+)
+
 # -- cleanup ---------------------------------------------------------------------------------------------------
+
+CLEANUP_ROWS_DELETED = Counter("pgops_cleanup_rows_deleted_total", "Rows deleted by cleanup policies.", ["policy"])
+CLEANUP_BATCHES = Counter("pgops_cleanup_batches_total", "Cleanup batches committed.", ["policy"])
+CLEANUP_BATCH_DURATION = Histogram(
+    "pgops_cleanup_batch_duration_seconds",
+    "Duration of one cleanup batch (its own transaction).",
+    ["policy"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 10, 30),
+)
+CLEANUP_RUNS = Counter("pgops_cleanup_runs_total", "Cleanup runs by how they ended.", ["policy", "status"])
+CLEANUP_LAST_SUCCESS = Gauge(
+    "pgops_cleanup_last_success_timestamp_seconds", "Unix time the policy's last run finished its work.", ["policy"]
+)
+CLEANUP_SECONDS_SINCE_SUCCESS = Gauge(
+    "pgops_cleanup_seconds_since_last_success",
+    "Seconds since the policy's last successful run (in this process).",
+    ["policy"],
+)
+CLEANUP_ROWS_LEFT = Gauge(
+    "pgops_cleanup_rows_left", "Rows matching the policy's condition after its last run (estimate).", ["policy"]
+)
+CLEANUP_THROTTLED = Counter(
+    "pgops_cleanup_throttled_total",
+    "Times a cleanup paused because the database was unhealthy, by reason.",
+    ["policy", "reason"],
+)
+CLEANUP_THROTTLED_SECONDS = Counter(
+    "pgops_cleanup_throttled_seconds_total", "Seconds cleanups spent paused for database health.", ["policy"]
+)
 
 # -- pool report -----------------------------------------------------------------------------------------------
 # Label values are bounded by pgops.pool_report.export: the top N applications (the rest as "other"), the top N

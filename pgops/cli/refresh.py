@@ -1,0 +1,168 @@
+"""`pgops refresh watch|unwatch|status|now`: register materialized views and look after their refreshes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import typer
+
+from pgops import db, output
+from pgops.cli.app import app, state
+from pgops.config import parse_duration
+from pgops.errors import EXIT_ERROR, EXIT_WARNING, PgopsError
+from pgops.refresh import process, queue
+from pgops.refresh import watch as registration
+
+refresh_app = typer.Typer(
+    help="Debounced materialized-view refresh: watch views, see their state, refresh at once.",
+    no_args_is_help=True,
+)
+app.add_typer(refresh_app, name="refresh")
+
+FormatOption = typer.Option(output.Format.table, "--format", help="table or json.")
+
+
+def _duration(text: str | None, option: str) -> timedelta | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise PgopsError(f"{option}: {exc}") from None
+
+
+def _when(view: queue.WatchedView, moment) -> str:
+    return f"{output.human_duration(view.now - moment)} ago" if moment else ""
+
+
+def _state(view: queue.WatchedView) -> str:
+    if view.populated is None:
+        return "missing"
+    if view.failure_count:
+        return "failing"
+    return "stale" if view.stale_since else "fresh"
+
+
+@refresh_app.command("watch")
+def watch_command(
+    ctx: typer.Context,
+    view: str = typer.Argument(..., metavar="SCHEMA.VIEW", help="The materialized view to keep fresh."),
+    debounce: str | None = typer.Option(None, "--debounce", help="Quiet time after the last write [refresh.debounce]."),
+    max_wait: str | None = typer.Option(
+        None, "--max-wait", help="Longest a view stays stale under continuous writes [refresh.max_wait]."
+    ),
+    concurrently: bool = typer.Option(
+        True, "--concurrently/--no-concurrently", help="REFRESH CONCURRENTLY (needs a unique index) or plain."
+    ),
+    fmt: output.Format = FormatOption,
+) -> None:
+    """Install statement triggers on every table VIEW reads (through views and materialized views)."""
+    st = state(ctx)
+    settings = st.settings.refresh
+    with db.connect(st.dsn, st.settings.database) as conn:
+        watched = registration.watch(
+            conn,
+            view,
+            settings,
+            debounce=_duration(debounce, "--debounce"),
+            max_wait=_duration(max_wait, "--max-wait"),
+            concurrently=concurrently,
+        )
+    if fmt is output.Format.json:
+        output.print_json(watched)
+        return
+    mode = "concurrently" if watched.refresh_concurrently else "plain"
+    output.console.print(
+        f"watching {watched.name}: debounce {output.human_duration(watched.debounce)}, max wait "
+        f"{output.human_duration(watched.max_wait)}, {mode} refreshes; triggers on {', '.join(watched.base_tables)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@refresh_app.command()
+def unwatch(
+    ctx: typer.Context,
+    view: str = typer.Argument(..., metavar="SCHEMA.VIEW", help="The materialized view to stop watching."),
+) -> None:
+    """Stop watching VIEW and remove its triggers (exit 1 when it was not watched)."""
+    st = state(ctx)
+    with db.connect(st.dsn, st.settings.database) as conn:
+        removed = registration.unwatch(conn, view, st.settings.refresh)
+    output.err_console.print(f"{view}: " + ("no longer watched" if removed else "was not watched"), highlight=False)
+    if not removed:
+        raise typer.Exit(EXIT_WARNING)
+
+
+@refresh_app.command()
+def status(ctx: typer.Context, fmt: output.Format = FormatOption) -> None:
+    """Every watched view: stale since, last refresh, duration, error. Exit 2 when a refresh fails, 1 when a
+    view has been stale longer than its max wait (plus the processing interval)."""
+    st = state(ctx)
+    with db.connect(st.dsn, st.settings.database) as conn:
+        views = queue.watched_views(conn)
+    grace = st.settings.refresh.interval
+    if fmt is output.Format.json:
+        output.print_json(
+            [
+                {
+                    "view": v.name,
+                    **vars(v),
+                    "stale_for": v.stale_for,
+                    "overdue": queue.is_overdue(v, grace),
+                    "plain_is_cheaper": queue.plain_is_cheaper(v),
+                }
+                for v in views
+            ]
+        )
+    else:
+        rows = [
+            (
+                v.name,
+                _state(v),
+                output.human_duration(v.stale_for),
+                _when(v, v.last_refresh_finished_at),
+                output.human_duration(v.last_refresh_duration),
+                "concurrently" if v.refresh_concurrently else "plain",
+                f"{output.human_duration(v.debounce)} / {output.human_duration(v.max_wait)}",
+                (f"failed {v.failure_count}x: {v.last_error}" if v.failure_count else "")
+                + ("plain refresh is cheaper: --no-concurrently" if queue.plain_is_cheaper(v) else ""),
+            )
+            for v in views
+        ]
+        columns = ["view", "state", "stale for", "last refresh", "took", "mode", "debounce / max", "note"]
+        output.console.print(output.table("watched materialized views", columns, rows))
+    raise typer.Exit(queue.status_exit_code(views, grace))
+
+
+@refresh_app.command()
+def now(
+    ctx: typer.Context,
+    view: str = typer.Argument(..., metavar="SCHEMA.VIEW", help="A watched materialized view."),
+    plain: bool = typer.Option(
+        False,
+        "--plain",
+        help="A plain refresh (blocks readers) even if it is watched concurrently: status then "
+        "compares both durations.",
+    ),
+    fmt: output.Format = FormatOption,
+) -> None:
+    """Refresh a watched view at once (exit 1 when another refresh of it is still running, 3 when it fails)."""
+    st = state(ctx)
+    with db.connect(st.dsn, st.settings.database) as conn:
+        outcome = process.refresh_now(conn, view, st.settings.refresh, plain=plain)
+    if fmt is output.Format.json:
+        output.print_json(outcome)
+    elif outcome.outcome == process.REFRESHED:
+        mode = "concurrently" if outcome.concurrent else "plain"
+        output.console.print(
+            f"refreshed {outcome.view} ({mode}) in {output.human_duration(outcome.duration)}", highlight=False
+        )
+    if outcome.outcome == process.BUSY:
+        output.err_console.print(f"{outcome.view}: another refresh is still running", highlight=False)
+        raise typer.Exit(EXIT_WARNING)
+    if outcome.outcome == process.FAILED:
+        output.err_console.print(
+            f"pgops: error: refresh of {outcome.view} failed: {outcome.error}", markup=False, highlight=False
+        )
+        raise typer.Exit(EXIT_ERROR)

@@ -1,0 +1,238 @@
+"""Schedule `CALL pgops.process_due()` with pg_cron when the server and the role allow it.
+
+pg_cron keeps its jobs in one database (`cron.database_name`). When pgops lives there, the jobs are scheduled in
+the migration's own transaction; otherwise pgops connects to that database and uses `cron.schedule_in_database`
+(pg_cron 1.4+). The CALL is the job's whole command, so the procedure's COMMITs work on pg_cron 1.4. A second job
+deletes pgops' rows of `cron.job_run_details` older than `cron_keep_history`, which pg_cron never does itself.
+When pg_cron is missing or the role may not use it, nothing fails: the result says why, and the daemon does the
+refreshes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from pgops.config import RefreshSettings
+
+HISTORY_SCHEDULE = "*/10 * * * *"
+SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
+
+
+@dataclass(frozen=True)
+class CronResult:
+    scheduled: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class CronPlace:
+    """Where pg_cron keeps its jobs (`cron_database`: None when pg_cron is not loaded on the server)."""
+
+    cron_database: str | None
+    database: str
+    role: str
+
+    @property
+    def job(self) -> str:
+        return f"pgops-refresh:{self.database}"
+
+    @property
+    def history_job(self) -> str:
+        return f"pgops-refresh-history:{self.database}"
+
+
+def locate(conn: psycopg.Connection) -> CronPlace | None:
+    """Where pg_cron keeps its jobs; None when this role may not see it (cron.database_name is superuser-only)."""
+    try:
+        with conn.transaction():  # a savepoint when called inside the migration's transaction
+            row = conn.execute(
+                "SELECT current_setting('cron.database_name', true), current_database(), current_user"
+            ).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return None
+    return CronPlace(cron_database=row[0] or None, database=row[1], role=row[2])
+
+
+def _hidden(conn: psycopg.Connection) -> CronResult:
+    role = conn.execute("SELECT current_user").fetchone()[0]
+    return _fallback(
+        f"role {role} may not schedule pg_cron jobs: it can't even read cron.database_name "
+        f"(a superuser can GRANT pg_read_all_settings TO {role}, then USAGE ON SCHEMA cron and EXECUTE ON "
+        f"FUNCTION {SCHEDULE_IN_DATABASE} in pg_cron's database)"
+    )
+
+
+def process_command(settings: RefreshSettings) -> str:
+    """The job's whole command (pg_cron 1.4 lets a procedure COMMIT only then), with pgops' lock_timeout."""
+    seconds = settings.lock_timeout.total_seconds()
+    return sql.SQL("CALL pgops.process_due({})").format(sql.Literal(f"{seconds:g} seconds")).as_string(None)
+
+
+def history_command(place: CronPlace, keep: timedelta) -> str:
+    return (
+        sql.SQL(
+            "DELETE FROM cron.job_run_details WHERE end_time < now() - {keep}::interval AND jobid IN "
+            "(SELECT jobid FROM cron.job WHERE jobname IN ({job}, {history_job}))"
+        )
+        .format(
+            keep=sql.Literal(f"{keep.total_seconds()} seconds"),
+            job=sql.Literal(place.job),
+            history_job=sql.Literal(place.history_job),
+        )
+        .as_string(None)
+    )
+
+
+def _cron_connection(conn: psycopg.Connection, dbname: str) -> psycopg.Connection:
+    """A connection to pg_cron's database as the same role, with the same parameters as `conn`."""
+    params = {"dbname": dbname}
+    if conn.info.password:
+        params["password"] = conn.info.password
+    return psycopg.connect(make_conninfo(conn.info.dsn, **params), autocommit=True)
+
+
+def _fallback(reason: str) -> CronResult:
+    return CronResult(False, f"{reason}; run `pgops daemon` to process refreshes")
+
+
+def schedule(conn: psycopg.Connection, settings: RefreshSettings) -> CronResult:
+    """Schedule the refresh job and its history clean-up; never raises for a missing pg_cron or privilege."""
+    if not settings.cron_schedule.strip():
+        return _fallback("pg_cron job not scheduled: refresh.cron_schedule is empty")
+    place = locate(conn)
+    if place is None:
+        return _hidden(conn)
+    if place.cron_database is None:
+        return _fallback("pg_cron is not loaded on this server (shared_preload_libraries), so no job was scheduled")
+    history = history_command(place, settings.cron_keep_history)
+    if place.cron_database == place.database:
+        return _schedule_here(conn, place, settings, history)
+    try:
+        with _cron_connection(conn, place.cron_database) as cron:
+            return _schedule_elsewhere(cron, place, settings, history)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fallback(f"can't connect to pg_cron's database {place.cron_database} as {place.role} ({reason})")
+
+
+def _schedule_here(conn: psycopg.Connection, place: CronPlace, settings: RefreshSettings, history: str) -> CronResult:
+    when = settings.cron_schedule
+    installed = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0]
+    if not installed:
+        return _fallback(f"pg_cron is loaded but not created in {place.database} (CREATE EXTENSION pg_cron)")
+    try:
+        with conn.transaction():  # a savepoint: a refusal must not abort the migration
+            conn.execute("SELECT cron.schedule(%s, %s, %s)", (place.job, when, process_command(settings)))
+            conn.execute("SELECT cron.schedule(%s, %s, %s)", (place.history_job, HISTORY_SCHEDULE, history))
+    except psycopg.errors.InsufficientPrivilege:
+        return _fallback(
+            f"role {place.role} may not use pg_cron in {place.database} "
+            f"(a superuser can GRANT USAGE ON SCHEMA cron TO {place.role})"
+        )
+    return CronResult(True, f"pg_cron job {place.job} scheduled ({when}) in {place.database}")
+
+
+def _schedule_elsewhere(
+    cron: psycopg.Connection, place: CronPlace, settings: RefreshSettings, history: str
+) -> CronResult:
+    when = settings.cron_schedule
+    may = cron.execute(
+        "SELECT to_regnamespace('cron') IS NOT NULL AND has_schema_privilege('cron', 'USAGE') "
+        "AND to_regprocedure(%s) IS NOT NULL AND has_function_privilege(to_regprocedure(%s), 'EXECUTE')",
+        (SCHEDULE_IN_DATABASE, SCHEDULE_IN_DATABASE),
+    ).fetchone()[0]
+    if not may:
+        return _fallback(
+            f"role {place.role} may not schedule pg_cron jobs for other databases in {place.cron_database} "
+            f"(pg_cron 1.4+; a superuser can GRANT USAGE ON SCHEMA cron TO {place.role} and "
+            f"GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {place.role} there)"
+        )
+    try:
+        with cron.transaction():
+            command = process_command(settings)
+            cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)", (place.job, when, command, place.database))
+            cron.execute("SELECT cron.schedule(%s, %s, %s)", (place.history_job, HISTORY_SCHEDULE, history))
+    except psycopg.errors.InsufficientPrivilege as exc:
+        return _fallback(f"pg_cron refused role {place.role}: {exc.diag.message_primary}")
+    return CronResult(True, f"pg_cron job {place.job} scheduled ({when}) in {place.cron_database}")
+
+
+def unschedule(conn: psycopg.Connection) -> CronResult:
+    """Remove pgops' jobs of this database (and their history); a missing pg_cron is nothing to remove."""
+    place = locate(conn)
+    if place is None:
+        return CronResult(False, "this role may not see pg_cron, so it has no job to remove")
+    if place.cron_database is None:
+        return CronResult(False, "pg_cron is not loaded: no job to remove")
+    if place.cron_database == place.database:
+        installed = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0]
+        return _unschedule(conn, place) if installed else CronResult(False, "pg_cron not created: no job to remove")
+    try:
+        with _cron_connection(conn, place.cron_database) as cron:
+            return _unschedule(cron, place)
+    except psycopg.OperationalError as exc:
+        return CronResult(False, f"can't reach pg_cron's database {place.cron_database} to remove jobs: {exc}")
+
+
+def _unschedule(cron: psycopg.Connection, place: CronPlace) -> CronResult:
+    try:
+        with cron.transaction():
+            ours = [place.job, place.history_job]
+            jobs = cron.execute("SELECT count(*) FROM cron.job WHERE jobname = ANY(%s)", (ours,)).fetchone()[0]
+            cron.execute(
+                "DELETE FROM cron.job_run_details WHERE jobid IN (SELECT jobid FROM cron.job WHERE jobname = ANY(%s))",
+                (ours,),
+            )
+            cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = ANY(%s)", (ours,))
+    except psycopg.errors.InsufficientPrivilege:
+        return CronResult(False, f"role {place.role} may not use pg_cron: no job of its own to remove")
+    return CronResult(bool(jobs), f"removed {jobs} pg_cron job(s) of {place.database}")
+
+
+def offline_schedule_sql(settings: RefreshSettings) -> str:
+    """For `alembic upgrade head --sql`: schedule in this database when pg_cron lives here; otherwise a notice.
+
+    An offline script can't reach another database, so the notice says what to run there.
+    """
+    if not settings.cron_schedule.strip():
+        return "-- refresh.cron_schedule is empty: no pg_cron job; run `pgops daemon` to process refreshes\n"
+    body = sql.SQL(
+        """DO $pgops$
+BEGIN
+    IF EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+        PERFORM cron.schedule('pgops-refresh:' || current_database(), {when}, {command});
+        PERFORM cron.schedule('pgops-refresh-history:' || current_database(), {history_when},
+            format('DELETE FROM cron.job_run_details WHERE end_time < now() - %L::interval AND jobid IN '
+                   '(SELECT jobid FROM cron.job WHERE jobname IN (%L, %L))', {keep},
+                   'pgops-refresh:' || current_database(), 'pgops-refresh-history:' || current_database()));
+    ELSE
+        RAISE NOTICE 'pg_cron is not in this database: in %, run SELECT cron.schedule_in_database(%, %, %, %)',
+            current_setting('cron.database_name', true), quote_literal('pgops-refresh:' || current_database()),
+            quote_literal({when}), quote_literal({command}), quote_literal(current_database());
+    END IF;
+END
+$pgops$;"""
+    ).format(
+        when=sql.Literal(settings.cron_schedule),
+        command=sql.Literal(process_command(settings)),
+        history_when=sql.Literal(HISTORY_SCHEDULE),
+        keep=sql.Literal(f"{settings.cron_keep_history.total_seconds()} seconds"),
+    )
+    return body.as_string(None)
+
+
+def offline_unschedule_sql() -> str:
+    """For `alembic downgrade --sql`: remove this database's jobs when pg_cron lives here."""
+    return """DO $pgops$
+BEGIN
+    IF EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
+        PERFORM cron.unschedule(jobid) FROM cron.job
+        WHERE jobname IN ('pgops-refresh:' || current_database(), 'pgops-refresh-history:' || current_database());
+    END IF;
+END
+$pgops$;"""

@@ -1,0 +1,148 @@
+"""Process due refreshes: one view per transaction, through the same SQL function the pg_cron procedure uses
+(`pgops.refresh_view`), so debounce, max-wait, back-off, locking and the no-lost-refresh rule live once, in SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import psycopg
+
+from pgops import metrics
+from pgops.config import RefreshSettings
+from pgops.errors import PgopsError
+from pgops.refresh.queue import WatchedView, require_installed, watched_views
+
+log = logging.getLogger("pgops.refresh")
+
+REFRESHED, FAILED, BUSY, FLIPPED = "refreshed", "failed", "busy", "flipped"
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    view_id: int
+    view: str
+    outcome: str  # refreshed, failed, waiting (debounce/back-off), busy (another refresh or open writers), clean,
+    # unknown (not watched), flipped (only lowered the pending flag, three times running)
+    concurrent: bool | None = None
+    duration: timedelta | None = None
+    error: str | None = None
+
+
+def _ms(value: timedelta) -> str:
+    return f"{int(value.total_seconds() * 1000)}ms"
+
+
+def refresh_one(
+    conn: psycopg.Connection,
+    view_id: int,
+    view: str,
+    settings: RefreshSettings,
+    *,
+    force: bool = False,
+    plain: bool = False,
+) -> RefreshOutcome:
+    """One view in one READ COMMITTED transaction under pgops' refresh statement and lock timeouts; once more,
+    at once, when that transaction only lowered the view's pending flag (it must be committed before the wait)."""
+    for _ in range(3):
+        outcome = _attempt(conn, view_id, view, settings, force, plain)
+        if outcome.outcome != FLIPPED:
+            break
+    return _observe(outcome)
+
+
+def _attempt(
+    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, force: bool, plain: bool
+) -> RefreshOutcome:
+    try:
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                (_ms(settings.statement_timeout), _ms(settings.lock_timeout)),
+            )
+            row = conn.execute("SELECT * FROM pgops.refresh_view(%s, %s, %s)", (view_id, force, plain)).fetchone()
+    except psycopg.errors.Error as exc:
+        if exc.sqlstate is None or conn.closed:  # the connection broke: nothing else can be done on it
+            raise
+        # the bookkeeping itself failed (e.g. a lock timeout on the queue): nothing was recorded, retry next time
+        return RefreshOutcome(view_id, view, FAILED, error=exc.diag.message_primary or str(exc))
+    return RefreshOutcome(view_id, view, *row)
+
+
+def _observe(outcome: RefreshOutcome) -> RefreshOutcome:
+    if outcome.outcome == REFRESHED:
+        metrics.REFRESHES.labels(outcome.view, "success").inc()
+        metrics.REFRESH_DURATION.labels(outcome.view).observe(outcome.duration.total_seconds())
+        metrics.REFRESH_LAST_SUCCESS.labels(outcome.view).set(time.time())
+        log.info("refreshed %s in %.3fs", outcome.view, outcome.duration.total_seconds(), extra={"view": outcome.view})
+    elif outcome.outcome == FAILED:
+        metrics.REFRESHES.labels(outcome.view, "failure").inc()
+        log.warning("refresh of %s failed: %s", outcome.view, outcome.error, extra={"view": outcome.view})
+    return outcome
+
+
+def update_view_metrics(views: list[WatchedView]) -> None:
+    """Create every watched view's series (so they exist before the first event) and set the gauges."""
+    for view in views:
+        metrics.REFRESHES.labels(view.name, "success")
+        metrics.REFRESHES.labels(view.name, "failure")
+        metrics.REFRESH_DURATION.labels(view.name)
+        stale = view.stale_for
+        metrics.REFRESH_STALE_SECONDS.labels(view.name).set(stale.total_seconds() if stale else 0)
+        if view.last_refresh_finished_at and view.failure_count == 0:
+            metrics.REFRESH_LAST_SUCCESS.labels(view.name).set(view.last_refresh_finished_at.timestamp())
+        else:
+            metrics.REFRESH_LAST_SUCCESS.labels(view.name)
+
+
+def _candidates(conn: psycopg.Connection) -> list[tuple[int, str]]:
+    return conn.execute(
+        "SELECT v.view_id, v.schema_name || '.' || v.view_name "
+        "FROM pgops.refresh_candidates() WITH ORDINALITY AS c(view_id, position) "
+        "JOIN pgops.refresh_views v USING (view_id) ORDER BY c.position"
+    ).fetchall()
+
+
+def process_due(
+    conn: psycopg.Connection,
+    settings: RefreshSettings,
+    *,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[RefreshOutcome]:
+    """Refresh every due view, each in its own transaction, views read by others first; stop between views when
+    `should_stop()` says so. `conn` must not be inside a transaction."""
+    require_installed(conn)
+    outcomes = []
+    for view_id, view in _candidates(conn):
+        if should_stop():
+            break
+        outcomes.append(refresh_one(conn, view_id, view, settings))
+    update_view_metrics(watched_views(conn))
+    return outcomes
+
+
+def refresh_now(
+    conn: psycopg.Connection, view: str, settings: RefreshSettings, *, plain: bool = False
+) -> RefreshOutcome:
+    """Refresh a watched view at once, whatever its debounce; waits up to lock_timeout for a running refresh.
+    `plain`: a plain refresh even for a view refreshed concurrently, to measure which costs less."""
+    require_installed(conn)
+    row = conn.execute(
+        "SELECT v.view_id, v.schema_name || '.' || v.view_name FROM pgops.refresh_views v "
+        "JOIN pg_class c ON c.oid = to_regclass(%s) JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE v.schema_name = n.nspname AND v.view_name = c.relname",
+        (view,),
+    ).fetchone()
+    if row is None:
+        raise PgopsError(f"{view} is not a watched materialized view: `pgops refresh watch {view}` first")
+    deadline = time.monotonic() + settings.lock_timeout.total_seconds()
+    while True:
+        outcome = refresh_one(conn, row[0], row[1], settings, force=True, plain=plain)
+        if outcome.outcome != BUSY or time.monotonic() >= deadline:
+            return outcome
+        time.sleep(0.1)

@@ -1,0 +1,71 @@
+"""Register materialized views for refresh: `pgops.watch()` in SQL finds the base tables (through views and
+other materialized views) and installs the statement triggers; this module calls it with pgops' limits and turns
+the database's refusals into one-line messages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from pgops.config import RefreshSettings
+from pgops.errors import PgopsError
+from pgops.refresh.queue import WatchedView, require_installed, watched_views
+
+# Refusals whose message already says what to do (raised by pgops.watch, or by PostgreSQL about the view).
+_USER_ERRORS = (
+    pgerrors.UndefinedTable,
+    pgerrors.InvalidSchemaName,
+    pgerrors.WrongObjectType,
+    pgerrors.InsufficientPrivilege,
+    pgerrors.ObjectNotInPrerequisiteState,
+    pgerrors.LockNotAvailable,
+    pgerrors.InvalidParameterValue,
+    pgerrors.CheckViolation,
+    pgerrors.InvalidName,
+)
+
+
+def _limits(conn: psycopg.Connection, settings: RefreshSettings) -> None:
+    """Triggers are DDL on the application's tables: never wait on their locks longer than lock_timeout."""
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, true)", (f"{int(settings.lock_timeout.total_seconds() * 1000)}ms",)
+    )
+
+
+def watch(
+    conn: psycopg.Connection,
+    view: str,
+    settings: RefreshSettings,
+    *,
+    debounce: timedelta | None = None,
+    max_wait: timedelta | None = None,
+    concurrently: bool = True,
+) -> WatchedView:
+    """Watch `view` (or change its settings); defaults come from the [refresh] settings."""
+    debounce = settings.debounce if debounce is None else debounce
+    max_wait = settings.max_wait if max_wait is None else max_wait
+    if max_wait < debounce:
+        raise PgopsError(f"max-wait ({max_wait}) must be at least the debounce ({debounce})")
+    require_installed(conn)
+    try:
+        with conn.transaction():
+            _limits(conn, settings)
+            view_id = conn.execute(
+                "SELECT pgops.watch(%s::regclass, %s, %s, %s)", (view, debounce, max_wait, concurrently)
+            ).fetchone()[0]
+    except _USER_ERRORS as exc:
+        raise PgopsError(f"can't watch {view}: {exc.diag.message_primary}") from None
+    return next(v for v in watched_views(conn) if v.view_id == view_id)
+
+
+def unwatch(conn: psycopg.Connection, view: str, settings: RefreshSettings) -> bool:
+    """Stop watching `view` and remove its triggers; False when it was not watched."""
+    require_installed(conn)
+    try:
+        with conn.transaction():
+            _limits(conn, settings)
+            return conn.execute("SELECT pgops.unwatch(%s)", (view,)).fetchone()[0]
+    except _USER_ERRORS as exc:
+        raise PgopsError(f"can't unwatch {view}: {exc.diag.message_primary}") from None

@@ -1,0 +1,181 @@
+"""pgops' migrations: upgrade → downgrade → upgrade with and without pg_cron, through Alembic's command API with
+the top-level alembic.ini and through `pgops migrate`; the offline script; and pg_cron running the job itself."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+from psycopg import sql
+
+from pgops import migrate
+from pgops.refresh import cron, queue, watch
+from tests.refresh.conftest import BASE_SCHEMA, FAST, differs_from_query, settings_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def alembic_ini() -> Iterator[callable]:
+    """`alembic -x dsn=... ` with the repository's alembic.ini; its logging set-up is undone afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+
+    def config(dsn: str) -> Config:
+        cfg = Config(str(ROOT / "alembic.ini"))
+        cfg.cmd_opts = argparse.Namespace(x=[f"dsn={dsn}"])
+        return cfg
+
+    yield config
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _jobs(pg_server, dbname: str) -> list[tuple[str, str, str]]:
+    with psycopg.connect(pg_server.cron_dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT jobname, database, command FROM cron.job WHERE jobname LIKE %s ORDER BY jobname",
+            (f"%:{dbname}",),
+        ).fetchall()
+
+
+def _installed_objects(conn) -> tuple[bool, int, int]:
+    """(pgops schema exists, pgops triggers on user tables, pgops flag sequences)."""
+    return conn.execute(
+        "SELECT to_regnamespace('pgops') IS NOT NULL, "
+        "(SELECT count(*) FROM pg_trigger WHERE tgname = 'pgops_refresh_mark'), "
+        "(SELECT count(*) FROM pg_class WHERE relname LIKE 'refresh_pending_%%')"
+    ).fetchone()
+
+
+def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, alembic_ini, cli):
+    config = alembic_ini(dsn)
+    command.upgrade(config, "head")
+    assert migrate.current_revision(dsn, settings_for(dsn)) == "0001"
+    jobs = _jobs(pg_server, dbname)
+    assert [(name, database) for name, database, _ in jobs] == [
+        (f"pgops-refresh-history:{dbname}", pg_server.cron_database),
+        (f"pgops-refresh:{dbname}", dbname),
+    ]
+    assert jobs[1][2] == "CALL pgops.process_due('5 seconds')"
+
+    conn.execute(BASE_SCHEMA)
+    watch.watch(conn, "fund_stats", FAST)
+    assert _installed_objects(conn) == (True, 2, 1)
+
+    command.downgrade(config, "base")
+    assert _installed_objects(conn) == (False, 0, 0)
+    assert _jobs(pg_server, dbname) == []
+    conn.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")  # the application writes on, untouched
+
+    upgraded = cli("--dsn", dsn, "migrate")
+    assert upgraded.exit_code == 0, upgraded.stderr
+    assert "not installed → 0001" in upgraded.stderr and "scheduled" in upgraded.stderr
+    assert len(_jobs(pg_server, dbname)) == 2
+    downgraded = cli("--dsn", dsn, "migrate", "--downgrade", "base")
+    assert downgraded.exit_code == 0 and "0001 → not installed" in downgraded.stderr
+    assert _jobs(pg_server, dbname) == []
+
+
+def test_upgrade_downgrade_upgrade_without_pg_cron(pg_server, dbname, conn, alembic_ini, cli):
+    """Simulated: the server has pg_cron, but this ordinary role may not use it (it can't read cron.database_name,
+    has no USAGE on schema cron nor EXECUTE on cron.schedule_in_database) — to pgops the same as no pg_cron."""
+    role = f"pgops_app_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
+    role_dsn = pg_server.database_dsn(dbname, user=role, password="pw")
+    try:
+        upgraded = cli("--dsn", role_dsn, "migrate")
+        assert upgraded.exit_code == 0, upgraded.stderr
+        assert f"role {role} may not schedule pg_cron jobs" in upgraded.stderr, upgraded.stderr
+        assert "pgops daemon" in upgraded.stderr
+        assert _jobs(pg_server, dbname) == []
+
+        with psycopg.connect(role_dsn, autocommit=True) as as_role:
+            as_role.execute(BASE_SCHEMA)
+            watch.watch(as_role, "fund_stats", FAST)
+            command.downgrade(alembic_ini(role_dsn), "base")
+            assert _installed_objects(as_role) == (False, 0, 0)
+            command.upgrade(alembic_ini(role_dsn), "head")
+            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0001"
+            assert _jobs(pg_server, dbname) == []
+            watch.watch(as_role, "fund_stats", FAST)
+            assert [v.name for v in queue.watched_views(as_role)] == ["public.fund_stats"]
+            command.downgrade(alembic_ini(role_dsn), "base")
+    finally:
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(dbname)))
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_offline_script_is_reviewable_and_runs(dsn, conn):
+    settings = settings_for(dsn, dataclasses.replace(FAST, cron_schedule="*/5 * * * *"))
+    script = migrate.upgrade_sql(settings)
+    assert "%%" not in script and "$$;;" not in script
+    for needle in ("CREATE TABLE pgops.refresh_views", "CREATE TABLE pgops.refresh_marks", "pgops.mark_stale()",
+                   "CREATE PROCEDURE pgops.process_due", "pgops.alembic_version"):  # fmt: skip
+        assert needle in script
+    notices: list[str] = []
+    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    conn.execute(script)
+    assert migrate.current_revision(dsn, settings) == "0001"
+    assert any("run SELECT cron.schedule_in_database" in n for n in notices)  # pg_cron lives in another database
+    conn.execute(BASE_SCHEMA)
+    assert conn.execute("SELECT pgops.watch('fund_stats')").fetchone()[0] == 1
+
+
+def test_offline_script_without_pg_cron_job(dsn):
+    script = migrate.upgrade_sql(settings_for(dsn))  # FAST has an empty cron_schedule
+    assert "no pg_cron job" in script and "cron.schedule(" not in script
+
+
+@pytest.mark.slow
+def test_pg_cron_runs_the_job(pg_server, dbname, dsn, conn, cli):
+    """pg_cron itself calls pgops.process_due() at the next minute tick (pg_cron 1.4: minute granularity)."""
+    upgraded = cli("--dsn", dsn, "migrate")
+    assert upgraded.exit_code == 0, upgraded.stderr
+    try:
+        conn.execute(BASE_SCHEMA)
+        watch.watch(conn, "fund_stats", FAST, debounce=timedelta(0), max_wait=timedelta(0))
+        conn.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1000)")
+        assert differs_from_query(conn, "public.fund_stats") > 0
+        job = f"pgops-refresh:{dbname}"
+        runs: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 75
+        with psycopg.connect(pg_server.cron_dsn, autocommit=True) as cron_conn:
+            while time.monotonic() < deadline:
+                runs = cron_conn.execute(
+                    "SELECT status, return_message FROM cron.job_run_details WHERE jobid = "
+                    "(SELECT jobid FROM cron.job WHERE jobname = %s) AND status IN ('succeeded', 'failed')",
+                    (job,),
+                ).fetchall()
+                if runs:
+                    break
+                time.sleep(1)
+            assert runs and runs[0][0] == "succeeded", runs
+            (view,) = queue.watched_views(conn)
+            assert view.refresh_count == 1 and view.stale_since is None
+            assert differs_from_query(conn, "public.fund_stats") == 0
+
+            # the history job's command keeps pgops' rows of cron.job_run_details bounded
+            place = cron.CronPlace(pg_server.cron_database, dbname, "postgres")
+            cron_conn.execute(cron.history_command(place, timedelta(0)))
+            left = cron_conn.execute(
+                "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
+                "WHERE j.jobname = %s AND d.end_time IS NOT NULL",
+                (job,),
+            ).fetchone()[0]
+            assert left == 0
+    finally:
+        assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
+    assert _jobs(pg_server, dbname) == []

@@ -1,0 +1,273 @@
+"""Processing against a real PostgreSQL: debounce, max-wait, stale flag and marks, failures and back-off,
+timeouts, locking, and the metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+
+from pgops.refresh import process, queue, watch
+from tests.refresh.conftest import differs_from_query
+
+
+def _view(conn, name="public.fund_stats") -> queue.WatchedView:
+    return next(v for v in queue.watched_views(conn) if v.name == name)
+
+
+def _marks(conn) -> int:
+    return conn.execute("SELECT count(*) FROM pgops.refresh_marks").fetchone()[0]
+
+
+def _trade(dsn: str, amount: int = 1) -> None:
+    with psycopg.connect(dsn, autocommit=True) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, %s)", (amount,))
+
+
+def _process_until(conn, settings, done, timeout: float) -> list[process.RefreshOutcome]:
+    """Run the processor every refresh.interval until `done(outcomes)` or the timeout."""
+    outcomes: list[process.RefreshOutcome] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        outcomes += process.process_due(conn, settings.refresh)
+        if done(outcomes):
+            break
+        time.sleep(settings.refresh.interval.total_seconds())
+    return outcomes
+
+
+def _refreshed(outcomes) -> bool:
+    return any(o.outcome == process.REFRESHED for o in outcomes)
+
+
+def test_debounce_waits_for_quiet_then_refreshes(conn, dsn, fund_stats, settings):
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=1), max_wait=timedelta(seconds=5))
+    process.refresh_now(conn, fund_stats, settings.refresh)
+    _trade(dsn, 1000)
+    first_write = time.monotonic()
+    assert differs_from_query(conn, fund_stats) > 0
+
+    outcomes = _process_until(conn, settings, _refreshed, timeout=4)
+    refreshed_after = time.monotonic() - first_write
+
+    assert _refreshed(outcomes)
+    assert 1.0 <= refreshed_after < 2.5
+    assert [o.outcome for o in outcomes[:-1]] and {o.outcome for o in outcomes[:-1]} == {"waiting"}
+    assert differs_from_query(conn, fund_stats) == 0
+    assert _view(conn).stale_since is None
+
+
+def test_max_wait_refreshes_under_continuous_writes(conn, dsn, fund_stats, settings):
+    """Writes every 0.2 s never leave a 2 s quiet spell, so only max_wait (3 s) can trigger the refresh."""
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=2), max_wait=timedelta(seconds=3))
+    process.refresh_now(conn, fund_stats, settings.refresh)
+    stop = threading.Event()
+
+    def write_continuously() -> None:
+        with psycopg.connect(dsn, autocommit=True) as writer:
+            while not stop.wait(0.2):
+                writer.execute("INSERT INTO trades (fund_id, amount) VALUES (2, 1)")
+
+    writer = threading.Thread(target=write_continuously)
+    writer.start()
+    try:
+        time.sleep(0.1)
+        started = time.monotonic()
+        outcomes = _process_until(conn, settings, _refreshed, timeout=6)
+        refreshed_after = time.monotonic() - started
+    finally:
+        stop.set()
+        writer.join()
+    assert _refreshed(outcomes)
+    assert 2.8 <= refreshed_after < 4.5
+
+
+def test_writers_mark_once_per_transaction_and_not_while_a_refresh_is_pending(conn, dsn, fund_stats, settings):
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    process.refresh_now(conn, fund_stats, settings.refresh)  # clean: the flag tells writers to mark
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")
+        writer.execute("UPDATE trades SET amount = amount + 1 WHERE fund_id = 2")
+        writer.execute("DELETE FROM funds WHERE id = 5")
+        writer.commit()
+    assert _marks(conn) == 1
+
+    assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["waiting"]  # folds, sets the flag
+    assert _marks(conn) == 0
+    _trade(dsn)
+    with psycopg.connect(dsn, autocommit=True) as writer:
+        writer.execute("TRUNCATE trades")
+    assert _marks(conn) == 0  # a refresh is pending: nothing to write
+    assert _view(conn).stale_since is not None
+
+    process.refresh_now(conn, fund_stats, settings.refresh)
+    assert differs_from_query(conn, fund_stats) == 0
+    _trade(dsn)
+    assert _marks(conn) == 1  # clean again: the next write marks
+
+
+def test_rolled_back_savepoint_takes_its_mark_along(conn, dsn, fund_stats, settings):
+    watch.watch(conn, fund_stats, settings.refresh)
+    process.refresh_now(conn, fund_stats, settings.refresh)
+    with psycopg.connect(dsn) as writer:
+        with pytest.raises(psycopg.errors.DivisionByZero), writer.transaction():
+            writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")
+            writer.execute("SELECT 1 / 0")
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 2)")  # marks again: the first was undone
+        writer.commit()
+    assert _marks(conn) == 1
+
+
+def test_a_skipped_writer_still_in_progress_is_waited_for(conn, dsn, fund_stats, settings):
+    """A writer that skipped its mark (refresh pending) and commits while the refresh waits is included."""
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0), max_wait=timedelta(0))
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 777)")
+        assert _marks(conn) == 0  # skipped: the view is stale since watch
+
+        committer = threading.Timer(0.5, writer.commit)
+        committer.start()
+        started = time.monotonic()
+        outcome = process.refresh_now(conn, fund_stats, settings.refresh)
+        committer.join()
+    assert outcome.outcome == process.REFRESHED
+    assert time.monotonic() - started >= 0.45
+    assert differs_from_query(conn, fund_stats) == 0
+
+
+def test_a_writer_that_stays_open_postpones_the_refresh_without_losing_it(conn, dsn, fund_stats, settings):
+    short = dataclasses.replace(settings.refresh, lock_timeout=timedelta(milliseconds=300))
+    watch.watch(conn, fund_stats, short, debounce=timedelta(0), max_wait=timedelta(0))
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 555)")
+        outcome = process.process_due(conn, short)[0]
+        assert outcome.outcome == process.BUSY and "did not finish" in outcome.error
+        assert conn.execute("SELECT to_regclass('pgops.refresh_pending_1') IS NOT NULL").fetchone()[0]  # pending
+        writer.commit()
+    assert [o.outcome for o in process.process_due(conn, short)] == ["refreshed"]
+    assert differs_from_query(conn, fund_stats) == 0
+
+
+def test_failed_refresh_is_recorded_backed_off_retried_and_does_not_hold_up_others(conn, dsn, fund_stats, settings):
+    conn.execute("CREATE TABLE control (fail boolean NOT NULL)")
+    conn.execute("INSERT INTO control VALUES (true)")
+    conn.execute(
+        "CREATE MATERIALIZED VIEW fragile AS SELECT fund_id, trades / (SELECT CASE WHEN fail THEN 0 ELSE 1 END "
+        "FROM control) AS trades FROM fund_stats WITH NO DATA"
+    )
+    conn.execute("CREATE UNIQUE INDEX ON fragile (fund_id)")
+    watch.watch(conn, "fragile", settings.refresh, debounce=timedelta(0), max_wait=timedelta(seconds=1))
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0), max_wait=timedelta(seconds=1))
+
+    first = {o.view: o for o in process.process_due(conn, settings.refresh)}
+    assert first["public.fund_stats"].outcome == process.REFRESHED  # refreshed first: fragile reads it
+    assert first["public.fragile"].outcome == process.FAILED
+    assert "division by zero" in first["public.fragile"].error
+    failing = _view(conn, "public.fragile")
+    assert failing.failure_count == 1 and "division by zero" in failing.last_error
+    assert failing.next_attempt_at > failing.now and failing.stale_since is not None
+    assert queue.status_exit_code(queue.watched_views(conn), settings.refresh.interval) == 2
+
+    _trade(dsn)
+    second = {o.view: o.outcome for o in process.process_due(conn, settings.refresh)}
+    assert second == {"public.fund_stats": "refreshed", "public.fragile": "waiting"}  # backing off
+
+    conn.execute("UPDATE control SET fail = false")
+    outcomes = _process_until(
+        conn, settings, lambda out: any(o.view == "public.fragile" for o in out if o.outcome == "refreshed"), 4
+    )
+    assert any(o.view == "public.fragile" and o.outcome == process.REFRESHED for o in outcomes)
+    recovered = _view(conn, "public.fragile")
+    assert recovered.failure_count == 0 and recovered.last_error is None and recovered.populated
+    assert differs_from_query(conn, "public.fragile") == 0
+
+
+def test_statement_timeout_ends_a_slow_refresh_and_records_it(conn, fund_stats, settings):
+    conn.execute("CREATE MATERIALIZED VIEW slow AS SELECT 1 AS k, pg_sleep(1) IS NULL AS slept FROM funds LIMIT 1")
+    watch.watch(conn, "slow", settings.refresh, concurrently=False, debounce=timedelta(0))
+    quick = dataclasses.replace(settings.refresh, statement_timeout=timedelta(milliseconds=300))
+    started = time.monotonic()
+    outcome = process.refresh_now(conn, "slow", quick)
+    assert outcome.outcome == process.FAILED and "statement timeout" in outcome.error
+    assert time.monotonic() - started < 1
+    assert _view(conn, "public.slow").failure_count == 1
+
+
+def test_one_refresh_of_a_view_at_a_time(conn, dsn, fund_stats, settings):
+    view = watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0))
+    with psycopg.connect(dsn) as other:
+        other.execute("SELECT pg_advisory_xact_lock(hashtext('pgops.refresh'), %s)", (view.view_id,))
+        assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["busy"]
+        threading.Timer(0.3, other.commit).start()
+        assert process.refresh_now(conn, fund_stats, settings.refresh).outcome == process.REFRESHED
+
+
+def test_never_populated_view_gets_a_plain_first_refresh(conn, installed):
+    conn.execute("CREATE TABLE t (id integer PRIMARY KEY)")
+    conn.execute("CREATE MATERIALIZED VIEW t_ids AS SELECT id FROM t WITH NO DATA")
+    conn.execute("CREATE UNIQUE INDEX ON t_ids (id)")
+    watch.watch(conn, "t_ids", installed.refresh, debounce=timedelta(0))
+    first = process.process_due(conn, installed.refresh)
+    assert [(o.outcome, o.concurrent) for o in first] == [("refreshed", False)]
+    conn.execute("INSERT INTO t VALUES (1)")
+    again = process.refresh_now(conn, "t_ids", installed.refresh)
+    assert (again.outcome, again.concurrent) == ("refreshed", True)
+    view = _view(conn, "public.t_ids")
+    assert view.last_plain_duration is not None and view.last_concurrent_duration is not None
+
+
+def test_metrics_exist_for_every_watched_view_and_count_refreshes(conn, fund_stats, settings):
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0))
+    labels = {"view": "public.fund_stats", "outcome": "success"}
+    before = REGISTRY.get_sample_value("pgops_refreshes_total", labels) or 0
+    process.update_view_metrics(queue.watched_views(conn))
+    assert REGISTRY.get_sample_value("pgops_refreshes_total", {**labels, "outcome": "failure"}) is not None
+    assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", {"view": "public.fund_stats"}) > 0
+    process.process_due(conn, settings.refresh)
+    assert REGISTRY.get_sample_value("pgops_refreshes_total", labels) == before + 1
+    assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", {"view": "public.fund_stats"}) == 0
+    assert REGISTRY.get_sample_value("pgops_refresh_last_success_timestamp_seconds", {"view": "public.fund_stats"}) > 0
+    assert REGISTRY.get_sample_value("pgops_refresh_duration_seconds_count", {"view": "public.fund_stats"}) >= 1
+
+
+def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(conn, dsn, fund_stats, settings):
+    """`refresh now` of a clean view gives up waiting for an open writer, which then rolls back: the flag must
+    stay clear, or later writers would skip their marks with no refresh pending."""
+    short = dataclasses.replace(settings.refresh, lock_timeout=timedelta(milliseconds=300))
+    watch.watch(conn, fund_stats, short, debounce=timedelta(0), max_wait=timedelta(0))
+    process.refresh_now(conn, fund_stats, short)
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (4, 1)")
+        assert process.refresh_now(conn, fund_stats, short).outcome == process.BUSY
+        writer.rollback()
+    _trade(dsn, 4242)
+    assert [o.outcome for o in process.process_due(conn, short)] == ["refreshed"]
+    assert differs_from_query(conn, fund_stats) == 0
+
+
+def test_a_missing_pending_flag_means_writers_mark(conn, dsn, fund_stats, settings):
+    """E.g. a restore that lost the flag: writers mark (as if clean), and never fail."""
+    view = watch.watch(conn, fund_stats, settings.refresh)
+    conn.execute(
+        psycopg.sql.SQL("DROP TYPE pgops.{}").format(psycopg.sql.Identifier(f"refresh_pending_{view.view_id}"))
+    )
+    _trade(dsn)
+    assert _marks(conn) == 1
+
+
+def test_a_plain_refresh_on_request_records_what_it_costs_next_to_the_concurrent_one(cli, conn, dsn, fund_stats):
+    assert cli("--dsn", dsn, "refresh", "watch", fund_stats, "--format", "json").exit_code == 0
+    concurrent = cli("--dsn", dsn, "refresh", "now", fund_stats, "--format", "json")
+    plain = cli("--dsn", dsn, "refresh", "now", fund_stats, "--plain", "--format", "json")
+    assert json.loads(concurrent.stdout)["concurrent"] is True
+    assert json.loads(plain.stdout)["concurrent"] is False
+    (row,) = json.loads(cli("--dsn", dsn, "refresh", "status", "--format", "json").stdout)
+    assert row["refresh_concurrently"] is True  # the setting is unchanged
+    assert row["last_plain_duration"] > 0 and row["last_concurrent_duration"] > 0
+    assert row["plain_is_cheaper"] == (row["last_concurrent_duration"] > row["last_plain_duration"])
