@@ -180,10 +180,8 @@ def default_jobs(settings: Settings) -> list[Job]:
 
 def _policies(settings: Settings) -> list[tuple[str, CleanupPolicy]]:
     """The configured cleanup policies plus the enabled ready-made ones, as the cleanup module resolves them."""
-    try:
-        from pgops.cleanup.policy import resolve_policies
-    except ModuleNotFoundError:  # a build without the cleanup module: only the policies written in the settings
-        return sorted(settings.cleanup.policies.items())
+    from pgops.cleanup.policy import resolve_policies
+
     return sorted(resolve_policies(settings).items())
 
 

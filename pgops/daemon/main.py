@@ -144,8 +144,9 @@ class Daemon:
     def stop(self) -> bool:
         """Stop scheduling and wait for running jobs (they see should_stop); False if some still run at the timeout."""
         running = self.runner.running
-        self.notifier.stopping("stopping" + (f", finishing {', '.join(running)}" if running else ""))
-        log.info("stopping%s", f", waiting for {', '.join(running)}" if running else "")
+        if self.scheduler is not None:  # not a start that failed before scheduling anything
+            self.notifier.stopping("stopping" + (f", finishing {', '.join(running)}" if running else ""))
+            log.info("stopping%s", f", waiting for {', '.join(running)}" if running else "")
         self.stop_event.set()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)

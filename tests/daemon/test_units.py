@@ -103,14 +103,24 @@ def _settings(**daemon: object) -> Settings:
         "keys": CleanupPolicy(table="idempotency_keys", expired_column="expires_at", schedule="0 3 * * *"),
     }
     return dataclasses.replace(
-        load_settings(env={}), cleanup=CleanupSettings(policies=policies), daemon=DaemonSettings(**daemon)
+        load_settings(env={}),
+        cleanup=CleanupSettings(policies=policies, ready_made=["request_logs"]),
+        daemon=DaemonSettings(**daemon),
     )
 
 
 def test_default_jobs_follow_the_settings():
     settings = _settings()
     jobs = {job.name: job for job in default_jobs(settings)}
-    assert list(jobs) == ["refresh", "cleanup:keys", "cleanup:sessions", "pool-sample", "advisor"]
+    # the configured policies and the enabled ready-made ones, as the cleanup module resolves them
+    assert list(jobs) == [
+        "refresh",
+        "cleanup:keys",
+        "cleanup:request_logs",
+        "cleanup:sessions",
+        "pool-sample",
+        "advisor",
+    ]
     assert jobs["refresh"].schedule == Every(settings.refresh.interval)
     assert jobs["cleanup:sessions"].schedule == Cron("*/10 * * * *")
     assert jobs["advisor"].schedule == Every(settings.advisor.interval)
