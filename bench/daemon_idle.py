@@ -1,9 +1,11 @@
-"""Resident memory and CPU of an idle `pgops daemon` with its default jobs, against the targets.
+"""Resident memory and CPU of an idle daemon with its default jobs, against the targets.
 
-Starts its own sandbox PostgreSQL (in .pgops/bench-daemon-idle), installs pgops' schema, starts
-`python -m pgops daemon` and, side by side, a bare interpreter that only imports pgops (the floor any pgops process
-pays), then samples both from /proc every second. Prints RSS and CPU with their ratio to the target and to the
-bare interpreter.
+Starts its own sandbox PostgreSQL (in .pgops/bench-daemon-idle) with two databases with pgops' schema, then, side
+by side, the daemon as the systemd unit starts it (`python -m pgops.daemon`) on one and through the command line
+(`pgops daemon`, which first imports every command) on the other, and samples both from /proc every second.
+A third process imports what the systemd daemon holds once every job has run (cleanup's first cron slot may come
+after the measurement; the advisor runs in a child process of its own).
+Prints RSS and CPU with their ratio to the target, and the ratios between the three.
 
     .venv/bin/python bench/daemon_idle.py [--seconds 60]
 """
@@ -20,6 +22,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from pgops import migrate
 from pgops.config import load_settings
 from pgops.sandbox import Sandbox
@@ -28,6 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RSS_TARGET_MB = 100.0
 CPU_TARGET_PERCENT = 1.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+LOADED = "+ every job's modules"
+JOB_MODULES = (
+    "pgops.daemon.__main__",
+    "pgops.refresh.process",
+    "pgops.cleanup.runner",
+    "pgops.cleanup.policy",
+    "pgops.pool_report",
+    "pgops.pool_report.export",
+    "pgops.pool_report.pgbouncer",
+)  # not the advisor's: it runs in a child process
 
 
 @dataclass
@@ -73,50 +88,66 @@ def main() -> None:
     args = parser.parse_args()
 
     box = Sandbox(ROOT / ".pgops" / "bench-daemon-idle")
-    url = box.start()
-    migrate.upgrade(url, load_settings(env={}, dsn=url))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PGOPS_", "NOTIFY_", "WATCHDOG_"))}
-    env["PGOPS_DATABASE_URL"] = url
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "pgops", "daemon", "--listen", f"127.0.0.1:{port}"],
-        cwd=ROOT / ".pgops",  # no pgops.toml there: the default jobs and settings
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    bare = subprocess.Popen(
-        [sys.executable, "-c", "import pgops.cli, time; time.sleep(10**6)"], cwd=ROOT, stderr=subprocess.DEVNULL
-    )
+    box.start()
+    entries = {
+        "python -m pgops.daemon": ["-m", "pgops.daemon"],
+        "pgops daemon": ["-m", "pgops", "daemon"],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        for index, (name, command) in enumerate(entries.items()):
+            url = fresh_database(box, f"bench_daemon_{index}")
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PGOPS_", "NOTIFY_", "WATCHDOG_"))}
+            env["PGOPS_DATABASE_URL"] = url
+            processes[name] = subprocess.Popen(
+                [sys.executable, *command, "--listen", f"127.0.0.1:{port}"],
+                cwd=ROOT / ".pgops",  # no pgops.toml there: the default jobs and settings
+                env=env,
+                stderr=subprocess.DEVNULL,
+            )
+            wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        # the systemd entry after every job ran once: its imports
+        processes[LOADED] = subprocess.Popen(
+            [sys.executable, "-c", f"import {', '.join(JOB_MODULES)}, time; time.sleep(10**6)"]
+        )
         time.sleep(2)  # past startup: measure the idle state only
-        measured = {"pgops daemon": Samples(daemon.pid), "bare `import pgops`": Samples(bare.pid)}
+        measured = {name: Samples(proc.pid) for name, proc in processes.items()}
         started = time.monotonic()
-        for _ in range(args.seconds + 1):
+        for tick in range(1, args.seconds + 2):
             for samples in measured.values():
                 samples.take()
-            time.sleep(max(0.0, started + len(next(iter(measured.values())).rss_mb) - time.monotonic()))
+            time.sleep(max(0.0, started + tick - time.monotonic()))
         seconds = time.monotonic() - started
-        if daemon.poll() is not None:
-            raise SystemExit(f"the daemon exited with {daemon.returncode} during the measurement")
+        for name, proc in processes.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"{name} exited with {proc.returncode} during the measurement")
     finally:
-        for proc in (daemon, bare):
+        for proc in processes.values():
             proc.terminate()
             proc.wait(15)
         box.stop()
 
-    print(f"idle daemon over {seconds:.0f} s (default jobs; sampled from /proc every second)")
-    print(f"{'process':<22}{'RSS max MB':>12}{'vs target':>11}{'CPU %':>8}{'vs target':>11}")
+    print(f"idle daemon over {seconds:.0f} s (default jobs; /proc sampled every second; targets RSS < "
+          f"{RSS_TARGET_MB:.0f} MB, CPU < {CPU_TARGET_PERCENT:.0f}%)")  # fmt: skip
+    width = max(map(len, measured)) + 2
+    print(f"{'process':<{width}}{'RSS max MB':>12}{'vs target':>11}{'CPU %':>8}{'vs target':>11}")
     for name, samples in measured.items():
         rss, cpu = max(samples.rss_mb), samples.cpu_percent(seconds)
-        print(f"{name:<22}{rss:>12.1f}{rss / RSS_TARGET_MB:>10.2f}x{cpu:>8.2f}{cpu / CPU_TARGET_PERCENT:>10.2f}x")
-    daemon_samples, bare_samples = measured["pgops daemon"], measured["bare `import pgops`"]
-    print(
-        f"daemon / bare interpreter: RSS {max(daemon_samples.rss_mb) / max(bare_samples.rss_mb):.2f}x; "
-        f"targets: RSS < {RSS_TARGET_MB:.0f} MB, CPU < {CPU_TARGET_PERCENT:.0f}% "
-        f"({'met' if max(daemon_samples.rss_mb) < RSS_TARGET_MB else 'MISSED'} / "
-        f"{'met' if daemon_samples.cpu_percent(seconds) < CPU_TARGET_PERCENT else 'MISSED'})"
-    )
+        verdict = "met" if rss < RSS_TARGET_MB and cpu < CPU_TARGET_PERCENT else "MISSED"
+        ratios = f"{rss / RSS_TARGET_MB:>10.2f}x{cpu:>8.2f}{cpu / CPU_TARGET_PERCENT:>10.2f}x"
+        print(f"{name:<24}{rss:>12.1f}{ratios}  {verdict}")
+    unit, cli, loaded = (max(measured[name].rss_mb) for name in processes)
+    print(f"systemd entry / command-line entry: RSS {unit / cli:.2f}x; once every job has run: {loaded / unit:.2f}x")
+
+
+def fresh_database(box: Sandbox, name: str) -> str:
+    with psycopg.connect(box.url(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = box.url(name)
+    migrate.upgrade(url, load_settings(env={}, dsn=url))
+    return url
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -44,15 +43,6 @@ def daemon(
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 
 
-def _this_pgops() -> str:
-    """The pgops executable of this installation (its venv's script), so the unit starts the same pgops."""
-    script = Path(sys.executable).parent / "pgops"
-    if script.is_file():
-        return str(script.absolute())
-    found = shutil.which("pgops")
-    return str(Path(found).absolute()) if found else f"{Path(sys.executable).absolute()} -m pgops"
-
-
 @app.command("systemd-unit")
 def systemd_unit(
     user: str | None = typer.Option(None, "--user", help="Run as this existing user (default: a DynamicUser)."),
@@ -61,13 +51,16 @@ def systemd_unit(
         Path("/etc/pgops/pgops.env"), "--env-file", help="EnvironmentFile with PGOPS_DATABASE_URL (keep it 0600)."
     ),
     listen: str = typer.Option("127.0.0.1:9188", "--listen", metavar="HOST:PORT", help="For /metrics and /healthz."),
-    exec_path: str | None = typer.Option(None, "--exec", help="pgops executable (default: this one)."),
+    python: Path | None = typer.Option(
+        None, "--python", help="Python of the pgops installation (default: the one running this command)."
+    ),
     watchdog: int = typer.Option(30, "--watchdog-sec", min=2, help="WatchdogSec: restart if not fed this long."),
 ) -> None:
     """Print a systemd unit for this installation (save as /etc/systemd/system/pgops.service)."""
     parse_listen(listen)
     options = UnitOptions(
-        exec_path=exec_path or _this_pgops(),
+        # not resolved: a venv's python is a symlink to the base interpreter, which does not have pgops
+        python=str((python or Path(sys.executable)).absolute()),
         config=str(config.absolute()),
         environment_file=str(env_file.absolute()),
         listen=listen,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import multiprocessing
 import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -126,18 +128,53 @@ class _PoolSampler:
 
 
 def _advise(ctx: JobContext) -> str:
-    from pgops.advisor.run import advise
-    from pgops.advisor.script import render_sql
-
-    advice = advise(ctx.dsn, ctx.settings)
-    script = render_sql(advice)
-    found = f"{len(advice.recommendations)} index(es) recommended"
+    """The index advice, computed in a child process: the advisor's SQL parser and its workload analysis take
+    about as much memory as the whole idle daemon, and a process that ends gives all of it back."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the daemon's threads or locks
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_advice_in_child, args=(ctx.dsn, ctx.settings, sender), name="pgops-advisor")
+    child.start()
+    sender.close()
+    try:
+        while not receiver.poll(0.2):
+            if ctx.should_stop():
+                return "stopped before the advice was ready"
+            if not child.is_alive() and not receiver.poll():
+                raise PgopsError(f"the advisor's process ended without an answer (exit code {child.exitcode})")
+        answer = receiver.recv()
+    finally:
+        child.terminate()  # it only reads, and hypopg's hypothetical indexes live and die with its session
+        child.join(5)
+        receiver.close()
+    if answer[0] == "transient":
+        raise psycopg.OperationalError(answer[1])  # retried by the runner, like any lost connection
+    if answer[0] == "error":
+        raise PgopsError(answer[1])
+    found, script = answer[1], answer[2]
     output = ctx.settings.advisor.output
     if output is None:
         log.info("index advice:\n%s", script)
         return f"{found}, script logged"
     _write_atomically(output, script)
     return f"{found}, script written to {output}"
+
+
+def _advice_in_child(dsn: str, settings: Settings, sender: Connection) -> None:
+    from pgops.advisor.run import advise
+    from pgops.advisor.script import render_sql
+    from pgops.db import is_transient, redact
+    from pgops.logs import setup_logging
+
+    setup_logging()
+    try:
+        advice = advise(dsn, settings)
+        sender.send(("ok", f"{len(advice.recommendations)} index(es) recommended", render_sql(advice)))
+    except Exception as exc:
+        kind = "transient" if is_transient(exc) else "error"
+        message = exc.message if isinstance(exc, PgopsError) else f"{type(exc).__name__}: {exc}"
+        sender.send((kind, redact(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)))
+    finally:
+        sender.close()
 
 
 def _write_atomically(path: Path, text: str) -> None:

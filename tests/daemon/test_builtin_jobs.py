@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import signal
 import subprocess
 import sys
@@ -20,9 +21,10 @@ from prometheus_client import REGISTRY
 
 from pgops import demo
 from pgops.config import DaemonSettings, load_settings
-from pgops.daemon.jobs import load_jobs
+from pgops.daemon.jobs import JobContext, default_jobs, load_jobs
 from pgops.daemon.main import Daemon
-from tests.daemon.conftest import ROOT, wait_for
+from pgops.errors import PgopsError
+from tests.daemon.conftest import ROOT, free_port, wait_for
 
 BUILTIN_MODULES = ("pgops.refresh.process", "pgops.cleanup.runner", "pgops.pool_report.export", "pgops.advisor.run")
 
@@ -152,3 +154,19 @@ def test_advisor_job_writes_the_script_atomically(cli, migrated_dsn, conn, tmp_p
     assert script.startswith("-- pgops")
     assert "CREATE INDEX" in script  # the demo misses indexes on purpose
     assert [p.name for p in output.parent.iterdir()] == ["indexes.sql"]  # no temporary file left behind
+
+
+def test_advisor_child_process_stops_and_fails_cleanly(dsn, conn):
+    """The advisor runs in a child process: a stop ends it at once, and its failure comes back as one line."""
+    require("pgops.advisor.run")
+    settings = dataclasses.replace(load_settings(env={}, dsn=dsn), daemon=DaemonSettings(jobs=["advisor"]))
+    (job,) = default_jobs(settings)
+    started = time.monotonic()
+    assert job.run(JobContext("advisor", dsn, settings, conn, lambda: True)) == "stopped before the advice was ready"
+    assert time.monotonic() - started < 5
+    assert multiprocessing.active_children() == []
+    unreachable = f"postgresql://pgops:s3cret@127.0.0.1:{free_port()}/app"
+    with pytest.raises(PgopsError) as failure:
+        job.run(JobContext("advisor", unreachable, settings, conn, lambda: False))
+    assert "can't connect" in failure.value.message and "s3cret" not in failure.value.message
+    assert multiprocessing.active_children() == []

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -88,14 +89,14 @@ def test_bad_listen_address_is_refused(cli, migrated_dsn, tmp_path):
 
 
 def test_systemd_unit_command(cli, tmp_path):
-    result = cli("systemd-unit", "--user", "pgops", "--exec", "/opt/pgops/bin/pgops", "--config-path",
+    result = cli("systemd-unit", "--user", "pgops", "--python", "/srv/pgops/bin/python", "--config-path",
                  "/etc/pgops/pgops.toml", "--listen", "127.0.0.1:9300")  # fmt: skip
     assert result.exit_code == 0
     assert result.stdout == render_unit(
-        UnitOptions(exec_path="/opt/pgops/bin/pgops", user="pgops", listen="127.0.0.1:9300")
+        UnitOptions(python="/srv/pgops/bin/python", user="pgops", listen="127.0.0.1:9300")
     )
     default = cli("systemd-unit")
-    assert "ExecStart=" in default.stdout and "/pgops --config" in default.stdout
+    assert f"ExecStart={Path(sys.executable).absolute()} -m pgops.daemon --config" in default.stdout
 
 
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
@@ -141,3 +142,14 @@ def test_systemd_accepts_the_unit_for_this_installation(cli, tmp_path):
     verdict = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert verdict.returncode == 0, verdict.stderr
     assert "pgops.service" not in verdict.stderr, verdict.stderr  # no warnings about our unit either
+
+
+def test_the_units_entry_point_leaves_the_other_commands_unimported():
+    """What keeps the systemd daemon small: `python -m pgops.daemon` never loads the command line, the advisor's
+    SQL parser or the demo (a job's module loads when that job first runs)."""
+    probe = (
+        "import sys, pgops.daemon.__main__; "
+        "print(sorted(m for m in ('pgops.cli', 'sqlglot', 'typer', 'pgops.demo', 'pgops.advisor') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
