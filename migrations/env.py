@@ -61,7 +61,7 @@ def run_migrations_offline() -> None:
         context.execute(LOCK)
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         context.run_migrations()
-        if context.get_revision_argument() == "base":
+        if context.get_revision_argument() in (None, "base"):  # downgrade to base: None as the destination
             context.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{VERSION_TABLE}")
             context.execute(f"DROP SCHEMA IF EXISTS {SCHEMA}")
 

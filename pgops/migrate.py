@@ -32,11 +32,20 @@ def downgrade(dsn: str, settings: Settings, revision: str = "base") -> None:
 
 def upgrade_sql(settings: Settings, revision: str = "head") -> str:
     """The reviewable script `alembic upgrade head --sql` prints, without touching a database."""
+    return _offline(settings, command.upgrade, revision)
+
+
+def downgrade_sql(settings: Settings, revision: str = "base") -> str:
+    """The script that downgrades from the latest revision to `revision` (offline, so from head)."""
+    return _offline(settings, command.downgrade, f"{head_revision(settings)}:{revision}")
+
+
+def _offline(settings: Settings, run, revision: str) -> str:
     out = io.StringIO()
     config = alembic_config(None, settings)
     config.stdout = out
     with redirect_stdout(out):
-        command.upgrade(config, revision, sql=True)
+        run(config, revision, sql=True)
     return out.getvalue()
 
 

@@ -31,6 +31,7 @@ class PgServer:
     """The test server: `dsn` connects as a superuser to its maintenance database."""
 
     dsn: str
+    sandbox_dir: Path | None = None  # set when the server is pgops' own sandbox
 
     def database_dsn(self, dbname: str, **params: str) -> str:
         return make_conninfo(self.dsn, dbname=dbname, **params)
@@ -70,9 +71,12 @@ def _container_server() -> Iterator[str]:
             yield pg.get_connection_url()
 
 
+SANDBOX_DIR = ROOT / ".pgops" / "test-sandbox"
+
+
 @contextlib.contextmanager
 def _sandbox_server() -> Iterator[str]:
-    box = Sandbox(ROOT / ".pgops" / "test-sandbox")
+    box = Sandbox(SANDBOX_DIR)
     started_here = not box.running()
     url = box.start()
     missing = box.status().missing_extensions
@@ -95,9 +99,10 @@ def pg_server() -> Iterator[PgServer]:
     if os.environ.get("PGOPS_TEST_DSN"):
         yield PgServer(os.environ["PGOPS_TEST_DSN"])
         return
-    source = _container_server() if _docker_answers() else _sandbox_server()
+    docker = _docker_answers()
+    source = _container_server() if docker else _sandbox_server()
     with source as dsn:
-        server = PgServer(dsn)
+        server = PgServer(dsn, sandbox_dir=None if docker else SANDBOX_DIR)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         yield server

@@ -1,4 +1,11 @@
+import re
+
+import psycopg
+import pytest
+
 from pgops import demo
+from pgops.cli.demo import DATABASE
+from tests.conftest import drop_database
 
 
 def test_demo_schema_data_and_workload(conn, dsn):
@@ -29,3 +36,26 @@ def test_demo_schema_data_and_workload(conn, dsn):
     lookup = "SELECT id, name FROM customers WHERE tenant_id = $1 AND email = $2"
     assert recorded.get(lookup, 0) > 50
     assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] > 5000
+
+
+def test_pgops_demo_runs_every_job_end_to_end(pg_server, cli):
+    """`pgops demo` (the README's first command ends with it) on the test sandbox, at a small scale."""
+    if pg_server.sandbox_dir is None:
+        pytest.skip("pgops demo runs on pgops' own sandbox; this session's server is another")
+    result = cli("demo", "--dir", pg_server.sandbox_dir, "--scale", "0.02", "--statements", "300")
+    try:
+        assert result.exit_code == 0, result.stderr
+        out = result.stdout + result.stderr
+        assert "pgops schema: not installed → 0001" in out
+        assert "watching public.fund_stats" in out
+        assert "refreshed public.fund_stats" in out
+        assert "1 idle in transaction" in out
+        assert "customers_tenant_id_email_idx" in (pg_server.sandbox_dir / "fix.sql").read_text()
+        assert re.search(r"s before fix.sql, .*s after \(\d+\.\dx\)", out)
+        with psycopg.connect(pg_server.database_dsn(DATABASE), autocommit=True) as conn:
+            indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'customers'")}
+            assert "customers_tenant_id_email_idx" in indexes
+            assert conn.execute("SELECT count(*) FROM idempotency_keys WHERE expires_at < now()").fetchone() == (0,)
+    finally:
+        cli("--dsn", pg_server.database_dsn(DATABASE), "migrate", "--downgrade", "base")  # its pg_cron job
+        drop_database(pg_server, DATABASE)

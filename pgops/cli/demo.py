@@ -1,53 +1,100 @@
-"""`pgops demo`: pgops' main jobs, end to end, on a throwaway PostgreSQL with the demo application."""
+"""`pgops demo`: pgops' main jobs, end to end, on a throwaway PostgreSQL with the demo application.
+
+Each step runs the very command a user would type (printed before it), in this process.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import typer
 from psycopg import sql
 from rich.rule import Rule
+from rich.syntax import Syntax
 
 from pgops import demo as demo_app
 from pgops import output
 from pgops.cli.app import app
 from pgops.errors import PgopsError
-from pgops.sandbox import DEFAULT_DIR, Sandbox
+from pgops.sandbox import DEFAULT_DIR, Sandbox, find_bindir
 
 DATABASE = "pgops_demo"
+VIEW = "public.fund_stats"
+DEBOUNCE = "2s"
+LEAK_THRESHOLD = 2  # seconds idle in transaction before the pool report calls it a leak
 
 
-def _step(title: str, argv: list[str] | None = None) -> None:
-    output.console.print(Rule(title, align="left"))
-    if argv:
-        output.console.print(f"$ pgops {' '.join(argv)}", style="bold", highlight=False)
+def _title(text: str) -> None:
+    output.console.print(Rule(text, align="left"))
 
 
-def _pgops(dsn: str, *argv: str) -> int:
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _pgops(dsn: str, *argv: str, env: dict[str, str] | None = None, stdout: Path | None = None) -> int:
     """Run one pgops command in this process, exactly as a user would type it."""
     from pgops.cli import run
 
-    _step(f"pgops {argv[0]}", list(argv))
-    code = run(["--dsn", dsn, *argv])
+    env = env or {}
+    shown = " ".join([*(f"{k}={v}" for k, v in env.items()), "pgops", *argv, *([f"> {stdout}"] if stdout else [])])
+    output.console.print(f"$ {shown}", style="bold", highlight=False)
+    with _environment(env), contextlib.ExitStack() as stack:
+        if stdout:
+            stack.enter_context(contextlib.redirect_stdout(stack.enter_context(stdout.open("w"))))
+        code = run(["--dsn", dsn, *argv])
     if code not in (0, 1, 2):  # report commands use 1 and 2 for warning and critical
         raise PgopsError(f"demo step `pgops {' '.join(argv)}` failed with exit code {code}")
     return code
+
+
+def _workload(dsn: str, statements: int) -> float:
+    result = demo_app.run_workload(dsn, statements, seed=42)
+    output.console.print(
+        f"{result.reads} reads, {result.writes} writes in {result.seconds:.1f}s "
+        f"({result.statements / result.seconds:.0f} statements/s)",
+        highlight=False,
+    )
+    return result.seconds
+
+
+def _leak_a_transaction(dsn: str) -> psycopg.Connection:
+    """What a buggy request handler does: open a transaction, touch a row, and never finish."""
+    conn = psycopg.connect(dsn, application_name=demo_app.APPLICATION_NAME)
+    conn.execute("UPDATE sessions SET last_seen_at = now() WHERE id = (SELECT id FROM sessions LIMIT 1)")
+    return conn
 
 
 @app.command()
 def demo(
     directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Sandbox folder (created if needed)."),
     scale: float = typer.Option(1.0, "--scale", min=0.001, help="Data volume; 1.0 is about 1.1 M rows."),
-    statements: int = typer.Option(1500, "--statements", min=1, help="Statements in the demo workload."),
+    statements: int = typer.Option(1500, "--statements", min=1, help="Statements in each run of the workload."),
 ) -> None:
     """Start a sandbox, load the demo app, run its workload, and show each pgops job on it."""
-    _step("sandbox", ["sandbox", "start", "--dir", str(directory)])
-    server = Sandbox(directory).start()
-    dsn = Sandbox(directory).url(DATABASE)
-    output.console.print(server, highlight=False)
+    _title("a throwaway PostgreSQL")
+    output.console.print(f"$ pgops sandbox start --dir {directory}", style="bold", highlight=False)
+    box = Sandbox(directory)
+    output.console.print(box.start(), highlight=False)
+    server, dsn = box.url(), box.url(DATABASE)
 
-    _step(f"demo application in database {DATABASE} (scale {scale:g})")
+    _title(f"the demo application in database {DATABASE} (scale {scale:g})")
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
@@ -58,17 +105,49 @@ def demo(
         demo_app.generate(conn, scale)
         conn.execute("SELECT pg_stat_statements_reset()")
 
+    _title("migrations: pgops' own objects in the pgops schema")
     _pgops(dsn, "migrate")
 
-    _step(f"demo workload: {statements} statements over 4 connections")
-    result = demo_app.run_workload(dsn, statements)
-    output.console.print(
-        f"{result.reads} reads, {result.writes} writes in {result.seconds:.1f}s "
-        f"({result.statements / result.seconds:.0f} statements/s)",
-        highlight=False,
+    _title("debounced refresh: watch the dashboard's materialized view")
+    _pgops(dsn, "refresh", "watch", VIEW, "--debounce", DEBOUNCE, "--max-wait", "1m")
+
+    _title(f"the application at work: {statements} statements over 4 connections, one of them leaking")
+    leaked, leaked_at = _leak_a_transaction(dsn), time.monotonic()
+    try:
+        before = _workload(dsn, statements)
+
+        _title("pool report: where the connections go, and who leaks")
+        time.sleep(max(0.0, leaked_at + LEAK_THRESHOLD + 0.5 - time.monotonic()))
+        _pgops(dsn, "pool-report", env={"PGOPS_POOL_REPORT_IDLE_IN_TRANSACTION": f"{LEAK_THRESHOLD}s"})
+
+        _title(f"refresh: the view went stale with the writes; after {DEBOUNCE} of quiet it is due")
+        _pgops(dsn, "refresh", "status")
+        time.sleep(2.5)
+        _pgops(dsn, "refresh", "now", VIEW)
+        _pgops(dsn, "refresh", "status")
+
+        _title("cleanup: expired keys, sessions and old logs, in short batches that skip locked rows")
+        _pgops(dsn, "cleanup", "run")
+    finally:
+        leaked.close()
+
+    _title("index advice from pg_stat_statements, validated with hypopg")
+    script = directory / "fix.sql"
+    _pgops(dsn, "advise-indexes", stdout=script)
+    output.console.print(Syntax(script.read_text(), "sql", word_wrap=True))
+    output.console.print(f"$ psql -v ON_ERROR_STOP=1 -f {script}", style="bold", highlight=False)
+    psql = subprocess.run(
+        [str(find_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", str(script)],
+        capture_output=True,
+        text=True,
     )
-    _pgops(dsn, "pool-report")
-    _pgops(dsn, "advise-indexes", "--format", "table")
+    if psql.returncode != 0:
+        raise PgopsError(f"psql could not run {script}: {psql.stderr.strip()}")
+
+    _title("the same workload with the advised indexes")
+    after = _workload(dsn, statements)
+    output.console.print(f"workload: {before:.1f}s before fix.sql, {after:.1f}s after ({before / after:.1f}x)")
+
     output.console.print(Rule())
-    output.console.print(f"The demo database stays up: pgops --dsn {dsn} ...", highlight=False)
+    output.console.print(f"The demo database stays up: pgops --dsn {dsn} status", highlight=False)
     output.console.print(f"Stop it with: pgops sandbox stop --dir {directory}", highlight=False)

@@ -13,7 +13,9 @@ from pgops.output import err_console
 def migrate(
     ctx: typer.Context,
     revision: str = typer.Option("head", "--revision", help="Target revision for an upgrade."),
-    sql: bool = typer.Option(False, "--sql", help="Print the SQL script for review instead of running it."),
+    sql: bool = typer.Option(
+        False, "--sql", help="Print the SQL script for review instead of running it (a downgrade starts at head)."
+    ),
     downgrade: str | None = typer.Option(
         None, "--downgrade", metavar="REVISION", help="Downgrade to REVISION instead ('base' removes pgops)."
     ),
@@ -21,7 +23,10 @@ def migrate(
     """Install pgops' schema and objects (or print the script, or downgrade)."""
     st = state(ctx)
     if sql:
-        typer.echo(migrations.upgrade_sql(st.settings, revision), nl=False)
+        if downgrade is not None:
+            typer.echo(migrations.downgrade_sql(st.settings, downgrade), nl=False)
+        else:
+            typer.echo(migrations.upgrade_sql(st.settings, revision), nl=False)
         return
     before = migrations.current_revision(st.dsn, st.settings)
     if downgrade is not None:

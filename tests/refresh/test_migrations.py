@@ -132,6 +132,10 @@ def test_offline_script_is_reviewable_and_runs(dsn, conn):
     assert any("run SELECT cron.schedule_in_database" in n for n in notices)  # pg_cron lives in another database
     conn.execute(BASE_SCHEMA)
     assert conn.execute("SELECT pgops.watch('fund_stats')").fetchone()[0] == 1
+    conn.execute(migrate.downgrade_sql(settings))
+    assert conn.execute("SELECT to_regnamespace('pgops')").fetchone()[0] is None
+    triggers = "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgrelid = 'trades'::regclass"
+    assert conn.execute(triggers).fetchone()[0] == 0
 
 
 def test_offline_script_without_pg_cron_job(dsn):
