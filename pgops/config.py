@@ -149,6 +149,10 @@ class DaemonSettings:
     pool_min_size: int = 1
     pool_max_size: int = 4
     misfire_grace_time: timedelta = timedelta(seconds=60)
+    stop_timeout: timedelta = timedelta(seconds=8)  # SIGTERM → running batch finished or abandoned, then exit
+    health_interval: timedelta = timedelta(seconds=10)  # health check, STATUS= and WATCHDOG=1 (or half WatchdogSec)
+    jobs: list[str] = field(default_factory=lambda: ["refresh", "cleanup", "pool-sample", "advisor"])  # built-ins
+    plugins: list[str] = field(default_factory=list)  # "module:function" returning extra jobs
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,25 @@ ADVISOR_LAST_SUCCESS = Gauge("pgops_advisor_last_success_timestamp_seconds", "Wh
 ADVISOR_APPLIED = Counter("pgops_advisor_applied_indexes_total", "Indexes built by --apply, by outcome.", ["outcome"])
 
 # -- daemon ----------------------------------------------------------------------------------------------------
+
+DAEMON_JOB_RUNS = Counter(
+    "pgops_daemon_job_runs_total",
+    "Job runs by outcome: ok, failed, locked (another daemon runs it), done (another daemon ran this period), "
+    "stopped (the daemon was stopping), busy (skipped: its previous run here had not finished)",
+    ["job", "outcome"],
+)
+DAEMON_JOB_DURATION = Histogram(
+    "pgops_daemon_job_duration_seconds",
+    "Wall time of job runs that did their work",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+)
+DAEMON_JOB_RETRIES = Counter(
+    "pgops_daemon_job_retries_total", "Attempts of a job run that failed transiently and were retried", ["job"]
+)
+DAEMON_JOB_LAST_SUCCESS = Gauge(
+    "pgops_daemon_job_last_success_timestamp_seconds", "Unix time of the job's last successful run here", ["job"]
+)
+DAEMON_JOB_RUNNING = Gauge("pgops_daemon_job_running", "1 while this daemon runs the job", ["job"])
+DAEMON_HEALTHY = Gauge("pgops_daemon_healthy", "1 while the scheduler runs and the database answers")
+DAEMON_DATABASE_UP = Gauge("pgops_daemon_database_up", "1 when the last health check reached the database")

@@ -106,5 +106,5 @@ def test_cli_rejects_bad_config_key(tmp_path, cli):
     assert result.exit_code == EXIT_ERROR
     assert result.stderr.strip().splitlines() == [
         f"pgops: error: {path}: daemon.listen_on: unknown key (known here: "
-        "listen, misfire_grace_time, pool_max_size, pool_min_size)"
+        "health_interval, jobs, listen, misfire_grace_time, plugins, pool_max_size, pool_min_size, stop_timeout)"
     ]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from pgops.cli import advisor as _advisor  # noqa: F401
 from pgops.cli import cleanup as _cleanup  # noqa: F401
+from pgops.cli import daemon as _daemon  # noqa: F401
 from pgops.cli import demo as _demo  # noqa: F401  (registers commands)
 from pgops.cli import migrate as _migrate  # noqa: F401
 from pgops.cli import pool_report as _pool_report  # noqa: F401
