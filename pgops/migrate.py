@@ -1,20 +1,26 @@
-"""`pgops migrate`: the same Alembic migrations as `alembic upgrade head`, without an alembic.ini."""
+"""`pgops migrate`: the same Alembic migrations as `alembic upgrade head`, without an alembic.ini.
+
+Alembic (and SQLAlchemy under it) weigh about 40 MB, so they are imported only by the functions that run
+migrations; `current_revision` is a plain query the daemon and `pgops status` use.
+"""
 
 from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
-
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
+from typing import TYPE_CHECKING
 
 from pgops import db
 from pgops.config import Settings
 from pgops.resources import migrations_dir
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 
 def alembic_config(dsn: str | None, settings: Settings) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["dsn"] = dsn
@@ -23,20 +29,28 @@ def alembic_config(dsn: str | None, settings: Settings) -> Config:
 
 
 def upgrade(dsn: str, settings: Settings, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(dsn, settings), revision)
 
 
 def downgrade(dsn: str, settings: Settings, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(dsn, settings), revision)
 
 
 def upgrade_sql(settings: Settings, revision: str = "head") -> str:
     """The reviewable script `alembic upgrade head --sql` prints, without touching a database."""
+    from alembic import command
+
     return _offline(settings, command.upgrade, revision)
 
 
 def downgrade_sql(settings: Settings, revision: str = "base") -> str:
     """The script that downgrades from the latest revision to `revision` (offline, so from head)."""
+    from alembic import command
+
     return _offline(settings, command.downgrade, f"{head_revision(settings)}:{revision}")
 
 
@@ -60,4 +74,6 @@ def current_revision(dsn: str, settings: Settings) -> str | None:
 
 
 def head_revision(settings: Settings) -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(None, settings)).get_current_head()

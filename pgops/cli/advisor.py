@@ -7,10 +7,6 @@ from pathlib import Path
 
 import typer
 
-from pgops.advisor.apply import apply
-from pgops.advisor.model import AdvisorOptions
-from pgops.advisor.run import advise
-from pgops.advisor.script import render_json, render_sql, render_tables
 from pgops.cli.app import app, state
 from pgops.config import parse_duration, parse_size
 from pgops.errors import EXIT_ERROR, EXIT_OK, EXIT_WARNING, PgopsError
@@ -48,6 +44,12 @@ def advise_indexes(
 
     Exit 0 when nothing is proposed, 1 when indexes are proposed (or built by --apply), 3 on error.
     """
+    # sqlglot is heavy: only this command loads it, so every other command (and the daemon) starts light.
+    from pgops.advisor.apply import apply
+    from pgops.advisor.model import AdvisorOptions
+    from pgops.advisor.run import advise
+    from pgops.advisor.script import render_json, render_sql, render_tables
+
     st = state(ctx)
     settings = st.settings
     try:

@@ -109,15 +109,13 @@ def render_unit(options: UnitOptions) -> str:
     return f"""\
 [Unit]
 Description=pgops maintenance daemon (refresh, cleanup, pool report, index advice)
-Documentation=https://github.com/pgops/pgops#daemon
 Wants=network-online.target
 After=network-online.target postgresql.service
 
 [Service]
 Type=notify
 NotifyAccess=main
-# python -m pgops.daemon: the daemon without the other commands' imports (half the memory of `pgops daemon`)
-ExecStart={options.python} -m pgops.daemon --config {options.config} --listen {options.listen}
+ExecStart={options.python} -m pgops --config {options.config} daemon --listen {options.listen}
 # PGOPS_DATABASE_URL=postgresql://pgops:secret@db/app, readable by root only
 EnvironmentFile={options.environment_file}
 {user_lines}WatchdogSec={int(options.watchdog.total_seconds())}

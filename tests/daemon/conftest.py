@@ -128,10 +128,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Start `python -m pgops daemon` with a config of the test's own jobs; killed at the end if still running."""
     started: list[DaemonProcess] = []
 
-    def start(
-        dsn: str, plugin: str, *, env: dict[str, str] | None = None, daemon: str = "", entry: str = "pgops daemon"
-    ) -> DaemonProcess:
-        """`entry` is `pgops daemon` (the command line) or `python -m pgops.daemon` (the systemd unit's)."""
+    def start(dsn: str, plugin: str, *, env: dict[str, str] | None = None, daemon: str = "") -> DaemonProcess:
         index = len(started)
         config = tmp_path / f"pgops-{index}.toml"
         config.write_text(
@@ -142,12 +139,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("PGOPS_", "NOTIFY_", "WATCHDOG_"))}
         environment.update({"PGOPS_DATABASE_URL": dsn, "PYTHONPATH": str(ROOT), **(env or {})})
         with log_path.open("w") as log_file:
-            command = {
-                "pgops daemon": ["-m", "pgops", "--config", str(config), "daemon"],
-                "python -m pgops.daemon": ["-m", "pgops.daemon", "--config", str(config)],
-            }[entry]
             proc = subprocess.Popen(
-                [sys.executable, *command, "--listen", f"127.0.0.1:{port}"],
+                [sys.executable, "-m", "pgops", "--config", str(config), "daemon", "--listen", f"127.0.0.1:{port}"],
                 cwd=ROOT,
                 env=environment,
                 stdout=log_file,

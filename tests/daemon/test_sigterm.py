@@ -62,9 +62,7 @@ def test_a_batch_that_ignores_sigterm_is_abandoned_and_rolled_back(migrated_dsn,
     conn.execute(LEDGER_DDL)
     conn.execute("INSERT INTO daemon_test_items (id) SELECT generate_series(1, 100)")
     env = {"NOTIFY_SOCKET": str(notify_socket.path), "PGOPS_TEST_HOLD_IGNORES_STOP": "1"}
-    daemon = start_daemon(
-        migrated_dsn, "hold_jobs", env=env, daemon='stop_timeout = "1s"\n', entry="python -m pgops.daemon"
-    )
+    daemon = start_daemon(migrated_dsn, "hold_jobs", env=env, daemon='stop_timeout = "1s"\n')
     notify_socket.wait("STATUS", "running hold")
     wait_for(
         lambda: conn.execute(

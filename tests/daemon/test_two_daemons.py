@@ -58,7 +58,7 @@ def test_a_dead_daemons_job_is_taken_over(migrated_dsn, conn, start_daemon, monk
     conn.execute("CREATE TABLE daemon_test_items (id int PRIMARY KEY, done boolean NOT NULL DEFAULT false)")
     conn.execute("INSERT INTO daemon_test_items SELECT generate_series(1, 10)")
     env = {"PGOPS_TEST_HOLD_SECONDS": "60", "PGOPS_TEST_RUNNER": "a"}
-    first = start_daemon(migrated_dsn, "hold_jobs", env=env, entry="python -m pgops.daemon")
+    first = start_daemon(migrated_dsn, "hold_jobs", env=env)
 
     def first_holds_the_lock() -> bool:
         return (

@@ -90,7 +90,7 @@ def test_unit_for_a_user_install_under_home():
     unit = render_unit(UnitOptions(python="/home/ana/.venv/bin/python", user="ana"))
     assert "User=ana\n" in unit and "DynamicUser" not in unit
     assert "ProtectHome=read-only\n" in unit  # ProtectHome=yes would hide the interpreter and pgops
-    assert "ExecStart=/home/ana/.venv/bin/python -m pgops.daemon --config /etc/pgops/pgops.toml --listen" in unit
+    assert "ExecStart=/home/ana/.venv/bin/python -m pgops --config /etc/pgops/pgops.toml daemon --listen" in unit
     default = render_unit(UnitOptions())
     for line in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "DynamicUser=yes", "EnvironmentFile=/etc/pgops/pgops.env", "ProtectHome=yes"):  # fmt: skip
