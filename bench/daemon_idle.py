@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from psycopg import sql
 
 from pgops import migrate
 from pgops.config import load_settings
-from pgops.sandbox import Sandbox
+from pgops.sandbox import Sandbox, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RSS_TARGET_MB = 100.0
@@ -50,12 +49,6 @@ class Samples:
 
     def cpu_percent(self, seconds: float) -> float:
         return 100.0 * (self.cpu_ticks[-1] - self.cpu_ticks[0]) / CLOCK_TICKS / seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, timeout: float = 60) -> None:

@@ -92,7 +92,8 @@ def missing_extensions(bindir: Path) -> dict[str, str]:
     }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -198,7 +199,7 @@ class Sandbox:
                 str(bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
                 "-E", "UTF8", "--no-locale", "--no-instructions",
             )  # fmt: skip
-        state = SandboxState(port=_free_port(), bindir=str(bindir), missing=missing_extensions(bindir))
+        state = SandboxState(port=free_port(), bindir=str(bindir), missing=missing_extensions(bindir))
         self._save(state)
         return state
 
@@ -249,7 +250,7 @@ class Sandbox:
         else:
             state.bindir, state.missing = str(bindir), missing_extensions(bindir)
             if not _port_is_free(state.port):
-                state.port = _free_port()
+                state.port = free_port()
             self._save(state)
         self._write_conf(state)
         self._pg_ctl(bindir, "-l", str(self.logfile), "-w", "-t", "60", "start")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 
 import typer
 
-from pgops import __version__
-from pgops.config import Settings, load_settings
+from pgops import __version__, output
+from pgops.config import Settings, load_settings, parse_duration
+from pgops.errors import PgopsError
 from pgops.logs import setup_logging
 
 app = typer.Typer(
@@ -44,6 +46,19 @@ class State:
 
 def state(ctx: typer.Context) -> State:
     return ctx.ensure_object(State)
+
+
+FormatOption = typer.Option(output.Format.table, "--format", help="table or json.")
+
+
+def duration_option(text: str | None, option: str) -> timedelta | None:
+    """An option's duration text (`30s`, `5m`), or a one-line error naming the option."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise PgopsError(f"{option}: {exc}") from None
 
 
 def _version(value: bool) -> None:

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
 
 import typer
 
 from pgops import output
 from pgops.cleanup.policy import describe_condition, one_off_policy, policy_summary, resolve_policies
 from pgops.cleanup.runner import BatchResult, CleanupResult, run_policy, validate_all
-from pgops.cli.app import app, state
-from pgops.config import CleanupPolicy, parse_duration
+from pgops.cli.app import FormatOption, app, duration_option, state
+from pgops.config import CleanupPolicy
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
 
 cleanup_app = typer.Typer(help="Batched cleanup of expired rows without long locks.", no_args_is_help=True)
 app.add_typer(cleanup_app, name="cleanup")
-
-FormatOption = typer.Option(output.Format.table, "--format", help="table or json.")
-
-
-def _duration(option: str, text: str | None) -> timedelta | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise PgopsError(f"{option}: {exc}") from None
 
 
 def _selected(
@@ -117,8 +105,8 @@ def run(
     policies = _selected(resolve_policies(st.settings) if one_off is None else {}, names or [], one_off)
     overrides = {
         "batch_size": batch_size,
-        "pause": _duration("--pause", pause),
-        "max_runtime": _duration("--max-runtime", max_runtime),
+        "pause": duration_option(pause, "--pause"),
+        "max_runtime": duration_option(max_runtime, "--max-runtime"),
         "max_rows": max_rows,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import typer
 
 from pgops import db, output
-from pgops.cli.app import app, state
-from pgops.config import parse_duration
-from pgops.errors import EXIT_ERROR, EXIT_WARNING, PgopsError
+from pgops.cli.app import FormatOption, app, duration_option, state
+from pgops.errors import EXIT_ERROR, EXIT_WARNING
 from pgops.refresh import process, queue
 from pgops.refresh import watch as registration
 
@@ -18,17 +15,6 @@ refresh_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(refresh_app, name="refresh")
-
-FormatOption = typer.Option(output.Format.table, "--format", help="table or json.")
-
-
-def _duration(text: str | None, option: str) -> timedelta | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise PgopsError(f"{option}: {exc}") from None
 
 
 def _when(view: queue.WatchedView, moment) -> str:
@@ -64,8 +50,8 @@ def watch_command(
             conn,
             view,
             settings,
-            debounce=_duration(debounce, "--debounce"),
-            max_wait=_duration(max_wait, "--max-wait"),
+            debounce=duration_option(debounce, "--debounce"),
+            max_wait=duration_option(max_wait, "--max-wait"),
             concurrently=concurrently,
         )
     if fmt is output.Format.json:

@@ -20,14 +20,9 @@ import pytest
 
 from pgops import migrate
 from pgops.config import DaemonSettings, Settings, load_settings
+from pgops.sandbox import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> object:

@@ -21,17 +21,12 @@ from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_CRITICAL, PgopsError
 from pgops.pool_report.analyze import pgbouncer_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
+from pgops.sandbox import free_port
 from tests.conftest import ROOT
 from tests.pool_report.conftest import wait_until
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 POOL_SIZE = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def accepts(port: int) -> bool:
