@@ -124,7 +124,10 @@ def make_pool(
         name=name,
         kwargs={"autocommit": True, **connection_kwargs(settings)},
         open=False,
-        reconnect_timeout=float("inf"),  # keep trying through a server restart; health reports the outage
+        # Give up reconnecting after 30 s: unbounded, the pool's backoff keeps growing through a long outage and
+        # jobs would wait minutes for its next attempt; the next request starts a fresh attempt instead, so jobs
+        # get connections within seconds of the server's return.
+        reconnect_timeout=30.0,
         check=ConnectionPool.check_connection,
     )
 

@@ -26,7 +26,6 @@ from pgops.daemon.systemd import Notifier, watchdog_interval
 from pgops.errors import PgopsError
 
 log = logging.getLogger(__name__)
-RECONNECT_WINDOW = timedelta(seconds=30)
 
 
 def check_schema(settings: Settings) -> str | None:
@@ -56,10 +55,6 @@ class Daemon:
             max_size=settings.daemon.pool_max_size,
             name="pgops-daemon",
         )
-        # With no limit the pool's reconnection backoff grows without bound during an outage, and after a long one
-        # the jobs would wait minutes for its next attempt; giving up after a while lets the next request start a
-        # fresh attempt, so jobs get connections within seconds of the server's return.
-        self.pool.reconnect_timeout = RECONNECT_WINDOW.total_seconds()
         self.coordinator = Coordinator(settings.dsn, settings.database)
         self.runner = JobRunner(settings, self.pool, self.coordinator, self.stop_event, self.notifier)
         self.scheduler: BackgroundScheduler | None = None
