@@ -23,8 +23,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,7 +33,7 @@ from pgops.advisor.run import advise, analyze_workload  # noqa: E402
 from pgops.advisor.script import render_sql  # noqa: E402
 from pgops.config import DatabaseSettings, Settings  # noqa: E402
 from pgops.db import connect  # noqa: E402
-from pgops.sandbox import Sandbox  # noqa: E402
+from pgops.sandbox import Sandbox, drop_database, recreate_database  # noqa: E402
 
 ORDER_COLUMNS = ["id", "customer_id", "status", "total", "created_at"]
 CUSTOMER_COLUMNS = ["id", "tenant_id", "email", "name", "created_at"]
@@ -104,20 +102,11 @@ def synthetic_entries(count: int, seed: int = 5) -> list[Statement]:
 
 
 def _database(server_dsn: str) -> str:
-    name = f"pgops_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = make_conninfo(server_dsn, dbname=name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
-    return dsn
+    return recreate_database(server_dsn, f"pgops_bench_{uuid.uuid4().hex[:8]}", ("pg_stat_statements", "hypopg"))
 
 
 def _drop(server_dsn: str, dsn: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+    drop_database(server_dsn, str(psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]))
 
 
 def main() -> None:

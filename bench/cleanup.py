@@ -35,7 +35,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgops.cleanup.runner import run_policy
 from pgops.config import CleanupPolicy, CleanupSettings, Settings, parse_duration
-from pgops.sandbox import Sandbox
+from pgops.sandbox import Sandbox, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "pgops_bench_cleanup"
@@ -116,10 +116,7 @@ def warm(conn: psycopg.Connection, table: str) -> None:
 
 
 def setup(dsn: str, rows: int) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    with psycopg.connect(make_conninfo(dsn, dbname=DATABASE), autocommit=True) as conn:
+    with psycopg.connect(recreate_database(dsn, DATABASE), autocommit=True) as conn:
         started = time.monotonic()
         # Autovacuum off on these tables only, so it starts in no deletion phase and all compare alike (pgops
         # would pause for it); each table is vacuumed by hand before the phases.

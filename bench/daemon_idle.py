@@ -20,12 +20,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from pgops import migrate
 from pgops.config import load_settings
-from pgops.sandbox import Sandbox, free_port
+from pgops.sandbox import Sandbox, free_port, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RSS_TARGET_MB = 100.0
@@ -115,10 +112,7 @@ def main() -> None:
 
 
 def fresh_database(box: Sandbox, name: str) -> str:
-    with psycopg.connect(box.url(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = box.url(name)
+    url = recreate_database(box.url(), name)
     migrate.upgrade(url, load_settings(env={}, dsn=url))
     return url
 

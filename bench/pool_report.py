@@ -19,8 +19,6 @@ from contextlib import suppress
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,7 +27,7 @@ from pgops.config import Settings  # noqa: E402
 from pgops.pool_report import open_connection  # noqa: E402
 from pgops.pool_report.analyze import analyze  # noqa: E402
 from pgops.pool_report.sample import take_sample  # noqa: E402
-from pgops.sandbox import Sandbox  # noqa: E402
+from pgops.sandbox import Sandbox, drop_database, recreate_database  # noqa: E402
 
 RUNS = 30
 TARGET_MS = 300.0
@@ -98,9 +96,7 @@ def main() -> None:
     dbname = f"pgops_bench_{uuid.uuid4().hex[:8]}"
     settings = Settings()
     try:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-        dsn = make_conninfo(admin_dsn, dbname=dbname)
+        dsn = recreate_database(admin_dsn, dbname)
         with psycopg.connect(dsn, autocommit=True) as setup:
             setup.execute("CREATE TABLE bench_accounts (id int PRIMARY KEY, balance int)")
             setup.execute("INSERT INTO bench_accounts VALUES (1, 0)")
@@ -132,8 +128,7 @@ def main() -> None:
         finally:
             held.close()
     finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        drop_database(admin_dsn, dbname)
         if started_here:
             box.stop()
 

@@ -37,12 +37,11 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from pgops import migrate
 from pgops.config import RefreshSettings, Settings
 from pgops.refresh import process
-from pgops.sandbox import Sandbox
+from pgops.sandbox import Sandbox, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DBNAME = "pgops_bench_refresh"
@@ -93,10 +92,7 @@ def server(dsn: str | None) -> Iterator[str]:
 
 
 def setup(admin_dsn: str) -> str:
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DBNAME)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DBNAME)))
-    dsn = make_conninfo(admin_dsn, dbname=DBNAME)
+    dsn = recreate_database(admin_dsn, DBNAME)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE accounts (id integer PRIMARY KEY, grp integer NOT NULL, balance bigint NOT NULL)")
         conn.execute("INSERT INTO accounts SELECT i, i %% 100, 0 FROM generate_series(1, %s) i", (ROWS,))

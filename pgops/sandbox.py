@@ -15,11 +15,13 @@ import pwd
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pgops.errors import PgopsError
 
@@ -106,6 +108,26 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def recreate_database(server_dsn: str, name: str, extensions: Iterable[str] = ()) -> str:
+    """Drop database `name` if it exists, create it afresh with `extensions`, and return its connection string.
+
+    For the demo, the tests and the benchmarks, which each want a database of their own on a throwaway server.
+    """
+    drop_database(server_dsn, name)
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = make_conninfo(server_dsn, dbname=name)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for extension in extensions:
+            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+    return dsn
+
+
+def drop_database(server_dsn: str, name: str) -> None:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @dataclass

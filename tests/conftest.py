@@ -16,11 +16,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pgops import sandbox
 from pgops.cli import run as run_cli
-from pgops.sandbox import Sandbox
+from pgops.sandbox import Sandbox, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTENSIONS_PER_DATABASE = ("pg_stat_statements", "hypopg")
@@ -110,17 +110,12 @@ def pg_server() -> Iterator[PgServer]:
 
 def create_database(server: PgServer, prefix: str = "pgops_test") -> str:
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    with psycopg.connect(server.database_dsn(name), autocommit=True) as conn:
-        for extension in EXTENSIONS_PER_DATABASE:
-            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension)))
+    recreate_database(server.dsn, name, EXTENSIONS_PER_DATABASE)
     return name
 
 
 def drop_database(server: PgServer, name: str) -> None:
-    with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    sandbox.drop_database(server.dsn, name)
 
 
 @pytest.fixture

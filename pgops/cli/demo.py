@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psycopg
 import typer
-from psycopg import sql
 from rich.rule import Rule
 from rich.syntax import Syntax
 
@@ -22,7 +21,7 @@ from pgops import demo as demo_app
 from pgops import output
 from pgops.cli.app import app
 from pgops.errors import PgopsError
-from pgops.sandbox import DEFAULT_DIR, Sandbox, find_bindir
+from pgops.sandbox import DEFAULT_DIR, Sandbox, find_bindir, recreate_database
 
 DATABASE = "pgops_demo"
 VIEW = "public.fund_stats"
@@ -92,15 +91,11 @@ def demo(
     output.console.print(f"$ pgops sandbox start --dir {directory}", style="bold", highlight=False)
     box = Sandbox(directory)
     output.console.print(box.start(), highlight=False)
-    server, dsn = box.url(), box.url(DATABASE)
+    dsn = box.url(DATABASE)
 
     _title(f"the demo application in database {DATABASE} (scale {scale:g})")
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    recreate_database(box.url(), DATABASE, ("pg_stat_statements", "hypopg"))
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
         demo_app.load_schema(conn)
         demo_app.generate(conn, scale)
         conn.execute("SELECT pg_stat_statements_reset()")
