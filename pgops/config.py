@@ -85,7 +85,7 @@ class CleanupPolicy:
     where: str | None = None
     batch_size: int = 1000
     target_batch_duration: timedelta = timedelta(milliseconds=200)
-    pause: timedelta = timedelta(milliseconds=50)
+    pause: timedelta = timedelta(0)  # batches back to back; the health throttle is what pauses them
     max_runtime: timedelta = timedelta(minutes=10)
     max_rows: int | None = None
     schedule: str = "*/5 * * * *"

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -280,3 +281,79 @@ def test_rows_left_without_an_index_comes_from_the_estimate_before_the_run(dsn, 
         holder.close()
     assert (result.rows_deleted, result.warnings[0].split(":")[0]) == (2000, "no index on public.items (expires_at)")
     assert result.rows_left is not None and result.rows_left <= 20  # planner estimate (~2000) less 2000 deleted
+
+
+def wal_bytes(conn: psycopg.Connection, statement_or_call) -> int:
+    """WAL the server wrote while `statement_or_call` ran (a statement for `conn`, or a function to call)."""
+    before = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+    if callable(statement_or_call):
+        statement_or_call()
+    else:
+        conn.execute(statement_or_call)
+    return int(conn.execute("SELECT pg_current_wal_insert_lsn() - %s::pg_lsn", (before,)).fetchone()[0])
+
+
+def test_heap_walk_writes_each_deleted_row_once(dsn, conn):
+    """Locking every row before deleting it writes the row twice (twice the WAL of a plain DELETE); the heap
+    walk's single-pass DELETE writes it once, and still takes the rows that were locked once and let go."""
+    make_items(conn, expired=20_000, live=2_000)
+    conn.execute("CREATE TABLE twin AS SELECT * FROM items")
+    conn.execute("VACUUM items, twin")
+    # rows a finished transaction locked (FK checks do this): their xmax stays set until the row is frozen
+    with conn.transaction():
+        conn.execute("SELECT 1 FROM items WHERE note = 'old' AND id % 100 = 0 FOR SHARE")
+    plain = wal_bytes(conn, "DELETE FROM twin WHERE expires_at < now()")
+    results = []
+    policy = dataclasses.replace(POLICY, batch_size=5000)
+    pgops = wal_bytes(conn, lambda: results.append(run_policy(dsn, "items", policy, Settings())))
+    result = results[0]
+    assert (result.status, result.walks, result.rows_deleted) == ("done", {"public.items": "heap"}, 20_000)
+    assert counts(conn) == (0, 2_000)
+    assert pgops < 1.4 * plain, f"pgops wrote {pgops} bytes of WAL, a plain DELETE {plain}"
+
+
+def test_heap_batch_that_meets_a_lock_is_redone_two_pass(dsn, conn):
+    """A lock the single-pass DELETE would wait on (here the table's, in a row's case the race between reading
+    and deleting it) ends it after FRESH_DELETE_LOCK_TIMEOUT; the batch is redone with SKIP LOCKED, nothing lost."""
+    make_items(conn, expired=3000, live=100)
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE items IN SHARE MODE")  # DELETE waits on it, SELECT ... FOR UPDATE does not
+    release = threading.Timer(0.5, holder.rollback)
+    batches: list[BatchResult] = []
+    release.start()
+    try:
+        result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
+    finally:
+        release.join()
+        holder.close()
+    assert (result.status, result.rows_deleted, counts(conn)) == ("done", 3000, (0, 100))
+    assert batches[0].redone and result.redone_batches >= 1
+    assert not batches[-1].redone  # once the lock is gone, batches take the single pass again
+
+
+@WALKS
+def test_where_predicate_with_a_percent_sign_means_what_it_says(dsn, conn, walk, expired, live):
+    """Heap batches go to the server without parameters, index batches with them: a `%` of the operator's
+    predicate must reach the server as one `%` either way."""
+    make_items(conn, expired=expired, live=live)
+    conn.execute("UPDATE items SET note = 'kept 50%' WHERE note = 'old' AND id % 10 = 0")
+    conn.execute("ANALYZE items")
+    kept = conn.execute("SELECT count(*) FROM items WHERE note = 'kept 50%'").fetchone()[0]
+    policy = dataclasses.replace(POLICY, where="note <> 'kept 50%'")
+    dry = run_policy(dsn, "items", policy, Settings(), dry_run=True)
+    result = run_policy(dsn, "items", policy, Settings())
+    assert (dry.would_delete, dry.counted) == (expired - kept, True)
+    assert result.walks == {"public.items": walk} and result.rows_deleted == expired - kept
+    assert result.rows_left == 0
+    left = conn.execute("SELECT note, count(*) FROM items GROUP BY note ORDER BY note").fetchall()
+    assert left == [("kept 50%", kept), ("live", live)]
+
+
+def test_where_predicate_holding_another_statement_fails_before_anything_runs(dsn, conn):
+    make_items(conn, expired=100, live=10)
+    # it closes the parenthesis pgops puts around it: as one query string, the DROP would run
+    policy = dataclasses.replace(POLICY, where="true); DROP TABLE items; SELECT (true")
+    with pytest.raises(PgopsError) as err:
+        run_policy(dsn, "items", policy, Settings())
+    assert "cannot insert multiple commands" in err.value.message
+    assert counts(conn) == (100, 10)  # the table is still there, every row with it

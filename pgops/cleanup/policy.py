@@ -118,8 +118,12 @@ def condition_column(policy: CleanupPolicy) -> str:
     return column
 
 
-def condition(policy: CleanupPolicy) -> sql.Composable:
-    """The rows that go, evaluated by the server at the moment of each batch (`now()` is the batch's start)."""
+def condition(policy: CleanupPolicy, *, with_parameters: bool = False) -> sql.Composable:
+    """The rows that go, evaluated by the server at the moment of each batch (`now()` is the batch's start).
+
+    `with_parameters`: the statement is executed with parameters, so psycopg reads `%` in it as the start of
+    a placeholder, and a `%` of the operator's predicate is doubled; a statement executed without
+    parameters goes to the server as written, `%` and all."""
     column = sql.Identifier(condition_column(policy))
     if policy.expired_column:
         expired = sql.SQL("{} < now()").format(column)
@@ -127,12 +131,12 @@ def condition(policy: CleanupPolicy) -> sql.Composable:
         expired = sql.SQL("{} < now() - {}::interval").format(column, sql.Literal(policy.older_than))
     if not policy.where:
         return expired
-    # The operator's own predicate from the config; `%` doubled so it is not read as a parameter placeholder.
-    return sql.SQL("{} AND ({})").format(expired, sql.SQL(policy.where.replace("%", "%%")))
+    where = policy.where.replace("%", "%%") if with_parameters else policy.where  # the operator's own predicate
+    return sql.SQL("{} AND ({})").format(expired, sql.SQL(where))
 
 
 def describe_condition(policy: CleanupPolicy) -> str:
-    return condition(policy).as_string(None).replace("%%", "%")
+    return condition(policy).as_string(None)
 
 
 # -- catalog ---------------------------------------------------------------------------------------------------
@@ -330,10 +334,10 @@ def inspect(conn: psycopg.Connection, name: str, policy: CleanupPolicy) -> Check
         schema, _ = split_table(policy.table)
         raise PgopsError(missing_table_message(name, policy, read_table_names(conn, schema)))
     warnings = check_table(name, policy, info)
-    try:  # the condition (with the operator's own `where`) must compile before anything runs
+    try:  # the condition (with the operator's own `where`) must compile before anything runs, as one statement
         conn.execute(
             sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE {}").format(info.relation.ident, condition(policy)),
-            prepare=False,
+            prepare=True,  # a prepared statement is one command: a `where` holding `; ...` fails here
         )
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,11 +1,10 @@
 """The batch loop: delete expired rows in short transactions that never wait on rows the application holds.
 
-Each batch is one transaction: it locks up to a batch of matching rows with `FOR UPDATE SKIP LOCKED` (rows
-locked by others are passed over, not waited on), deletes exactly those, and re-checks the condition in the
-DELETE so a row made not-expired in the meantime survives. Batches walk a relation either in index order of
-the condition column, each resuming at the last key seen (few matching rows), or over consecutive block
-ranges (many matching rows, or no index); see `choose_walk`. A ctid is only unique within one relation, so a
-partitioned table is cleaned one leaf partition at a time.
+Each batch is one transaction that deletes only rows matching the condition at that moment and passes over
+rows other transactions hold. Batches walk a relation either in index order of the condition column, each
+resuming at the last key seen (few matching rows), or over consecutive block ranges (many matching rows, or
+no index); see `choose_walk`. A ctid is only unique within one relation, so a partitioned table is cleaned
+one leaf partition at a time.
 """
 
 from __future__ import annotations
@@ -41,10 +40,18 @@ from pgops.errors import PgopsError
 log = logging.getLogger(__name__)
 
 MIN_BATCH_SIZE = 10
-MAX_BATCH_SIZE = 100_000  # rows: however fast the server, a batch never holds more row locks than this
+# Rows: however fast the server, a batch never holds more row locks than this, and an application write to
+# one of them waits only that long for the batch to commit. 2 000 rows take about 1 ms on the benchmark's
+# machine; there, 5 000 and 20 000 deleted faster but did not keep the writers' p99 lower (README).
+MAX_BATCH_SIZE = 2_000
 EXACT_COUNT_LIMIT = 1_000_000  # a dry run counts rows up to this table size, above it asks the planner
+COUNT_LEFT_LIMIT = 100_000  # rows_left is counted after a run that deleted up to this many rows (see _rows_left)
 HEALTH_INTERVAL = 1.0  # seconds a healthy sample stands for, so short batches do not each pay for one
 MAX_CONSECUTIVE_FAILURES = 5  # batches in a row that hit lock_timeout/statement_timeout before the run gives up
+# How long a heap batch's single-pass DELETE may wait on a lock before the batch is redone the slow, never
+# waiting way (see batch_statements): a row locked in the instant between being read and being deleted.
+FRESH_DELETE_LOCK_TIMEOUT = timedelta(milliseconds=20)
+PASSED_SETTING = "pgops.cleanup_passed_held_rows"  # transaction-local flag the single-pass DELETE sets
 
 # Statuses of a run: done (nothing left that it could take), limit (max_rows or max_runtime reached),
 # stopped (should_stop said so), skipped (table absent for an `if_exists` policy, or another run holds the
@@ -60,6 +67,7 @@ class BatchResult:
     selected: int  # rows the batch locked (locked-by-others rows are skipped, not counted)
     deleted: int
     seconds: float
+    redone: bool = False  # heap walk: the single-pass DELETE met a lock and the batch was redone two-pass
 
 
 @dataclass
@@ -73,6 +81,7 @@ class CleanupResult:
     rows_deleted: int = 0
     batches: int = 0
     failed_batches: int = 0
+    redone_batches: int = 0  # see BatchResult.redone
     seconds: float = 0.0
     rows_per_second: float = 0.0
     throttled_seconds: float = 0.0
@@ -106,42 +115,99 @@ _INDEX_BATCH = """WITH batch AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM batch), (SELECT max(key) FROM batch), (SELECT count(*) FROM gone)"""
 
+# {blocks}: the batch's block range; {flag}: PASSED_SETTING
+_HEAP_FRESH_DELETE = """DELETE FROM {table}
+WHERE {blocks} AND {condition} AND (xmax = '0' OR set_config({flag}, 'on', true) IS NULL)"""
+
+_HEAP_HELD_DELETE = """WITH held AS MATERIALIZED (
+    SELECT ctid FROM {table} WHERE {blocks} AND {condition} AND xmax <> '0'
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM {table} WHERE ctid = ANY (ARRAY(SELECT ctid FROM held)) AND ({condition}) IS TRUE
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM held), (SELECT count(*) FROM gone)"""
+
 _HEAP_LOCK = """SELECT count(*) FROM (
-    SELECT FROM {table} WHERE ctid >= %(low)s::tid AND ctid < %(high)s::tid AND {condition}
-    LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    SELECT FROM {table} WHERE {blocks} AND {condition}
+    LIMIT {limit} FOR UPDATE SKIP LOCKED
 ) locked"""
 
 _HEAP_DELETE = """DELETE FROM {table}
-WHERE ctid >= %(low)s::tid AND ctid < %(high)s::tid AND ({condition}) IS TRUE
-  AND xmax = pg_current_xact_id_if_assigned()::xid"""
+WHERE {blocks} AND ({condition}) IS TRUE AND xmax = pg_current_xact_id_if_assigned()::xid"""
 
 
-class BatchStatements(NamedTuple):
+@dataclass(frozen=True)
+class BatchStatements:
+    """The statements of a batch; every one re-checks the condition on the row it deletes.
+
+    Index walk: one statement that locks a batch with SKIP LOCKED and deletes those rows by ctid. The re-check
+    is written `(...) IS TRUE`, which no index can serve, so the planner fetches them by ctid (Tid Scan)
+    instead of walking the expiry index again with stale statistics.
+
+    Heap walk (`single_pass`): one DELETE, sequential over the block range, takes the rows whose `xmax` is 0,
+    rows no transaction has ever locked, updated or deleted, so it has nobody to wait on. That is one write
+    per row, as cheap as a plain DELETE; locking every row first with SKIP LOCKED (`two_pass`) writes each row
+    twice and cost twice as much. The rare row with an `xmax` (held now, or locked once by a transaction long
+    gone, as foreign-key checks do) sets a transaction-local flag instead; only then does a second, short
+    transaction (`held_delete`) lock such rows of the range with SKIP LOCKED and delete those it got. A row
+    locked in the microseconds between the DELETE reading and deleting it would make the DELETE wait, so the
+    single pass runs under a short lock_timeout (FRESH_DELETE_LOCK_TIMEOUT) and the batch is redone two-pass
+    when it hits it. `two_pass` also serves a batch that must stop at an exact row count (max_rows), as a
+    DELETE has no LIMIT.
+
+    `single_pass` and `two_pass` each go to the server as one query string (one round trip, run as one
+    implicit transaction), the block range written in as literals. Planned anew each time, an empty batch
+    costs 0.2 ms this way; 0.7 ms as prepared statements, in psycopg's pipeline mode or one round trip each.
+    """
+
+    parts: dict[str, sql.Composable]
     index_first: sql.Composed  # index walk, first batch
     index_resumed: sql.Composed  # index walk, later batches: resume at `%(after)s`
-    heap_lock: sql.Composed  # heap walk: lock the block range's matching rows, skipping locked ones
-    heap_delete: sql.Composed  # heap walk, same transaction: delete exactly the rows this transaction locked
+
+    def _heap(self, template: str, low: int, high: int, **more: sql.Composable) -> sql.Composed:
+        blocks = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
+            sql.Literal(f"({low},0)"), sql.Literal(f"({high},0)")
+        )
+        return sql.SQL(template).format(**self.parts, blocks=blocks, **more)
+
+    def single_pass(self, low: int, high: int, lock_timeout: str) -> list[sql.Composed]:
+        """set_config's row; the DELETE's row count; (whether it passed over a row with an xmax,)."""
+        return [
+            sql.SQL("SELECT set_config('lock_timeout', {}, true)").format(sql.Literal(lock_timeout)),
+            self._heap(_HEAP_FRESH_DELETE, low, high),
+            sql.SQL("SELECT current_setting({}, true) = 'on'").format(self.parts["flag"]),
+        ]
+
+    def held_delete(self, low: int, high: int) -> sql.Composed:
+        """(rows with an xmax that no one holds now, locked; rows of those deleted)."""
+        return self._heap(_HEAP_HELD_DELETE, low, high)
+
+    def two_pass(self, low: int, high: int, limit: int | None) -> list[sql.Composed]:
+        """(rows locked,); the DELETE's row count."""
+        return [self._heap(_HEAP_LOCK, low, high, limit=sql.Literal(limit)), self._heap(_HEAP_DELETE, low, high)]
 
 
 def batch_statements(relation: Relation, policy: CleanupPolicy) -> BatchStatements:
-    """The statements of a batch. Both walks lock before they delete and re-check the condition in the DELETE.
-
-    Index walk: one statement that deletes the locked rows by ctid. The re-check is written `(...) IS TRUE`,
-    which no index can serve, so the planner fetches them by ctid (Tid Scan) instead of walking the expiry
-    index again with stale statistics.
-    Heap walk: two statements in one transaction, both sequential over the block range; the DELETE takes only
-    rows whose xmax is this transaction's own row lock, so it never touches (or waits on) a row it did not
-    lock. Fetching 10k+ rows by ctid cost twice as much as this second sequential pass.
-    """
     column = sql.Identifier(condition_column(policy))
-    parts = {"column": column, "table": relation.ident, "condition": condition(policy)}
+    heap_parts: dict[str, sql.Composable] = {  # heap statements run without parameters (see _run_together)
+        "table": relation.ident,
+        "condition": condition(policy),
+        "flag": sql.Literal(PASSED_SETTING),
+    }
     index = sql.SQL(_INDEX_BATCH)
+    index_parts = {"table": relation.ident, "condition": condition(policy, with_parameters=True), "column": column}
     return BatchStatements(
-        index.format(**parts, resume=sql.SQL("")),
-        index.format(**parts, resume=sql.SQL("{} >= %(after)s AND ").format(column)),
-        sql.SQL(_HEAP_LOCK).format(**parts),
-        sql.SQL(_HEAP_DELETE).format(**parts),
+        heap_parts,
+        index.format(**index_parts, resume=sql.SQL("")),
+        index.format(**index_parts, resume=sql.SQL("{} >= %(after)s AND ").format(column)),
     )
+
+
+def _run_together(conn: psycopg.Connection, statements: list[sql.Composed]) -> psycopg.Cursor:
+    """Send `statements` as one query string: one round trip and one implicit transaction (all or nothing).
+    The cursor is on the first statement's result; `nextset()` moves on."""
+    return conn.execute(sql.SQL("; ").join(statements))
 
 
 HEAP_WALK_FRACTION = 0.10  # from this share of matching rows on, one sequential pass beats index order
@@ -158,6 +224,12 @@ def choose_walk(*, indexed: bool, matching: float, total: float, tid_range_scan:
     return "heap" if total > 0 and matching / total >= HEAP_WALK_FRACTION else "index"
 
 
+class Batch(NamedTuple):
+    selected: int  # rows the batch locked or deleted (rows others hold are skipped, not counted)
+    deleted: int
+    redone: bool = False  # see BatchResult.redone
+
+
 @dataclass
 class _Walk:
     """Where the batches of one relation are: the next key (index walk) or the next block (heap walk)."""
@@ -168,32 +240,50 @@ class _Walk:
     next_block: int = 0
     end_block: int = 0
     rows_per_block: float = 1.0
+    tuples_per_block: int = 291  # at most, on a page of this block size (MaxHeapTuplesPerPage)
+    fresh_lock_timeout: str = "20ms"
+    rows_walked: float = 0.0  # heap walk: rows' worth of blocks the batches covered so far
+    rows_selected: int = 0  # heap walk: rows they deleted or locked
     done: bool = False
 
-    def _heap_params(self, size: int, remaining: int | None) -> tuple[dict[str, object], int]:
-        high = min(self.next_block + max(1, int(size / self.rows_per_block)), self.end_block)
-        return {"low": f"({self.next_block},0)", "high": f"({high},0)", "limit": remaining}, high
+    def _heap_range(self, size: int) -> tuple[int, int]:
+        return self.next_block, min(self.next_block + max(1, int(size / self.rows_per_block)), self.end_block)
+
+    def largest(self) -> int:
+        """The largest batch size, in this walk's units, that keeps a batch's row locks under MAX_BATCH_SIZE: a
+        heap batch's size counts every row of its block range, of which only the matching ones are locked."""
+        if self.kind != "heap" or not self.rows_selected:
+            return MAX_BATCH_SIZE
+        return int(MAX_BATCH_SIZE * min(100.0, self.rows_walked / self.rows_selected))
 
     def explain(self, conn: psycopg.Connection, size: int) -> str:
         if self.kind == "heap":
-            params, _ = self._heap_params(size, None)
-            statements = [self.statements.heap_lock, self.statements.heap_delete]
+            low, high = self._heap_range(size)
+            statements = [self.statements.single_pass(low, high, "0")[1], self.statements.held_delete(low, high)]
+            plans = [conn.execute(sql.SQL("EXPLAIN {}").format(s)).fetchall() for s in statements]
         else:
-            params, statements = {"limit": size}, [self.statements.index_first]
-        plans = [conn.execute(sql.SQL("EXPLAIN {}").format(s), params).fetchall() for s in statements]
+            plans = [
+                conn.execute(sql.SQL("EXPLAIN {}").format(self.statements.index_first), {"limit": size}).fetchall()
+            ]
         return "\n".join(row[0] for plan in plans for row in plan)
 
-    def run_batch(self, conn: psycopg.Connection, size: int, remaining: int | None) -> tuple[int, int]:
-        """Run one batch (one transaction) and move on; returns (rows locked, rows deleted)."""
+    def run_batch(self, conn: psycopg.Connection, size: int, remaining: int | None) -> Batch:
+        """Run one batch (one transaction; two when a heap batch is redone) and move on."""
         if self.kind == "heap":
-            params, high = self._heap_params(size, remaining)
-            with conn.transaction():
-                row = conn.execute(self.statements.heap_lock, params).fetchone()
-                locked = row[0] if row else 0
-                deleted = conn.execute(self.statements.heap_delete, params).rowcount if locked else 0
+            low, high = self._heap_range(size)
+            # A DELETE has no LIMIT: a batch that could go past max_rows takes the two-pass statements.
+            if remaining is not None and remaining < (high - low) * self.tuples_per_block:
+                batch = self._two_pass(conn, low, high, remaining)
+            else:
+                try:
+                    batch = self._single_pass(conn, low, high)
+                except pgerrors.LockNotAvailable:
+                    batch = self._two_pass(conn, low, high, None)._replace(redone=True)
+            self.rows_walked += (high - low) * self.rows_per_block
+            self.rows_selected += batch.selected
             self.next_block = high
             self.done = high >= self.end_block
-            return locked, deleted
+            return batch
         limit = size if remaining is None else min(size, remaining)
         statement = self.statements.index_first if self.after is None else self.statements.index_resumed
         row = conn.execute(statement, {"limit": limit, "after": self.after}).fetchone()
@@ -201,16 +291,38 @@ class _Walk:
         selected, last_key, deleted = row
         self.done = selected < limit  # nothing left here that others do not hold locked
         self.after = last_key
-        return selected, deleted
+        return Batch(selected, deleted)
+
+    def _single_pass(self, conn: psycopg.Connection, low: int, high: int) -> Batch:
+        cursor = _run_together(conn, self.statements.single_pass(low, high, self.fresh_lock_timeout))
+        cursor.nextset()
+        fresh = cursor.rowcount
+        cursor.nextset()
+        row = cursor.fetchone()
+        if not (row and row[0]):
+            return Batch(fresh, fresh)
+        # it passed over rows with an xmax: in a transaction of its own, take those no one holds now
+        row = conn.execute(self.statements.held_delete(low, high)).fetchone()
+        assert row is not None
+        held, deleted = row
+        return Batch(fresh + held, fresh + deleted)
+
+    def _two_pass(self, conn: psycopg.Connection, low: int, high: int, limit: int | None) -> Batch:
+        cursor = _run_together(conn, self.statements.two_pass(low, high, limit))
+        row = cursor.fetchone()
+        assert row is not None
+        cursor.nextset()
+        return Batch(row[0], cursor.rowcount)
 
 
-def _start_walk(conn: psycopg.Connection, leaf: LeafInfo, policy: CleanupPolicy) -> _Walk:
+def _start_walk(conn: psycopg.Connection, leaf: LeafInfo, policy: CleanupPolicy, settings: CleanupSettings) -> _Walk:
     statements = batch_statements(leaf.relation, policy)
     row = conn.execute(
-        "SELECT pg_relation_size(%s) / current_setting('block_size')::int", (leaf.relation.oid,)
+        "SELECT pg_relation_size(%s) / current_setting('block_size')::int, current_setting('block_size')::int",
+        (leaf.relation.oid,),
     ).fetchone()
     assert row is not None
-    blocks = int(row[0])
+    blocks, block_size = int(row[0]), int(row[1])
     kind = choose_walk(
         indexed=leaf.indexed,
         matching=_estimate(conn, leaf.relation, policy) if leaf.indexed else 0.0,
@@ -219,7 +331,18 @@ def _start_walk(conn: psycopg.Connection, leaf: LeafInfo, policy: CleanupPolicy)
     )
     # Never analyzed (no reltuples): assume rows of about 80 bytes until the adaptive size corrects it.
     rows_per_block = max(1.0, leaf.estimated_rows / blocks) if blocks and leaf.estimated_rows else 100.0
-    return _Walk(kind, statements, end_block=blocks, rows_per_block=rows_per_block, done=kind == "heap" and not blocks)
+    fresh_lock_timeout = FRESH_DELETE_LOCK_TIMEOUT
+    if timedelta(0) < settings.lock_timeout < fresh_lock_timeout:
+        fresh_lock_timeout = settings.lock_timeout
+    return _Walk(
+        kind,
+        statements,
+        end_block=blocks,
+        rows_per_block=rows_per_block,
+        tuples_per_block=(block_size - 24) // 28,  # page header; tuple header and line pointer
+        fresh_lock_timeout=f"{max(1, int(fresh_lock_timeout.total_seconds() * 1000))}ms",
+        done=kind == "heap" and not blocks,
+    )
 
 
 def target_dsn(dsn: str, policy: CleanupPolicy, settings: Settings) -> str | None:
@@ -275,11 +398,12 @@ def _estimate(conn: psycopg.Connection, relation: Relation, policy: CleanupPolic
 
 
 def _rows_left(conn: psycopg.Connection, checked: Checked, matching_before: int, deleted: int) -> int:
-    """Rows still matching after a run: counted through the index when that takes under a second (right after
-    a big cleanup the index still holds every deleted row's entry, and counting walks them all), else the
-    planner's estimate from before the run less what the run deleted (statistics are stale until ANALYZE)."""
+    """Rows still matching after a run: counted through the index after a small run, when that takes under a
+    second; else the planner's estimate from before the run less what the run deleted (statistics are stale
+    until ANALYZE). Right after a big cleanup the index still holds every deleted row's entry until vacuum,
+    and counting would visit them all (0.3 s after deleting 2 M rows, measured here)."""
     relation, policy = checked.table.relation, checked.policy
-    if all(leaf.indexed for leaf in checked.table.leaves):
+    if deleted <= COUNT_LEFT_LIMIT and all(leaf.indexed for leaf in checked.table.leaves):
         try:
             with conn.transaction():
                 conn.execute("SET LOCAL statement_timeout = '1s'")
@@ -382,8 +506,15 @@ def _delete(
     failures = 0
     healthy_at = -HEALTH_INTERVAL
     for leaf in checked.table.leaves:
-        walk = _start_walk(conn, leaf, policy)
+        walk = _start_walk(conn, leaf, policy, settings)
         result.walks[leaf.relation.qualified] = walk.kind
+        log.info(
+            "cleanup %s: deleting from %s (%s walk)",
+            name,
+            leaf.relation.qualified,
+            walk.kind,
+            extra={"policy": name, "table": leaf.relation.qualified, "walk": walk.kind},
+        )
         while not walk.done:
             if should_stop():
                 result.status, result.reason = "stopped", "asked to stop"
@@ -401,7 +532,7 @@ def _delete(
             remaining = None if policy.max_rows is None else policy.max_rows - result.rows_deleted
             batch_started = time.monotonic()
             try:
-                selected, deleted = walk.run_batch(conn, size, remaining)
+                batch = walk.run_batch(conn, size, remaining)
             except (
                 pgerrors.LockNotAvailable,
                 pgerrors.QueryCanceled,
@@ -427,17 +558,21 @@ def _delete(
             seconds = time.monotonic() - batch_started
             failures = 0
             result.batches += 1
-            result.rows_deleted += deleted
+            result.rows_deleted += batch.deleted
+            result.redone_batches += batch.redone
             metrics.CLEANUP_BATCHES.labels(name).inc()
-            metrics.CLEANUP_ROWS_DELETED.labels(name).inc(deleted)
+            metrics.CLEANUP_ROWS_DELETED.labels(name).inc(batch.deleted)
             metrics.CLEANUP_BATCH_DURATION.labels(name).observe(seconds)
-            batch = BatchResult(name, leaf.relation.qualified, result.batches, walk.kind, selected, deleted, seconds)
-            log.debug("cleanup batch", extra={"batch": batch.__dict__})
+            done = BatchResult(
+                name, leaf.relation.qualified, result.batches, walk.kind, batch.selected, batch.deleted, seconds,
+                batch.redone,
+            )  # fmt: skip
+            log.debug("cleanup batch", extra={"batch": done.__dict__})
             if on_batch is not None:
-                on_batch(batch)
+                on_batch(done)
             if walk.done:
                 break
-            size = next_batch_size(size, seconds, target)
+            size = next_batch_size(size, seconds, target, largest=walk.largest())
             _sleep(min(policy.pause.total_seconds(), max(0.0, deadline - time.monotonic())), should_stop)
     result.status = "done"
 
@@ -507,6 +642,9 @@ def _run(
     with connect(
         where, settings.database, statement_timeout=cleanup.statement_timeout, lock_timeout=cleanup.lock_timeout
     ) as conn:
+        # A batch's commit need not wait for its WAL to reach disk: a crash loses at most the last batches,
+        # whose rows are still expired and go in the next run. (The health throttle watches the replicas.)
+        conn.execute("SET synchronous_commit = off")
         checked = inspect(conn, name, policy)
         if checked is None:
             return CleanupResult(name, policy.table, describe(where), "skipped", "table does not exist", dry_run)
@@ -521,7 +659,7 @@ def _run(
             log.warning("cleanup %s: a whole partition has expired: %s", name, advice, extra={"policy": name})
         if dry_run:
             result.would_delete, result.counted = _count(conn, checked)
-            walks = [_start_walk(conn, leaf, policy) for leaf in checked.table.leaves]
+            walks = [_start_walk(conn, leaf, policy, cleanup) for leaf in checked.table.leaves]
             result.walks = {
                 leaf.relation.qualified: w.kind for leaf, w in zip(checked.table.leaves, walks, strict=True)
             }
