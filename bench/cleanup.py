@@ -1,16 +1,23 @@
 """Benchmark: pgops' batched cleanup against one big DELETE, with the application writing to the same table.
 
-Three identical tables of ROWS rows (default 4 M), half of them expired and spread over the whole heap, with an
-index on expires_at. Writer threads insert new rows and update random existing ones (half of which are
-expired) at a fixed rate and time every statement from when it was due. One run, three phases:
+Identical tables of ROWS rows (default 4 M), half of them expired and spread over the whole heap, with an
+index on expires_at. Writer processes insert new rows and update random existing ones (half of which are
+expired) at a fixed rate and time every statement from when it was due. One run is --rounds rounds, each on
+tables of its own:
 
-  1. writers alone                        → baseline p99
-  2. writers + `DELETE ... WHERE expires_at < now()` on table A (one statement)
-  3. writers + pgops cleanup (run_policy) on table B with the default target_batch_duration and pause
-  4. writers + pgops cleanup on table C with a shorter target and pause (--target, --pause)
+  writers alone (--baseline-seconds)       → baseline   } the first --delete-rounds rounds only
+  writers + `DELETE ... WHERE expires_at < now()`      }
+  writers + the same DELETE on a table they do not touch } a control: what deleting costs them with no
+                                                         } lock between them and the deleted rows
+  writers alone                            → baseline
+  writers + `pgops cleanup run` with the policy's defaults (or --target/--pause), a process of its own as in
+            use, timed by its own summary
 
-It prints rows/s of every deletion and the writers' p99 in each phase, as ratios. Targets: p99 during pgops
-≤ 2x baseline, pgops rows/s ≥ 30% of the big DELETE's.
+This machine is shared: a hiccup of a few milliseconds that stalls every writer at once puts 1 % of a
+one-second phase's samples in its tail, so one pgops run's p99 says little. The verdict pools the samples of
+all rounds (writers' p99 during every pgops run against their p99 in every baseline slice, the slices spread
+between the runs so that they see the same machine) and compares the median round's rates. Targets for
+pgops: writers' p99 ≤ 2x the baseline's, rows/s ≥ 30% of the big DELETE's.
 
     .venv/bin/python bench/cleanup.py                  # own sandbox in .pgops/bench-cleanup, stopped at the end
     .venv/bin/python bench/cleanup.py --dsn URL        # an existing server (creates and drops its own database)
@@ -21,11 +28,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import multiprocessing
 import random
 import statistics
-import threading
+import subprocess
+import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,80 +44,103 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgops.cleanup.runner import run_policy
-from pgops.config import CleanupPolicy, CleanupSettings, Settings, parse_duration
+from pgops.config import CleanupPolicy, parse_duration
 from pgops.sandbox import Sandbox, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "pgops_bench_cleanup"
+# 800 statements/s in all: a pgops phase lasts a second or two, and its p99 must rest on thousands of samples.
 WRITERS = 4
-RATE_PER_WRITER = 100  # statements per second each writer is due to send
+RATE_PER_WRITER = 200  # statements per second each writer is due to send
 MAX_OPS_PER_WRITER = 400_000  # a hard bound on the load loop besides its stop event
 
 
-@dataclass
+def write(dsn: str, id_range: int, slices: list[tuple[str, str]], current, stop, results, seed: int) -> None:
+    """One writer process: statements on a fixed schedule against the table of the current slice (an index into
+    `slices`, -1 for none), latencies recorded under the slice's phase name and sent to `results` at the end.
+
+    A statement's latency counts from when it was due, and a writer stuck behind a lock is charged for every
+    statement that fell due meanwhile (no coordinated omission). What is not charged is the writer's own
+    lateness in waking up to send a statement on time: the application runs on machines of its own, not on
+    the database server's two cores, so its processes' scheduling is not the database's doing. Such a late
+    start moves the writer's schedule on by as much."""
+    rng = random.Random(seed)
+    latencies: dict[str, list[float]] = {}
+    deadline = time.monotonic() + 1800
+    scheduled, due, finished = -1, 0.0, 0.0
+    with psycopg.connect(dsn, autocommit=True, application_name="bench-writer") as conn:
+        for op in range(MAX_OPS_PER_WRITER):
+            if stop.is_set() or time.monotonic() > deadline:
+                break
+            index = current.value
+            if index < 0:
+                time.sleep(0.005)
+                continue
+            phase, table = slices[index]
+            if index != scheduled:
+                scheduled, due = index, time.perf_counter()
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            # ready to send at `due`, or when the previous statement finished if that was later
+            late_start = time.perf_counter() - max(due, finished)
+            if late_start > 0:
+                due += late_start
+            ident = sql.Identifier(table)
+            if op % 2:
+                conn.execute(
+                    sql.SQL("UPDATE {} SET data = %s WHERE id = %s").format(ident),
+                    (f"u{op}", rng.randint(1, id_range)),
+                )
+            else:
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (user_id, data, expires_at) VALUES (%s, 'new', now() + '1 day')").format(
+                        ident
+                    ),
+                    (rng.randint(1, 100_000),),
+                )
+            finished = time.perf_counter()
+            # This statement, and every one that fell due while it was stuck (those are not sent late in a
+            # burst: their latency is what the application would have seen).
+            while due <= finished:
+                latencies.setdefault(phase, []).append(finished - due)
+                due += 1 / RATE_PER_WRITER
+    results.put(latencies)
+
+
 class Writers:
-    """Threads inserting and updating rows of `table`, recording each statement's latency under `phase`."""
+    """WRITERS processes (not threads: one GIL among them would couple their latencies) inserting and
+    updating rows of the table of the current slice; `slices` are (phase, table) pairs, known in advance."""
 
-    dsn: str
-    id_range: int
-    table: str = ""
-    phase: str | None = None
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def run(self, seed: int) -> None:
-        """Statements on a fixed schedule; latency counts from when a statement was due, and a writer stuck
-        behind a lock is charged for every statement that fell due meanwhile (no coordinated omission)."""
-        rng = random.Random(seed)
-        deadline = time.monotonic() + 1800
-        schedule_phase, due = None, 0.0
-        with psycopg.connect(self.dsn, autocommit=True, application_name="bench-writer") as conn:
-            for op in range(MAX_OPS_PER_WRITER):
-                if self.stop.is_set() or time.monotonic() > deadline:
-                    return
-                phase, table = self.phase, self.table
-                if phase is None:
-                    time.sleep(0.05)
-                    continue
-                if phase != schedule_phase:
-                    schedule_phase, due = phase, time.perf_counter()
-                wait = due - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                ident = sql.Identifier(table)
-                if op % 2:
-                    conn.execute(
-                        sql.SQL("UPDATE {} SET data = %s WHERE id = %s").format(ident),
-                        (f"u{op}", rng.randint(1, self.id_range)),
-                    )
-                else:
-                    conn.execute(
-                        sql.SQL(
-                            "INSERT INTO {} (user_id, data, expires_at) VALUES (%s, 'new', now() + '1 day')"
-                        ).format(ident),
-                        (rng.randint(1, 100_000),),
-                    )
-                finished = time.perf_counter()
-                # This statement, and every one that fell due while it was stuck (those are not sent late
-                # in a burst: their latency is what the application would have seen).
-                missed = []
-                while due <= finished:
-                    missed.append(finished - due)
-                    due += 1 / RATE_PER_WRITER
-                with self.lock:
-                    self.latencies.setdefault(phase, []).extend(missed)
+    def __init__(self, dsn: str, id_range: int, slices: list[tuple[str, str]]) -> None:
+        context = multiprocessing.get_context("fork")
+        self.slices = slices
+        self.current = context.Value("i", -1)
+        self.stop = context.Event()
+        self.results = context.Queue()
+        self.processes = [
+            context.Process(target=write, args=(dsn, id_range, slices, self.current, self.stop, self.results, seed))
+            for seed in range(WRITERS)
+        ]
+        for process in self.processes:
+            process.start()
+        self.latencies: dict[str, list[float]] = {}
 
     def switch(self, phase: str | None, table: str = "") -> None:
-        self.table, self.phase = table or self.table, phase
+        self.current.value = -1 if phase is None else self.slices.index((phase, table))
+
+    def finish(self) -> None:
+        """Stop the writers and gather their latencies."""
+        self.stop.set()
+        for _ in self.processes:
+            for phase, values in self.results.get(timeout=60).items():
+                self.latencies.setdefault(phase, []).extend(values)
+        for process in self.processes:
+            process.join(timeout=30)
 
 
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values)
-
-
-PGOPS_TABLES = ("pgops_default", "pgops_tuned")
 
 
 def warm(conn: psycopg.Connection, table: str) -> None:
@@ -115,45 +149,91 @@ def warm(conn: psycopg.Connection, table: str) -> None:
     conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE expires_at < now()").format(sql.Identifier(table)))
 
 
-def setup(dsn: str, rows: int) -> None:
+def setup(dsn: str, rows: int, tables: list[str]) -> None:
     with psycopg.connect(recreate_database(dsn, DATABASE), autocommit=True) as conn:
         started = time.monotonic()
-        # Autovacuum off on these tables only, so it starts in no deletion phase and all compare alike (pgops
-        # would pause for it); each table is vacuumed by hand before the phases.
-        conn.execute(
-            "CREATE TABLE big_delete (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, user_id int, "
-            "data text, expires_at timestamptz) WITH (autovacuum_enabled = false)"
-        )
         # Half expired (minutes in the past), half live, interleaved over the whole heap.
         conn.execute(
-            "INSERT INTO big_delete (id, user_id, data, expires_at) SELECT g, g %% 100000, md5(g::text), "
-            "now() + (((g::bigint * 7919) %% 2000) - 1000 + 0.5) * interval '1 min' FROM generate_series(1, %s) g",
+            "CREATE UNLOGGED TABLE source AS SELECT g AS id, g %% 100000 AS user_id, md5(g::text) AS data, "
+            "now() + (((g::bigint * 7919) %% 2000) - 1000 + 0.5) * interval '1 min' AS expires_at "
+            "FROM generate_series(1, %s) g",
             (rows,),
         )
-        for table in ("big_delete", *PGOPS_TABLES):
+        for table in tables:
             ident = sql.Identifier(table)
-            if table != "big_delete":
-                conn.execute(
-                    sql.SQL("CREATE TABLE {} (LIKE big_delete INCLUDING ALL) WITH (autovacuum_enabled = false)").format(
-                        ident
-                    )
-                )
-                conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM big_delete").format(ident))
+            # Autovacuum off on these tables only, so it starts in no deletion phase and all compare alike
+            # (pgops would pause for it); each table is vacuumed by hand before the phases.
+            conn.execute(
+                sql.SQL(
+                    "CREATE TABLE {} (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, user_id int, "
+                    "data text, expires_at timestamptz) WITH (autovacuum_enabled = false)"
+                ).format(ident)
+            )
+            conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM source").format(ident))
             conn.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s)", (table, rows))
             conn.execute(sql.SQL("CREATE INDEX ON {} (expires_at)").format(ident))
             conn.execute(sql.SQL("VACUUM ANALYZE {}").format(ident))
-        expired = conn.execute("SELECT count(*) FROM big_delete WHERE expires_at < now()").fetchone()[0]
-        print(f"setup: 3 tables x {rows:,} rows ({expired:,} expired each) in {time.monotonic() - started:.0f}s")
+        expired = conn.execute("SELECT count(*) FROM source WHERE expires_at < now()").fetchone()[0]
+        conn.execute("DROP TABLE source")
+        print(
+            f"setup: {len(tables)} tables x {rows:,} rows ({expired:,} expired each) in "
+            f"{time.monotonic() - started:.0f}s"
+        )
+
+
+def pgops_cleanup(dsn: str, table: str, policy: CleanupPolicy, during: Callable[[bool], None]) -> dict:
+    """`pgops cleanup run` on `table` with `policy`'s batch settings, from a pgops.toml as a user writes it; its
+    JSON summary (`seconds` is the run's own time, without the process' start). `during(True)` is called when
+    its log says it starts deleting, `during(False)` when it shows the run's end, so that the writers' phase
+    leaves out Python starting and exiting."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "pgops.toml"
+        config.write_text(
+            "[cleanup]\nready_made = []\n[cleanup.policies.bench]\n"
+            f'table = "{table}"\nexpired_column = "expires_at"\nmax_runtime = "5m"\n'
+            f'target_batch_duration = "{policy.target_batch_duration // timedelta(milliseconds=1)}ms"\n'
+            f'pause = "{policy.pause // timedelta(milliseconds=1)}ms"\n'
+        )
+        command = [sys.executable, "-m", "pgops", "--config", str(config), "--dsn", dsn]
+        command += ["cleanup", "run", "bench", "--format", "json"]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+        ) as proc:  # fmt: skip
+            assert proc.stdout is not None and proc.stderr is not None
+            errors, started = [], False
+            for line in proc.stderr:  # JSON lines: one when it starts deleting, one at the run's end
+                if '"walk": ' in line and not started:
+                    during(started := True)
+                elif '"status": ' in line and started:
+                    during(False)
+                else:
+                    errors.append(line.strip())
+            summary = proc.stdout.read()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"pgops cleanup run failed ({proc.returncode}): {' '.join(errors)}")
+    return json.loads(summary)[0]
+
+
+def summary(phase: str, latencies: list[float], rate: float | None, base: float) -> str:
+    """One line of the table: rows/s, samples, p50 and p99 in ms, p99 against `base`."""
+    ms, rows_per_second = 1000, f"{rate:,.0f}" if rate else "-"
+    return (
+        f"{phase:<22}{rows_per_second:>12}{len(latencies):>12,}{statistics.median(latencies) * ms:>9.2f}"
+        f"{p99(latencies) * ms:>9.2f}{p99(latencies) / base:>16.2f}x"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", help="superuser URL of a server to use (default: a sandbox of its own)")
     parser.add_argument("--rows", type=int, default=4_000_000)
-    parser.add_argument("--baseline-seconds", type=float, default=20)
-    parser.add_argument("--target", default="50ms", help="target_batch_duration of the tuned pgops phase")
-    parser.add_argument("--pause", default="10ms", help="pause of the tuned pgops phase")
+    parser.add_argument("--rounds", type=int, default=12, help="pgops runs, each on a table of its own")
+    parser.add_argument("--delete-rounds", type=int, default=3, help="big DELETEs, in the first rounds")
+    parser.add_argument("--baseline-seconds", type=float, default=3, help="each slice of writers alone")
+    parser.add_argument("--target", help="target_batch_duration of pgops' policy (default: the policy's)")
+    parser.add_argument("--pause", help="pause of pgops' policy (default: the policy's)")
     args = parser.parse_args()
+    delete_rounds = min(args.delete_rounds, args.rounds)
 
     box, started_here = None, False
     dsn = args.dsn
@@ -161,81 +241,91 @@ def main() -> None:
         box = Sandbox(ROOT / ".pgops" / "bench-cleanup")
         started_here = not box.running()
         dsn = box.start()
-    default = CleanupPolicy(table="", expired_column="expires_at", max_runtime=timedelta(minutes=5))
-    tuned = dataclasses.replace(
-        default, target_batch_duration=parse_duration(args.target), pause=parse_duration(args.pause)
-    )
-    as_ms = "{:.0f}ms".format
-    default_label = (
-        f"{as_ms(default.target_batch_duration.total_seconds() * 1000)}/{as_ms(default.pause.total_seconds() * 1000)}"
-    )
-    pgops_phases = {
-        f"pgops {default_label}": ("pgops_default", default),
-        f"pgops {args.target}/{args.pause}": ("pgops_tuned", tuned),
-    }
+    policy = CleanupPolicy(table="", expired_column="expires_at")
+    if args.target:
+        policy = dataclasses.replace(policy, target_batch_duration=parse_duration(args.target))
+    if args.pause:
+        policy = dataclasses.replace(policy, pause=parse_duration(args.pause))
+    label = f"{policy.target_batch_duration.total_seconds() * 1000:.0f}ms/{policy.pause.total_seconds() * 1000:.0f}ms"
     try:
-        setup(dsn, args.rows)
+        tables = [f"{kind}_{n}" for n in range(delete_rounds) for kind in ("big_delete", "elsewhere")]
+        tables += [f"pgops_{n}" for n in range(args.rounds)]
+        setup(dsn, args.rows, tables)
         bench_dsn = make_conninfo(dsn, dbname=DATABASE)
-        writers = Writers(bench_dsn, id_range=args.rows)
-        threads = [threading.Thread(target=writers.run, args=(seed,), daemon=True) for seed in range(WRITERS)]
-        for thread in threads:
-            thread.start()
-        results: dict[str, tuple[int, float]] = {}
+        slices = []
+        for n in range(args.rounds):
+            if n < delete_rounds:
+                slices += [(f"baseline {n}", f"big_delete_{n}"), (f"big DELETE {n}", f"big_delete_{n}")]
+                slices += [(f"DELETE elsewhere {n}", f"pgops_{n}")]
+            slices += [(f"baseline {n}", f"pgops_{n}"), (f"pgops {n}", f"pgops_{n}")]
+        writers = Writers(bench_dsn, args.rows, slices)
+        rates: dict[str, float] = {}
         try:
-            writers.switch("baseline", "pgops_default")
-            time.sleep(args.baseline_seconds)
-            results["baseline"] = (0, args.baseline_seconds)
-
-            with psycopg.connect(bench_dsn, autocommit=True) as conn:
-                warm(conn, "big_delete")
-                writers.switch("big DELETE", "big_delete")
-                started = time.monotonic()
-                deleted = conn.execute("DELETE FROM big_delete WHERE expires_at < now()").rowcount
-                results["big DELETE"] = (deleted, time.monotonic() - started)
-                writers.switch(None)
-
-            settings = Settings(cleanup=CleanupSettings(ready_made=[]))
-            for phase, (table, policy) in pgops_phases.items():
+            for n in range(args.rounds):
                 with psycopg.connect(bench_dsn, autocommit=True) as conn:
-                    warm(conn, table)
-                writers.switch(phase, table)
-                outcome = run_policy(bench_dsn, table, dataclasses.replace(policy, table=f"public.{table}"), settings)
-                writers.switch(None)
-                results[phase] = (outcome.rows_deleted, outcome.seconds)
+                    warm(conn, f"pgops_{n}")
+                    if n < delete_rounds:
+                        for table in (f"big_delete_{n}", f"elsewhere_{n}"):
+                            warm(conn, table)
+                        writers.switch(f"baseline {n}", f"big_delete_{n}")
+                        time.sleep(args.baseline_seconds)
+                        for phase, writes_to, table in (
+                            (f"big DELETE {n}", f"big_delete_{n}", f"big_delete_{n}"),
+                            (f"DELETE elsewhere {n}", f"pgops_{n}", f"elsewhere_{n}"),
+                        ):
+                            writers.switch(phase, writes_to)
+                            started = time.monotonic()
+                            delete = sql.SQL("DELETE FROM {} WHERE expires_at < now()").format(sql.Identifier(table))
+                            deleted = conn.execute(delete).rowcount
+                            rates[phase] = deleted / (time.monotonic() - started)
+                writers.switch(f"baseline {n}", f"pgops_{n}")
+                time.sleep(args.baseline_seconds)
+                outcome = pgops_cleanup(
+                    bench_dsn,
+                    f"public.pgops_{n}",
+                    policy,
+                    lambda on, n=n: writers.switch(f"pgops {n}" if on else None, f"pgops_{n}"),
+                )
+                rates[f"pgops {n}"] = outcome["rows_deleted"] / outcome["seconds"]
                 print(
-                    f"{phase} (target_batch_duration/pause): {outcome.status}, {outcome.batches} batches, "
-                    f"{outcome.failed_batches} failed, throttled {outcome.throttled or 'never'}, "
-                    f"walk {outcome.walks}, rows left {outcome.rows_left}"
+                    f"round {n}: pgops {label}: {outcome['status']}, {outcome['rows_deleted']:,} rows in "
+                    f"{outcome['seconds']:.1f}s, {outcome['batches']} batches, {outcome['failed_batches']} failed, "
+                    f"{outcome['redone_batches']} redone two-pass, throttled {outcome['throttled'] or 'never'}, "
+                    f"walk {list(outcome['walks'].values())}, rows left {outcome['rows_left']}"
                 )
         finally:
-            writers.stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
+            writers.finish()
 
-        base = p99(writers.latencies["baseline"])
+        print()
+        print(f"{'phase':<22}{'rows/s':>12}{'writer ops':>12}{'p50 ms':>9}{'p99 ms':>9}{'p99 vs baseline':>17}")
+        for n in range(args.rounds):
+            base = p99(writers.latencies[f"baseline {n}"])
+            for phase in (f"baseline {n}", f"big DELETE {n}", f"DELETE elsewhere {n}", f"pgops {n}"):
+                if phase in writers.latencies:
+                    print(summary(phase, writers.latencies[phase], rates.get(phase), base))
+        pooled = {
+            kind: [v for n in range(args.rounds) for v in writers.latencies.get(f"{kind} {n}", [])]
+            for kind in ("baseline", "big DELETE", "DELETE elsewhere", "pgops")
+        }
+        pgops_rate = statistics.median(rates[f"pgops {n}"] for n in range(args.rounds))
+        delete_rate = statistics.median(rates[f"big DELETE {n}"] for n in range(delete_rounds))
+        print()
+        print("all rounds (rows/s: the median round's; latencies: every round's samples pooled)")
+        base = p99(pooled["baseline"])
+        print(summary("no cleanup", pooled["baseline"], None, base))
+        print(summary("big DELETE", pooled["big DELETE"], delete_rate, base))
+        print(summary("DELETE elsewhere", pooled["DELETE elsewhere"], None, base))
+        print(summary(f"pgops {label}", pooled["pgops"], pgops_rate, base))
         print()
         print(
-            f"{'phase':<20}{'rows deleted':>14}{'seconds':>9}{'rows/s':>11}{'writer ops':>12}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'p99 vs baseline':>17}"
+            f"pgops {label}: rows/s vs one big DELETE {pgops_rate / delete_rate:.2f}x (target >= 0.30), "
+            f"writers' p99 vs no cleanup {p99(pooled['pgops']) / base:.2f}x (target <= 2.00); "
+            f"the big DELETE's p99 {p99(pooled['big DELETE']) / base:.0f}x"
         )
-        for phase in results:
-            lat = writers.latencies.get(phase, [])
-            rows, seconds = results[phase]
-            rate = f"{rows / seconds:,.0f}" if rows else "-"
-            print(
-                f"{phase:<20}{rows:>14,}{seconds:>9.1f}{rate:>11}{len(lat):>12,}{statistics.median(lat) * 1000:>9.2f}"
-                f"{p99(lat) * 1000:>9.2f}{p99(lat) / base:>16.2f}x"
-            )
-        big_rate = results["big DELETE"][0] / results["big DELETE"][1]
-        print()
-        print(f"writers' p99 during the big DELETE vs no cleanup: {p99(writers.latencies['big DELETE']) / base:.2f}x")
-        for phase in pgops_phases:
-            rate = results[phase][0] / results[phase][1]
-            during = p99(writers.latencies[phase]) / base
-            print(
-                f"{phase}: rows/s vs one big DELETE {rate / big_rate:.2f}x (target >= 0.30), "
-                f"writers' p99 vs no cleanup {during:.2f}x (target <= 2.00)"
-            )
+        print(
+            f"control, a big DELETE on a table the writers do not touch: writers' p99 vs no cleanup "
+            f"{p99(pooled['DELETE elsewhere']) / base:.2f}x"
+        )
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
