@@ -171,11 +171,14 @@ class BatchStatements:
         )
         return sql.SQL(template).format(**self.parts, blocks=blocks, **more)
 
+    def fresh_delete(self, low: int, high: int) -> sql.Composed:
+        return self._heap(_HEAP_FRESH_DELETE, low, high)
+
     def single_pass(self, low: int, high: int, lock_timeout: str) -> list[sql.Composed]:
         """set_config's row; the DELETE's row count; (whether it passed over a row with an xmax,)."""
         return [
             sql.SQL("SELECT set_config('lock_timeout', {}, true)").format(sql.Literal(lock_timeout)),
-            self._heap(_HEAP_FRESH_DELETE, low, high),
+            self.fresh_delete(low, high),
             sql.SQL("SELECT current_setting({}, true) = 'on'").format(self.parts["flag"]),
         ]
 
@@ -259,7 +262,7 @@ class _Walk:
     def explain(self, conn: psycopg.Connection, size: int) -> str:
         if self.kind == "heap":
             low, high = self._heap_range(size)
-            statements = [self.statements.single_pass(low, high, "0")[1], self.statements.held_delete(low, high)]
+            statements = [self.statements.fresh_delete(low, high), self.statements.held_delete(low, high)]
             plans = [conn.execute(sql.SQL("EXPLAIN {}").format(s)).fetchall() for s in statements]
         else:
             plans = [
@@ -563,13 +566,13 @@ def _delete(
             metrics.CLEANUP_BATCHES.labels(name).inc()
             metrics.CLEANUP_ROWS_DELETED.labels(name).inc(batch.deleted)
             metrics.CLEANUP_BATCH_DURATION.labels(name).observe(seconds)
-            done = BatchResult(
+            report = BatchResult(
                 name, leaf.relation.qualified, result.batches, walk.kind, batch.selected, batch.deleted, seconds,
                 batch.redone,
             )  # fmt: skip
-            log.debug("cleanup batch", extra={"batch": done.__dict__})
+            log.debug("cleanup batch", extra={"batch": report.__dict__})
             if on_batch is not None:
-                on_batch(done)
+                on_batch(report)
             if walk.done:
                 break
             size = next_batch_size(size, seconds, target, largest=walk.largest())
