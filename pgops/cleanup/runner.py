@@ -161,7 +161,7 @@ class BatchStatements:
     costs 0.2 ms this way; 0.7 ms as prepared statements, in psycopg's pipeline mode or one round trip each.
     """
 
-    parts: dict[str, sql.Composable]
+    heap_parts: dict[str, sql.Composable]  # table, condition (for no parameters) and flag of the heap statements
     index_first: sql.Composed  # index walk, first batch
     index_resumed: sql.Composed  # index walk, later batches: resume at `%(after)s`
 
@@ -169,7 +169,7 @@ class BatchStatements:
         blocks = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
             sql.Literal(f"({low},0)"), sql.Literal(f"({high},0)")
         )
-        return sql.SQL(template).format(**self.parts, blocks=blocks, **more)
+        return sql.SQL(template).format(**self.heap_parts, blocks=blocks, **more)
 
     def fresh_delete(self, low: int, high: int) -> sql.Composed:
         return self._heap(_HEAP_FRESH_DELETE, low, high)
@@ -179,7 +179,7 @@ class BatchStatements:
         return [
             sql.SQL("SELECT set_config('lock_timeout', {}, true)").format(sql.Literal(lock_timeout)),
             self.fresh_delete(low, high),
-            sql.SQL("SELECT current_setting({}, true) = 'on'").format(self.parts["flag"]),
+            sql.SQL("SELECT current_setting({}, true) = 'on'").format(self.heap_parts["flag"]),
         ]
 
     def held_delete(self, low: int, high: int) -> sql.Composed:
@@ -243,8 +243,8 @@ class _Walk:
     next_block: int = 0
     end_block: int = 0
     rows_per_block: float = 1.0
-    tuples_per_block: int = 291  # at most, on a page of this block size (MaxHeapTuplesPerPage)
-    fresh_lock_timeout: str = "20ms"
+    tuples_per_block: int = 0  # at most, on a page of this block size (MaxHeapTuplesPerPage); set by _start_walk
+    fresh_lock_timeout: str = ""  # FRESH_DELETE_LOCK_TIMEOUT, or lock_timeout if shorter; set by _start_walk
     rows_walked: float = 0.0  # heap walk: rows' worth of blocks the batches covered so far
     rows_selected: int = 0  # heap walk: rows they deleted or locked
     done: bool = False
