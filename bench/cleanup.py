@@ -13,6 +13,10 @@ tables of its own:
   writers + `pgops cleanup run` with the policy's defaults (or --target/--pause), a process of its own as in
             use, timed by its own summary
 
+The last column is the mean time a writer statement spent waiting for a CPU, the writer's process and its
+backend together (runnable but not running, from Linux's /proc/PID/schedstat; only with the server on this
+machine). Set beside the p99, it tells a wait on the deleting transaction from a wait for a free core.
+
 This machine is shared: a hiccup of a few milliseconds that stalls every writer at once puts 1 % of a
 one-second phase's samples in its tail, so one pgops run's p99 says little. The verdict pools the samples of
 all rounds (writers' p99 during every pgops run against their p99 in every baseline slice, the slices spread
@@ -30,6 +34,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import subprocess
@@ -57,7 +62,8 @@ MAX_OPS_PER_WRITER = 400_000  # a hard bound on the load loop besides its stop e
 
 def write(dsn: str, id_range: int, slices: list[tuple[str, str]], current, stop, results, seed: int) -> None:
     """One writer process: statements on a fixed schedule against the table of the current slice (an index into
-    `slices`, -1 for none), latencies recorded under the slice's phase name and sent to `results` at the end.
+    `slices`, -1 for none), latencies recorded under the slice's phase name and sent to `results` at the end,
+    with the time the writer and its backend waited for a CPU in each phase (see run_queue_wait).
 
     A statement's latency counts from when it was due, and a writer stuck behind a lock is charged for every
     statement that fell due meanwhile (no coordinated omission). What is not charged is the writer's own
@@ -66,14 +72,23 @@ def write(dsn: str, id_range: int, slices: list[tuple[str, str]], current, stop,
     start moves the writer's schedule on by as much."""
     rng = random.Random(seed)
     latencies: dict[str, list[float]] = {}
+    queued: dict[str, float] = {}
     deadline = time.monotonic() + 1800
     scheduled, due, finished = -1, 0.0, 0.0
     with psycopg.connect(dsn, autocommit=True, application_name="bench-writer") as conn:
+        processes = (os.getpid(), conn.info.backend_pid)
+        waited = run_queue_wait(processes) if local_server(conn.info.backend_pid) else None
         for op in range(MAX_OPS_PER_WRITER):
             if stop.is_set() or time.monotonic() > deadline:
                 break
             index = current.value
+            if index != scheduled and waited is not None:  # the run-queue wait of the slice that ends
+                now = run_queue_wait(processes)
+                if scheduled >= 0 and now is not None:
+                    queued[slices[scheduled][0]] = queued.get(slices[scheduled][0], 0.0) + now - waited
+                waited = now
             if index < 0:
+                scheduled = -1
                 time.sleep(0.005)
                 continue
             phase, table = slices[index]
@@ -105,7 +120,26 @@ def write(dsn: str, id_range: int, slices: list[tuple[str, str]], current, stop,
             while due <= finished:
                 latencies.setdefault(phase, []).append(finished - due)
                 due += 1 / RATE_PER_WRITER
-    results.put(latencies)
+        if scheduled >= 0 and waited is not None and (now := run_queue_wait(processes)) is not None:
+            queued[slices[scheduled][0]] = queued.get(slices[scheduled][0], 0.0) + now - waited
+    results.put((latencies, queued))
+
+
+def local_server(pid: int) -> bool:
+    """Whether the backend `pid` runs on this machine (a PID of a server elsewhere may name a local process)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("postgres")
+    except OSError:
+        return False
+
+
+def run_queue_wait(pids: tuple[int, ...]) -> float | None:
+    """Seconds these processes have spent runnable but waiting for a CPU (Linux's /proc/PID/schedstat); None
+    where the server is not on this machine or the kernel does not say."""
+    try:
+        return sum(int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) for pid in pids) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Writers:
@@ -125,6 +159,7 @@ class Writers:
         for process in self.processes:
             process.start()
         self.latencies: dict[str, list[float]] = {}
+        self.queued: dict[str, float] = {}  # phase → seconds the writers and their backends waited for a CPU
 
     def switch(self, phase: str | None, table: str = "") -> None:
         self.current.value = -1 if phase is None else self.slices.index((phase, table))
@@ -133,8 +168,11 @@ class Writers:
         """Stop the writers and gather their latencies."""
         self.stop.set()
         for _ in self.processes:
-            for phase, values in self.results.get(timeout=60).items():
+            latencies, queued = self.results.get(timeout=60)
+            for phase, values in latencies.items():
                 self.latencies.setdefault(phase, []).extend(values)
+            for phase, seconds in queued.items():
+                self.queued[phase] = self.queued.get(phase, 0.0) + seconds
         for process in self.processes:
             process.join(timeout=30)
 
@@ -214,12 +252,14 @@ def pgops_cleanup(dsn: str, table: str, policy: CleanupPolicy, during: Callable[
     return json.loads(summary)[0]
 
 
-def summary(phase: str, latencies: list[float], rate: float | None, base: float) -> str:
-    """One line of the table: rows/s, samples, p50 and p99 in ms, p99 against `base`."""
+def summary(phase: str, latencies: list[float], rate: float | None, base: float, queued: float | None) -> str:
+    """One line of the table: rows/s, samples, p50 and p99 in ms, p99 against `base`, and the mean time a
+    statement's writer and backend spent waiting for a CPU (`queued`: their total, in seconds)."""
     ms, rows_per_second = 1000, f"{rate:,.0f}" if rate else "-"
+    waited = "-" if queued is None else f"{queued / len(latencies) * 1e6:,.0f}"
     return (
         f"{phase:<22}{rows_per_second:>12}{len(latencies):>12,}{statistics.median(latencies) * ms:>9.2f}"
-        f"{p99(latencies) * ms:>9.2f}{p99(latencies) / base:>16.2f}x"
+        f"{p99(latencies) * ms:>9.2f}{p99(latencies) / base:>16.2f}x{waited:>15}"
     )
 
 
@@ -297,25 +337,35 @@ def main() -> None:
             writers.finish()
 
         print()
-        print(f"{'phase':<22}{'rows/s':>12}{'writer ops':>12}{'p50 ms':>9}{'p99 ms':>9}{'p99 vs baseline':>17}")
+        print(
+            f"{'phase':<22}{'rows/s':>12}{'writer ops':>12}{'p50 ms':>9}{'p99 ms':>9}{'p99 vs baseline':>17}"
+            f"{'CPU wait us':>15}"
+        )
         for n in range(args.rounds):
             base = p99(writers.latencies[f"baseline {n}"])
             for phase in (f"baseline {n}", f"big DELETE {n}", f"DELETE elsewhere {n}", f"pgops {n}"):
                 if phase in writers.latencies:
-                    print(summary(phase, writers.latencies[phase], rates.get(phase), base))
+                    queued = writers.queued.get(phase)
+                    print(summary(phase, writers.latencies[phase], rates.get(phase), base, queued))
+        kinds = ("baseline", "big DELETE", "DELETE elsewhere", "pgops")
         pooled = {
-            kind: [v for n in range(args.rounds) for v in writers.latencies.get(f"{kind} {n}", [])]
-            for kind in ("baseline", "big DELETE", "DELETE elsewhere", "pgops")
+            kind: [v for n in range(args.rounds) for v in writers.latencies.get(f"{kind} {n}", [])] for kind in kinds
+        }
+        queued_in = {
+            kind: sum(writers.queued[f"{kind} {n}"] for n in range(args.rounds) if f"{kind} {n}" in writers.queued)
+            if writers.queued
+            else None
+            for kind in kinds
         }
         pgops_rate = statistics.median(rates[f"pgops {n}"] for n in range(args.rounds))
         delete_rate = statistics.median(rates[f"big DELETE {n}"] for n in range(delete_rounds))
         print()
         print("all rounds (rows/s: the median round's; latencies: every round's samples pooled)")
         base = p99(pooled["baseline"])
-        print(summary("no cleanup", pooled["baseline"], None, base))
-        print(summary("big DELETE", pooled["big DELETE"], delete_rate, base))
-        print(summary("DELETE elsewhere", pooled["DELETE elsewhere"], None, base))
-        print(summary(f"pgops {label}", pooled["pgops"], pgops_rate, base))
+        print(summary("no cleanup", pooled["baseline"], None, base, queued_in["baseline"]))
+        print(summary("big DELETE", pooled["big DELETE"], delete_rate, base, queued_in["big DELETE"]))
+        print(summary("DELETE elsewhere", pooled["DELETE elsewhere"], None, base, queued_in["DELETE elsewhere"]))
+        print(summary(f"pgops {label}", pooled["pgops"], pgops_rate, base, queued_in["pgops"]))
         print()
         print(
             f"pgops {label}: rows/s vs one big DELETE {pgops_rate / delete_rate:.2f}x (target >= 0.30), "
