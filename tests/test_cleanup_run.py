@@ -357,3 +357,28 @@ def test_where_predicate_holding_another_statement_fails_before_anything_runs(ds
         run_policy(dsn, "items", policy, Settings())
     assert "cannot insert multiple commands" in err.value.message
     assert counts(conn) == (100, 10)  # the table is still there, every row with it
+
+
+@WALKS
+def test_where_predicate_ending_in_a_comment_keeps_its_meaning(dsn, conn, walk, expired, live):
+    """A `--` comment runs to the end of its line: it must not comment out what pgops writes after the predicate."""
+    make_items(conn, expired=expired, live=live)
+    conn.execute("UPDATE items SET note = 'audit' WHERE note = 'old' AND id % 10 = 0")
+    conn.execute("ANALYZE items")
+    kept = conn.execute("SELECT count(*) FROM items WHERE note = 'audit'").fetchone()[0]
+    policy = dataclasses.replace(POLICY, where="note <> 'audit' -- keep audit rows")
+    result = run_policy(dsn, "items", policy, Settings())
+    assert result.walks == {"public.items": walk} and result.rows_deleted == expired - kept
+    left = conn.execute("SELECT note, count(*) FROM items GROUP BY note ORDER BY note").fetchall()
+    assert left == [("audit", kept), ("live", live)]
+
+
+def test_where_predicate_closing_the_parenthesis_and_commenting_out_the_rest_fails_before_anything_runs(dsn, conn):
+    make_items(conn, expired=100, live=10)
+    # Read as written, this would close pgops' parenthesis and comment out the rest of the line: in the heap
+    # walk's DELETE, the guard that keeps it from waiting on rows others hold.
+    policy = dataclasses.replace(POLICY, where="true) --")
+    with pytest.raises(PgopsError) as err:
+        run_policy(dsn, "items", policy, Settings())
+    assert "syntax error" in err.value.message
+    assert counts(conn) == (100, 10)

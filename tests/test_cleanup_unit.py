@@ -88,7 +88,7 @@ def test_one_off_policy_from_options():
     assert (policy.older_than_column, policy.older_than) == ("created_at", timedelta(days=30))
     assert describe_condition(policy).startswith('"created_at" < now() - \'30 days')
     with_where = one_off_policy("t", expired_column="e", where="path LIKE '/api/%'")
-    assert describe_condition(with_where) == "\"e\" < now() AND (path LIKE '/api/%')"
+    assert describe_condition(with_where) == "\"e\" < now() AND (path LIKE '/api/%'\n)"
     for bad in ({"older_than": "created_at"}, {"older_than": "=30d"}, {}):
         with pytest.raises(PgopsError):
             one_off_policy("t", **bad)

@@ -123,7 +123,8 @@ def condition(policy: CleanupPolicy, *, with_parameters: bool = False) -> sql.Co
 
     `with_parameters`: the statement is executed with parameters, so psycopg reads `%` in it as the start of
     a placeholder, and a `%` of the operator's predicate is doubled; a statement executed without
-    parameters goes to the server as written, `%` and all."""
+    parameters goes to the server as written, `%` and all. The closing parenthesis goes on a line of its own, so
+    that a `--` comment ending the operator's predicate cannot swallow it."""
     column = sql.Identifier(condition_column(policy))
     if policy.expired_column:
         expired = sql.SQL("{} < now()").format(column)
@@ -132,7 +133,7 @@ def condition(policy: CleanupPolicy, *, with_parameters: bool = False) -> sql.Co
     if not policy.where:
         return expired
     where = policy.where.replace("%", "%%") if with_parameters else policy.where  # the operator's own predicate
-    return sql.SQL("{} AND ({})").format(expired, sql.SQL(where))
+    return sql.SQL("{} AND ({}\n)").format(expired, sql.SQL(where))
 
 
 def describe_condition(policy: CleanupPolicy) -> str:
