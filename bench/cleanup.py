@@ -9,9 +9,16 @@ tables of its own:
   writers + `DELETE ... WHERE expires_at < now()`      }
   writers + the same DELETE on a table they do not touch } a control: what deleting costs them with no
                                                          } lock between them and the deleted rows
+  writers alone, as a phase (--nothing-seconds)  a control: how far apart two measurements of the same thing
+                                                 land, the least the comparison can tell
   writers alone                            → baseline
   writers + `pgops cleanup run` with the policy's defaults (or --target/--pause), a process of its own as in
             use, timed by its own summary
+
+Every phase starts from a settled server: the writers pause, a CHECKPOINT writes the dirty buffers out and
+the kernel writes its dirty pages to disk (sync). Without it, the writeback of what the setup and earlier
+phases wrote lands in whichever phase comes next: in one run of a probe without it, a phase in which nothing
+ran at all measured 7.64x the baseline's p99 (one round 46.6x); with it, 0.78x.
 
 The last column is the mean time a writer statement spent waiting for a CPU, the writer's process and its
 backend together (runnable but not running, from Linux's /proc/PID/schedstat; only with the server on this
@@ -177,6 +184,15 @@ class Writers:
             process.join(timeout=30)
 
 
+def settle(conn: psycopg.Connection, writers: Writers) -> None:
+    """Pause the writers and write out what earlier phases left dirty (shared buffers, then the kernel's page
+    cache), so that no phase pays for the writeback of another's writes."""
+    writers.switch(None)
+    conn.execute("CHECKPOINT")
+    os.sync()  # the server's files, where it runs on this machine
+    time.sleep(0.5)  # a moment of quiet before the next phase (the probe that measured the effect had it)
+
+
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values)
 
@@ -270,6 +286,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="pgops runs, each on a table of its own")
     parser.add_argument("--delete-rounds", type=int, default=3, help="big DELETEs, in the first rounds")
     parser.add_argument("--baseline-seconds", type=float, default=3, help="each slice of writers alone")
+    parser.add_argument("--nothing-seconds", type=float, default=1.5, help="the control phase of writers alone")
     parser.add_argument("--target", help="target_batch_duration of pgops' policy (default: the policy's)")
     parser.add_argument("--pause", help="pause of pgops' policy (default: the policy's)")
     args = parser.parse_args()
@@ -297,7 +314,7 @@ def main() -> None:
             if n < delete_rounds:
                 slices += [(f"baseline {n}", f"big_delete_{n}"), (f"big DELETE {n}", f"big_delete_{n}")]
                 slices += [(f"DELETE elsewhere {n}", f"pgops_{n}")]
-            slices += [(f"baseline {n}", f"pgops_{n}"), (f"pgops {n}", f"pgops_{n}")]
+            slices += [(f"nothing {n}", f"pgops_{n}"), (f"baseline {n}", f"pgops_{n}"), (f"pgops {n}", f"pgops_{n}")]
         writers = Writers(bench_dsn, args.rows, slices)
         rates: dict[str, float] = {}
         try:
@@ -307,19 +324,26 @@ def main() -> None:
                     if n < delete_rounds:
                         for table in (f"big_delete_{n}", f"elsewhere_{n}"):
                             warm(conn, table)
+                        settle(conn, writers)
                         writers.switch(f"baseline {n}", f"big_delete_{n}")
                         time.sleep(args.baseline_seconds)
                         for phase, writes_to, table in (
                             (f"big DELETE {n}", f"big_delete_{n}", f"big_delete_{n}"),
                             (f"DELETE elsewhere {n}", f"pgops_{n}", f"elsewhere_{n}"),
                         ):
+                            settle(conn, writers)
                             writers.switch(phase, writes_to)
                             started = time.monotonic()
                             delete = sql.SQL("DELETE FROM {} WHERE expires_at < now()").format(sql.Identifier(table))
                             deleted = conn.execute(delete).rowcount
                             rates[phase] = deleted / (time.monotonic() - started)
-                writers.switch(f"baseline {n}", f"pgops_{n}")
-                time.sleep(args.baseline_seconds)
+                    settle(conn, writers)
+                    writers.switch(f"nothing {n}", f"pgops_{n}")
+                    time.sleep(args.nothing_seconds)
+                    settle(conn, writers)
+                    writers.switch(f"baseline {n}", f"pgops_{n}")
+                    time.sleep(args.baseline_seconds)
+                    settle(conn, writers)
                 outcome = pgops_cleanup(
                     bench_dsn,
                     f"public.pgops_{n}",
@@ -343,11 +367,11 @@ def main() -> None:
         )
         for n in range(args.rounds):
             base = p99(writers.latencies[f"baseline {n}"])
-            for phase in (f"baseline {n}", f"big DELETE {n}", f"DELETE elsewhere {n}", f"pgops {n}"):
+            for phase in (f"baseline {n}", f"big DELETE {n}", f"DELETE elsewhere {n}", f"nothing {n}", f"pgops {n}"):
                 if phase in writers.latencies:
                     queued = writers.queued.get(phase)
                     print(summary(phase, writers.latencies[phase], rates.get(phase), base, queued))
-        kinds = ("baseline", "big DELETE", "DELETE elsewhere", "pgops")
+        kinds = ("baseline", "big DELETE", "DELETE elsewhere", "nothing", "pgops")
         pooled = {
             kind: [v for n in range(args.rounds) for v in writers.latencies.get(f"{kind} {n}", [])] for kind in kinds
         }
@@ -365,6 +389,7 @@ def main() -> None:
         print(summary("no cleanup", pooled["baseline"], None, base, queued_in["baseline"]))
         print(summary("big DELETE", pooled["big DELETE"], delete_rate, base, queued_in["big DELETE"]))
         print(summary("DELETE elsewhere", pooled["DELETE elsewhere"], None, base, queued_in["DELETE elsewhere"]))
+        print(summary("nothing", pooled["nothing"], None, base, queued_in["nothing"]))
         print(summary(f"pgops {label}", pooled["pgops"], pgops_rate, base, queued_in["pgops"]))
         print()
         print(
@@ -374,7 +399,7 @@ def main() -> None:
         )
         print(
             f"control, a big DELETE on a table the writers do not touch: writers' p99 vs no cleanup "
-            f"{p99(pooled['DELETE elsewhere']) / base:.2f}x"
+            f"{p99(pooled['DELETE elsewhere']) / base:.2f}x; nothing running: {p99(pooled['nothing']) / base:.2f}x"
         )
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 MIN_BATCH_SIZE = 10
 # Rows: however fast the server, a batch never holds more row locks than this, and an application write to
-# one of them waits only that long for the batch to commit. 2 000 rows take about 1 ms on the benchmark's
-# machine; there, 5 000 and 20 000 deleted faster but did not keep the writers' p99 lower (README).
+# one of them waits only that long for the batch to commit: 2 000 rows take about 1 ms on the benchmark's
+# machine.
 MAX_BATCH_SIZE = 2_000
 EXACT_COUNT_LIMIT = 1_000_000  # a dry run counts rows up to this table size, above it asks the planner
 COUNT_LEFT_LIMIT = 100_000  # rows_left is counted after a run that deleted up to this many rows (see _rows_left)
