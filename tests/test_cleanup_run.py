@@ -357,22 +357,19 @@ def test_where_predicate_means_what_it_says(dsn, conn, walk, expired, live, kept
     assert left == sorted([(kept, n_kept), ("live", live)])
 
 
-def test_where_predicate_holding_another_statement_fails_before_anything_runs(dsn, conn):
+@pytest.mark.parametrize(
+    ("where", "error"),
+    [
+        # it closes the parenthesis pgops puts around it: as one query string, the DROP would run
+        ("true); DROP TABLE items; SELECT (true", "cannot insert multiple commands"),
+        # it closes the parenthesis and comments out the rest of the line: in the heap walk's DELETE, the guard
+        # that keeps it from waiting on rows others hold
+        ("true) --", "syntax error"),
+    ],
+)
+def test_where_predicate_escaping_its_parenthesis_fails_before_anything_runs(dsn, conn, where, error):
     make_items(conn, expired=100, live=10)
-    # it closes the parenthesis pgops puts around it: as one query string, the DROP would run
-    policy = dataclasses.replace(POLICY, where="true); DROP TABLE items; SELECT (true")
     with pytest.raises(PgopsError) as err:
-        run_policy(dsn, "items", policy, Settings())
-    assert "cannot insert multiple commands" in err.value.message
+        run_policy(dsn, "items", dataclasses.replace(POLICY, where=where), Settings())
+    assert error in err.value.message
     assert counts(conn) == (100, 10)  # the table is still there, every row with it
-
-
-def test_where_predicate_closing_the_parenthesis_and_commenting_out_the_rest_fails_before_anything_runs(dsn, conn):
-    make_items(conn, expired=100, live=10)
-    # Read as written, this would close pgops' parenthesis and comment out the rest of the line: in the heap
-    # walk's DELETE, the guard that keeps it from waiting on rows others hold.
-    policy = dataclasses.replace(POLICY, where="true) --")
-    with pytest.raises(PgopsError) as err:
-        run_policy(dsn, "items", policy, Settings())
-    assert "syntax error" in err.value.message
-    assert counts(conn) == (100, 10)
