@@ -17,8 +17,8 @@ tables of its own:
 
 Every phase starts from a settled server: the writers pause, a CHECKPOINT writes the dirty buffers out and
 the kernel writes its dirty pages to disk (sync). Without it, the writeback of what the setup and earlier
-phases wrote lands in whichever phase comes next: in one run of a probe without it, a phase in which nothing
-ran at all measured 7.64x the baseline's p99 (one round 46.6x); with it, 0.78x.
+phases wrote lands in whichever phase comes next: in a probe's run without it, a phase in which nothing ran
+at all measured 7.64x the baseline's p99 (one round 46.6x); in its next run, with it, 0.78x.
 
 The last column is the mean time a writer statement spent waiting for a CPU, the writer's process and its
 backend together (runnable but not running, from Linux's /proc/PID/schedstat; only with the server on this
