@@ -19,6 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from pgops.sqltext import printable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,13 +59,20 @@ def print_json(value: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]], **kwargs: Any) -> Table:
-    """A rich table; None renders as an empty cell so missing data does not read as the word 'None'."""
+    """A rich table; None renders as an empty cell so missing data does not read as the word 'None'.
+
+    Cells are plain text, never rich markup, with control characters escaped: names and query text come from
+    the database and may hold `[bold]` or a terminal escape sequence."""
     out = Table(title=title, title_justify="left", **kwargs)
     for column in columns:
         out.add_column(column)
     for row in rows:
-        out.add_row(*("" if cell is None else str(cell) for cell in row))
+        out.add_row(*(cell if isinstance(cell, Text) else Text(_cell(cell)) for cell in row))
     return out
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else printable(str(value))
 
 
 def human_duration(value: timedelta | float | None) -> str:

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from pgops.advisor.model import Advice, Candidate, Constant, describe_constant
 from pgops.output import human_bytes, human_duration, table
+from pgops.sqltext import Script, identifier, literal
 
 NAME_LIMIT = 63  # NAMEDATALEN - 1 bytes
 
@@ -40,16 +41,16 @@ def index_name(candidate: Candidate) -> str:
 
 
 def _predicate(constant: Constant) -> sql.Composable:
-    column = sql.Identifier(constant.column)
+    column = identifier(constant.column)
     if constant.op == "=":
-        return sql.SQL("{} = {}").format(column, sql.Literal(constant.value))
+        return sql.SQL("{} = {}").format(column, literal(constant.value))
     return sql.SQL("{} {}").format(column, sql.SQL("IS NULL" if constant.op == "IS NULL" else "IS NOT NULL"))
 
 
 def _key(candidate: Candidate, position: int) -> sql.Composable:
-    column = sql.Identifier(candidate.columns[position])
+    column = identifier(candidate.columns[position])
     opclass = candidate.opclass(position)
-    return sql.SQL("{} {}").format(column, sql.Identifier(opclass)) if opclass else column
+    return sql.SQL("{} {}").format(column, identifier(opclass)) if opclass else column
 
 
 def index_definition(
@@ -62,23 +63,23 @@ def index_definition(
     if if_not_exists:
         parts.append(sql.SQL("IF NOT EXISTS"))
     if name:
-        parts.append(sql.Identifier(name))
+        parts.append(identifier(name))
     parts.append(
         sql.SQL("ON {}.{} USING btree ({})").format(
-            sql.Identifier(candidate.table[0]),
-            sql.Identifier(candidate.table[1]),
+            identifier(candidate.table[0]),
+            identifier(candidate.table[1]),
             sql.SQL(", ").join(_key(candidate, n) for n in range(len(candidate.columns))),
         )
     )
     if candidate.include:
-        parts.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, candidate.include))))
+        parts.append(sql.SQL("INCLUDE ({})").format(sql.SQL(", ").join(map(identifier, candidate.include))))
     if candidate.predicate:
         parts.append(sql.SQL("WHERE {}").format(sql.SQL(" AND ").join(map(_predicate, candidate.predicate))))
     return sql.SQL(" ").join(parts)
 
 
 def drop_statement(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+    return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(identifier(schema), identifier(name))
 
 
 def _one_line(text: str, limit: int = 110) -> str:
@@ -91,31 +92,35 @@ def _ms(value: float) -> str:
 
 
 def render_sql(advice: Advice, *, explain: bool = False) -> str:
-    """The reviewable script; `explain` adds every rejected candidate and skipped statement with its reason."""
-    out = [
-        f"-- pgops advise-indexes for database {advice.database}",
-        f"-- generated {advice.generated_at:%Y-%m-%d %H:%M:%S %Z} in {advice.duration_s:.1f}s",
-        f"-- sources: {', '.join(advice.sources)}",
-        "-- thresholds: " + ", ".join(f"{key}={value}" for key, value in advice.thresholds.items()),
-        (
-            f"-- validated with hypopg: planner costs with and without hypothetical indexes ({advice.hypopg_note})"
-            if advice.hypopg
-            else f"-- UNVALIDATED: {advice.hypopg_note}; estimates are rules over pg_stats selectivity"
-        ),
-        "-- run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE   (not inside a transaction block; safe to run twice)",
-        "",
-        f"SET lock_timeout = '{advice.lock_timeout_ms}ms';",
-        f"SET statement_timeout = '{advice.build_timeout_ms}ms';",
-        "",
-    ]
+    """The reviewable script; `explain` adds every rejected candidate and skipped statement with its reason.
+
+    Every name and text from the database goes into a comment through `Script.comment`, every statement is a
+    composed one: a DBA runs this file as superuser."""
+    script = Script()
+    script.comment(f"pgops advise-indexes for database {advice.database}")
+    script.comment(f"generated {advice.generated_at:%Y-%m-%d %H:%M:%S %Z} in {advice.duration_s:.1f}s")
+    script.comment(f"sources: {', '.join(advice.sources)}")
+    script.comment("thresholds: " + ", ".join(f"{key}={value}" for key, value in advice.thresholds.items()))
+    script.comment(
+        f"validated with hypopg: planner costs with and without hypothetical indexes ({advice.hypopg_note})"
+        if advice.hypopg
+        else f"UNVALIDATED: {advice.hypopg_note}; estimates are rules over pg_stats selectivity"
+    )
+    script.comment(
+        "run with: psql -v ON_ERROR_STOP=1 -f THIS_FILE   (not inside a transaction block; safe to run twice)"
+    )
+    script.blank()
+    script.statement(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(advice.lock_timeout_ms)}ms")))
+    script.statement(sql.SQL("SET statement_timeout = {}").format(sql.Literal(f"{int(advice.build_timeout_ms)}ms")))
+    script.blank()
     if not advice.recommendations:
-        out.append("-- no index proposed" + ("" if explain else " (run with --explain to see why)"))
-        out.append("")
+        script.comment("no index proposed" + ("" if explain else " (run with --explain to see why)"))
+        script.blank()
     for number, rec in enumerate(advice.recommendations, 1):
         total = sum(q.total_time_ms for q in rec.queries)
-        out.append(f"-- {number}. {rec.candidate.describe()}")
-        out.append(
-            f"--    saves ~{_ms(rec.saved_ms)} of {_ms(total)} statement time; size ~{human_bytes(rec.size_bytes)}; "
+        script.comment(f"{number}. {rec.candidate.describe()}")
+        script.comment(
+            f"   saves ~{_ms(rec.saved_ms)} of {_ms(total)} statement time; size ~{human_bytes(rec.size_bytes)}; "
             f"write overhead ~{_ms(rec.write_overhead_ms)} ({rec.writes:,} index entries"
             + (", ends HOT updates" if rec.ends_hot_updates else "")
             + ")"
@@ -127,32 +132,32 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
                 if query.generic_before is not None and query.generic_after is not None
                 else ""
             )
-            out.append(
-                f"--    {query.calls:,} calls, {_ms(query.total_time_ms)}: cost {query.before:,.1f} → "
+            script.comment(
+                f"   {query.calls:,} calls, {_ms(query.total_time_ms)}: cost {query.before:,.1f} → "
                 f"{query.after:,.1f}{generic}: {_one_line(query.query)}"
             )
-        out.append(rec.create_sql + ";")
-        out.append(f"-- rollback: {rec.drop_sql};")
-        out.append("")
+        script.statement(sql.SQL(rec.create_sql))
+        script.comment(f"rollback: {rec.drop_sql};")
+        script.blank()
     if advice.drops:
-        out.append("-- existing indexes to review (commented out: check each before dropping)")
+        script.comment("existing indexes to review (commented out: check each before dropping)")
         for drop in advice.drops:
-            out.append(f"-- {drop.drop_sql};  -- {drop.kind}: {drop.reason}")
-        out.append("")
+            script.comment(f"{drop.drop_sql};  -- {drop.kind}: {drop.reason}")
+        script.blank()
     if explain:
         if advice.rejected:
-            out.append("-- rejected candidates")
-            out += [f"--   {r.index}: {r.reason}" for r in advice.rejected]
-            out.append("")
+            script.comment("rejected candidates")
+            for r in advice.rejected:
+                script.comment(f"  {r.index}: {r.reason}")
+            script.blank()
         if advice.skipped:
-            out.append("-- skipped statements")
-            out += [
-                f"--   {s.reason}{': ' + _one_line(s.detail, 80) if s.detail else ''}: {_one_line(s.query, 80)}"
-                for s in advice.skipped
-            ]
-            out.append("")
-    out.append(f"-- summary: {summary(advice)}")
-    return "\n".join(out) + "\n"
+            script.comment("skipped statements")
+            for s in advice.skipped:
+                detail = ": " + _one_line(s.detail, 80) if s.detail else ""
+                script.comment(f"  {s.reason}{detail}: {_one_line(s.query, 80)}")
+            script.blank()
+    script.comment(f"summary: {summary(advice)}")
+    return script.text()
 
 
 def summary(advice: Advice) -> str:

@@ -382,3 +382,53 @@ def test_hypopg_without_execute_privilege_is_one_line_naming_the_grant(demo_dsn,
     finally:
         demo_conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         demo_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_hostile_names_in_fix_sql_give_no_superuser(dsn, conn, pg_server, cli, tmp_path):
+    """A table owner names a column and an index so that fix.sql, run by a superuser, would make them one."""
+    dbname = str(conninfo_to_dict(dsn)["dbname"])
+    role = f"lowpriv_{dbname[-8:]}"
+    evil = f"email\nALTER ROLE {role} SUPERUSER; --"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(pg_server.database_dsn(dbname, user=role), autocommit=True) as owner:
+            owner.execute(
+                sql.SQL("CREATE TABLE accounts (id bigint PRIMARY KEY, {} text)").format(sql.Identifier(evil))
+            )
+            owner.execute("INSERT INTO accounts SELECT n, 'user' || n FROM generate_series(1, 20000) n")
+            owner.execute(
+                sql.SQL("CREATE INDEX {} ON accounts (id, {})").format(
+                    sql.Identifier(f"idx\n{evil}"), sql.Identifier(evil)
+                )
+            )
+            owner.execute("ANALYZE accounts")
+        conn.execute("SELECT pg_stat_reset(), pg_stat_statements_reset()")  # the load is not the workload
+        with psycopg.connect(pg_server.database_dsn(dbname, user=role), autocommit=True) as owner:
+            for n in range(20):
+                owner.execute(
+                    sql.SQL("SELECT id FROM accounts WHERE {} = %s").format(sql.Identifier(evil)), [f"user{n}"]
+                )
+        queries = tmp_path / f"queries\n{evil}.sql"
+        queries.write_text(
+            sql.SQL("SELECT id FROM accounts WHERE {} = 'user7';\n").format(sql.Identifier(evil)).as_string(conn)
+        )
+        for source in (["--min-calls", "1"], ["--from-file", str(queries)]):
+            proposed = f"accounts_email_ALTER_ROLE_{role}_SUPERUSER_____idx"  # built by the previous pass
+            conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(proposed)))
+            result = cli("--dsn", dsn, "advise-indexes", "--explain", *source)
+            assert result.exit_code == 1, result.stdout  # the index on the hostile column is proposed
+            fix = tmp_path / "fix.sql"
+            fix.write_text(result.stdout)
+            run = _psql(dsn, fix)
+            superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+            assert superuser == (False,), fix.read_text()
+            assert run.returncode == 0, run.stderr
+        built = conn.execute(
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'accounts'::regclass AND indisvalid"
+        ).fetchone()
+        assert built is not None and built[0] == 3  # the primary key, the owner's index and the proposed one
+    finally:
+        conn.execute("DROP TABLE IF EXISTS accounts")
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
