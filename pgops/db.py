@@ -7,12 +7,14 @@ Every statement pgops runs on a user's database runs under `statement_timeout` a
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TypeVar
+from urllib.parse import unquote
 
 import psycopg
 from psycopg import errors as pgerrors
@@ -20,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from pgops.config import DatabaseSettings
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, redact, remember_secrets, split_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,23 +42,42 @@ def _ms(value: timedelta) -> int:
     return int(value.total_seconds() * 1000)
 
 
-def redact(text: str) -> str:
-    """Hide passwords in a URL or keyword DSN, or in a message that may echo one."""
-    text = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", text, flags=re.IGNORECASE)
+def check_url(dsn: str) -> None:
+    """Refuse a URL whose user information libpq would split at the wrong place, and remember its password.
+
+    libpq ends the user information at the first `/` or `@`: with either unencoded in the password, the rest
+    of the password becomes the host, port and database, and every message would show it."""
+    remember_secrets(dsn)
+    parts = split_url(dsn)
+    if parts is None or parts[1] is None:
+        return
+    scheme, userinfo, rest = parts
+    if "/" in userinfo or "@" in userinfo:
+        user = userinfo.split(":", 1)[0]
+        shown = f"{scheme}{user}{':***' if ':' in userinfo else ''}@{rest}"
+        raise PgopsError(
+            f"invalid database URL {shown!r}: its user or password holds an unencoded '/' or '@'; "
+            "percent-encode them (/ as %2F, @ as %40)"
+        )
 
 
 def describe(dsn: str) -> str:
     """`host:port/dbname as user`, never the password, for messages."""
+    parts = split_url(dsn)
+    user = None
+    if parts is not None:  # parse the URL without its user information, whatever that holds
+        scheme, userinfo, rest = parts
+        user = unquote(userinfo.split(":", 1)[0]) if userinfo else None
+        dsn = scheme + rest
     try:
         params = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return redact(dsn)
     host = params.get("host") or params.get("hostaddr") or "localhost"
     port = params.get("port") or "5432"
-    dbname = params.get("dbname") or params.get("user") or "(default)"
-    user = params.get("user")
-    return f"{host}:{port}/{dbname}" + (f" as {user}" if user else "")
+    user = user or params.get("user")
+    dbname = params.get("dbname") or user or "(default)"
+    return redact(f"{host}:{port}/{dbname}" + (f" as {user}" if user else ""))
 
 
 def _server_reason(exc: Exception) -> str:
@@ -67,22 +88,36 @@ def _server_reason(exc: Exception) -> str:
     return redact(reason.strip())
 
 
-def session_options(settings: DatabaseSettings, **overrides: timedelta) -> str:
-    """The `options` string that sets pgops' session limits at connection time (no extra round trip)."""
+def session_options(settings: DatabaseSettings, user_options: str = "", **overrides: timedelta | None) -> str:
+    """The `options` string that sets pgops' session limits at connection time (no extra round trip).
+
+    The user's own options (the URL's `options`, else `PGOPTIONS`) come first and are kept, a `search_path`
+    say; pgops' limits follow, and the later setting wins. An override of None leaves that setting to the
+    server. `standard_conforming_strings` is on because a cleanup `where` is read by a lexer that assumes it."""
     values = {
         "statement_timeout": settings.statement_timeout,
         "lock_timeout": settings.lock_timeout,
         "idle_in_transaction_session_timeout": settings.idle_in_transaction_session_timeout,
         **overrides,
     }
-    return " ".join(f"-c {name}={_ms(value)}" for name, value in values.items())
+    ours = [f"-c {name}={_ms(value)}" for name, value in values.items() if value is not None]
+    return " ".join([user_options.strip(), *ours, "-c standard_conforming_strings=on"]).strip()
 
 
-def connection_kwargs(settings: DatabaseSettings, **overrides: timedelta) -> dict[str, object]:
+def user_options(dsn: str) -> str:
+    """The options the user gave: the connection string's `options`, else the `PGOPTIONS` environment variable."""
+    try:
+        given = conninfo_to_dict(dsn).get("options")
+    except psycopg.ProgrammingError:
+        given = None
+    return str(given if given is not None else os.environ.get("PGOPTIONS", ""))
+
+
+def connection_kwargs(settings: DatabaseSettings, dsn: str = "", **overrides: timedelta | None) -> dict[str, object]:
     return {
         "application_name": settings.application_name,
         "connect_timeout": max(1, int(settings.connect_timeout.total_seconds())),
-        "options": session_options(settings, **overrides),
+        "options": session_options(settings, user_options(dsn), **overrides),
     }
 
 
@@ -91,7 +126,7 @@ def connect(
     settings: DatabaseSettings | None = None,
     *,
     autocommit: bool = True,
-    **overrides: timedelta,
+    **overrides: timedelta | None,
 ) -> psycopg.Connection:
     """Open a connection with pgops' session settings; a failure is one `PgopsError` line.
 
@@ -99,8 +134,9 @@ def connect(
     for a refresh.
     """
     settings = settings or DatabaseSettings()
+    check_url(dsn)
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, **connection_kwargs(settings, **overrides))
+        return psycopg.connect(dsn, autocommit=autocommit, **connection_kwargs(settings, dsn, **overrides))
     except psycopg.ProgrammingError as exc:  # malformed DSN: libpq rejected it before connecting
         raise PgopsError(f"invalid database URL {redact(dsn)!r}: {_server_reason(exc)}") from None
     except psycopg.OperationalError as exc:
@@ -117,12 +153,13 @@ def make_pool(
 ) -> ConnectionPool:
     """A pool whose connections all carry pgops' session settings; opened by the caller."""
     settings = settings or DatabaseSettings()
+    check_url(dsn)
     return ConnectionPool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         name=name,
-        kwargs={"autocommit": True, **connection_kwargs(settings)},
+        kwargs={"autocommit": True, **connection_kwargs(settings, dsn)},
         open=False,
         # Give up reconnecting after 30 s: unbounded, the pool's backoff keeps growing through a long outage and
         # jobs would wait minutes for its next attempt; the next request starts a fresh attempt instead, so jobs

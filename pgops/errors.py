@@ -1,8 +1,13 @@
-"""The one error type a user can act on.
+"""The one error type a user can act on, the exit codes, and the one place passwords are taken out of text.
 
 Anything raised as `PgopsError` is printed as one line and ends the command with its exit code; any other
-exception is a bug and shows a traceback only with `--debug`.
+exception is a bug and shows a traceback only with `--debug`. Every line pgops prints or logs goes through
+`redact`, so a password never reaches a terminal, a log or a JSON report, whatever shape its URL had.
 """
+
+from __future__ import annotations
+
+import re
 
 # Exit codes follow the monitoring-plugin convention so cron and alert tooling can read them.
 EXIT_OK = 0
@@ -21,3 +26,54 @@ class PgopsError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+# -- passwords ---------------------------------------------------------------------------------------------------
+
+# A URL's user information runs to its last `@`: an unencoded `/` or `@` in a password must not end it early.
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]*:)\S*@")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_secrets: set[str] = set()
+
+
+def split_url(dsn: str) -> tuple[str, str | None, str] | None:
+    """`scheme://`, the user information (up to the last `@` before any `?`) and the rest; None if not a URL."""
+    match = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(.*)\Z", dsn.strip(), re.DOTALL)
+    if not match:
+        return None
+    scheme, rest = match.groups()
+    head, mark, query = rest.partition("?")
+    if "@" not in head:
+        return scheme, None, rest
+    userinfo, _, hostpart = head.rpartition("@")
+    return scheme, userinfo, hostpart + mark + query
+
+
+def passwords_in(dsn: str) -> list[str]:
+    """The passwords a connection string holds, as written (URL user information or `password=`)."""
+    found = [m.group(2).strip("'") for m in _KEYWORD_PASSWORD.finditer(dsn)]
+    parts = split_url(dsn)
+    if parts and parts[1] and ":" in parts[1]:
+        found.append(parts[1].split(":", 1)[1])
+    return [secret for secret in found if secret]
+
+
+def remember_secrets(dsn: str) -> None:
+    """Have `redact` hide this connection string's passwords wherever they turn up, in any later text."""
+    _secrets.update(passwords_in(dsn))
+
+
+def redact(text: str) -> str:
+    """Hide passwords: in URLs and keyword strings by shape, and every password pgops was handed, anywhere."""
+    text = _URL_USERINFO.sub(r"\1***@", text)
+    text = _KEYWORD_PASSWORD.sub(r"\1***", text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if len(secret) >= 4:  # shorter ones would blank out ordinary words: the shapes above cover them
+            text = text.replace(secret, "***")
+    return text
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line, password-free: psycopg and libpq add hints and context below it."""
+    lines = redact(str(exc)).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__

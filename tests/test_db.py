@@ -12,6 +12,42 @@ def test_redact_hides_passwords():
     assert db.redact("host=db password='s 3' user=app") == "host=db password=*** user=app"
 
 
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:Zm9v/s3cret+x=@127.0.0.1:1/db",  # an unencoded '/': libpq would take 'Zm9v' for the port
+        "postgresql://u:Zm9v@s3cret@127.0.0.1:1/db",  # an unencoded '@'
+        "postgres://u:Zm9v/s3cret@127.0.0.1:1/db?sslmode=disable",
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["status"], ["migrate"], ["cleanup", "run"], ["pool-report", "--format", "json"], ["advise-indexes"]]
+)
+def test_a_password_with_slash_or_at_is_never_printed(cli, dsn, command):
+    result = cli("--dsn", dsn, *command)
+    assert result.exit_code == EXIT_ERROR
+    assert "Zm9v" not in result.stderr + result.stdout and "s3cret" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "percent-encode" in result.stderr
+
+
+def test_redact_hides_a_password_up_to_the_last_at_and_every_password_it_was_given():
+    assert db.redact("can't reach postgresql://u:a/b@c@host/db now") == "can't reach postgresql://u:***@host/db now"
+    db.check_url("postgresql://u:L0ngSecret@host/db")
+    assert db.redact('invalid value "L0ngSecret" somewhere') == 'invalid value "***" somewhere'
+    assert db.describe("postgresql://u:Zm9v/s3cret@127.0.0.1:1/db") == "127.0.0.1:1/db as u"
+
+
+def test_the_users_options_are_kept_and_pgops_limits_win(dsn, monkeypatch):
+    with db.connect(psycopg.conninfo.make_conninfo(dsn, options="-c search_path=app,public -c lock_timeout=9s")) as c:
+        assert c.execute("SHOW search_path").fetchone() == ("app,public",)
+        assert c.execute("SHOW lock_timeout").fetchone() == ("5s",)  # pgops' own limit, set after the user's
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=other")
+    with db.connect(dsn) as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ("other",)
+        assert conn.execute("SHOW standard_conforming_strings").fetchone() == ("on",)
+
+
 def test_unreachable_server_is_one_line_without_password(cli):
     result = cli("--dsn", "postgresql://app:s3cret@127.0.0.1:1/appdb", "migrate")
     assert result.exit_code == EXIT_ERROR

@@ -15,7 +15,7 @@ from pgops.cli import refresh as _refresh  # noqa: F401
 from pgops.cli import sandbox as _sandbox  # noqa: F401
 from pgops.cli import status as _status  # noqa: F401
 from pgops.cli.app import app
-from pgops.errors import EXIT_ERROR, PgopsError
+from pgops.errors import EXIT_ERROR, PgopsError, first_line, redact
 from pgops.output import err_console
 
 
@@ -27,7 +27,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # typer ends every command, and every usage error, this way
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_ERROR)
     except PgopsError as exc:
-        err_console.print(f"pgops: error: {exc.message}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"pgops: error: {redact(exc.message)}", markup=False, highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("pgops: interrupted")
@@ -36,7 +36,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         err_console.print(
-            f"pgops: internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)",
+            f"pgops: internal error: {type(exc).__name__}: {first_line(exc)} (run with --debug for a traceback)",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -84,7 +84,7 @@ class Coordinator:
             self._discard()
             # psycopg's own OperationalError (not PgopsError), so retry() sees a refused connection as transient
             self._conn = psycopg.connect(
-                self.dsn, autocommit=True, **db.connection_kwargs(self.settings), **DEAD_PEER_DETECTION
+                self.dsn, autocommit=True, **db.connection_kwargs(self.settings, self.dsn), **DEAD_PEER_DETECTION
             )
         return self._conn
 

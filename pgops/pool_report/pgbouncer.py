@@ -13,7 +13,7 @@ from datetime import timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from pgops.db import describe, redact
+from pgops.db import check_url, describe, redact
 from pgops.errors import PgopsError
 
 ADMIN_DATABASE = "pgbouncer"  # the console's own pseudo-database, not a pool of the application
@@ -74,6 +74,7 @@ def error_reason(exc: psycopg.Error) -> str:
 
 def read_pgbouncer(url: str, connect_timeout: timedelta = timedelta(seconds=10)) -> PgBouncerSample:
     """SHOW POOLS and SHOW DATABASES from the admin console at `url` (its database is `pgbouncer`)."""
+    check_url(url)
     try:
         with (
             psycopg.connect(
