@@ -154,3 +154,18 @@ def test_ready_made_policies_on_the_demo_application(cli, dsn, conn):
     assert {name: reports[name]["rows_deleted"] for name in names} == expired
     # Counted through the index where there is one; the unindexed table gets the planner's estimate.
     assert reports["sessions"]["rows_left"] == reports["request_logs"]["rows_left"] == 0
+
+
+def test_a_where_that_leaves_its_parenthesis_is_refused_from_the_command_line_and_a_policy(cli, dsn, conn, tmp_path):
+    make_items(conn, expired=10, live=5)
+    result = cli("--dsn", dsn, *ONE_OFF, "--where", "true) OR (1=1")
+    assert result.exit_code == 3 and result.stderr.count("\n") == 1
+    assert "closes a parenthesis it did not open" in result.stderr
+    config = tmp_path / "pgops.toml"
+    config.write_text(
+        '[cleanup]\nready_made = []\n[cleanup.policies.items]\ntable = "public.items"\nexpired_column = "expires_at"\n'
+        "where = \"$a$)$a$ <> '' ) OR (true\"\n"
+    )
+    result = cli("--config", config, "--dsn", dsn, "cleanup", "run")
+    assert result.exit_code == 3 and "cleanup policy items: where" in result.stderr
+    assert counts(conn) == (10, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -12,14 +13,17 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import hypothesis
 import psycopg
 import pytest
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from pgops.cleanup.policy import inspect
 from pgops.cleanup.runner import BatchResult, run_policy
 from pgops.config import CleanupPolicy, CleanupSettings, Settings
 from pgops.errors import PgopsError
+from tests.conftest import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = CleanupPolicy(table="public.items", expired_column="expires_at", batch_size=50, pause=timedelta(0))
@@ -357,19 +361,102 @@ def test_where_predicate_means_what_it_says(dsn, conn, walk, expired, live, kept
     assert left == sorted([(kept, n_kept), ("live", live)])
 
 
-@pytest.mark.parametrize(
-    ("where", "error"),
-    [
-        # it closes the parenthesis pgops puts around it: as one query string, the DROP would run
-        ("true); DROP TABLE items; SELECT (true", "cannot insert multiple commands"),
-        # it closes the parenthesis and comments out the rest of the line: in the heap walk's DELETE, the guard
-        # that keeps it from waiting on rows others hold
-        ("true) --", "syntax error"),
-    ],
-)
-def test_where_predicate_escaping_its_parenthesis_fails_before_anything_runs(dsn, conn, where, error):
-    make_items(conn, expired=100, live=10)
+ESCAPING_WHERE = [
+    # it closes the parenthesis pgops puts around it: as one query string, the DROP would run
+    ("true); DROP TABLE items; SELECT (true", "closes a parenthesis it did not open"),
+    # it closes the parenthesis and comments out the rest of the line: in the heap walk's DELETE, the guard
+    # that keeps it from waiting on rows others hold
+    ("true) --", "closes a parenthesis it did not open"),
+    # it closes the parenthesis and opens another: the expiry condition is ORed away and live rows go
+    ("true) OR (1=1", "closes a parenthesis it did not open"),
+    # the same through a dollar-quoted string a simpler scanner would read differently
+    ("$a$)$a$ <> '' ) OR (true", "closes a parenthesis it did not open"),
+    ("E'\\'' ) OR (true", "closes a parenthesis it did not open"),
+    ("(true", "leaves 1 parenthesis open"),
+    ("true; DELETE FROM items", "holds a ';'"),
+    ("'open", "does not read as SQL"),
+    ("/* true) OR (true", "does not read as SQL"),
+    ("-- nothing", "is empty"),
+    ("true AS x, 1", "is not an expression"),
+]
+
+
+@WALKS
+@pytest.mark.parametrize(("where", "error"), ESCAPING_WHERE)
+def test_where_predicate_escaping_its_parenthesis_fails_before_anything_runs(
+    dsn, conn, walk, expired, live, where, error
+):
+    make_items(conn, expired=expired, live=live)
     with pytest.raises(PgopsError) as err:
         run_policy(dsn, "items", dataclasses.replace(POLICY, where=where), Settings())
     assert error in err.value.message
-    assert counts(conn) == (100, 10)  # the table is still there, every row with it
+    assert counts(conn) == (expired, live)  # the table is still there, every row with it
+
+
+# Pieces a hostile or careless predicate is made of: quotes of every kind, comments, parentheses, separators.
+WHERE_PIECES = [
+    "true",
+    "false",
+    "1=1",
+    "note <> 'x'",
+    "OR",
+    "AND",
+    "NOT",
+    "(",
+    ")",
+    "[",
+    "]",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    "\n",
+    "'",
+    "''",
+    "$a$",
+    "$$",
+    "E'\\'",
+    "U&'\\0061'",
+    '"',
+    "note",
+    "::text",
+    "IS NULL",
+    "id",
+    "<",
+    "100",
+    "%",
+]
+_pieces = st.lists(st.sampled_from(WHERE_PIECES), max_size=6).map(" ".join)
+_side = st.one_of(st.sampled_from(["true", "1=1", "note <> 'x'", "id < 100"]), _pieces)
+# Free text from the pieces, and text shaped like an escape (`A) OR (B`) whose parts are free text.
+WHERE_TEXT = st.one_of(
+    _pieces,
+    st.builds("{}) {} ({}".format, _side, st.sampled_from(["OR", "OR NOT", "--\nOR", "/**/OR"]), _side),
+)
+
+
+@pytest.fixture(scope="module")
+def where_template(pg_server):
+    name = create_database(pg_server, "pgops_where")
+    with psycopg.connect(pg_server.database_dsn(name), autocommit=True) as conn:
+        make_items(conn, expired=6, live=4)
+    yield name
+    drop_database(pg_server, name)
+
+
+@hypothesis.settings(max_examples=150, deadline=None, derandomize=True)
+@hypothesis.given(WHERE_TEXT)
+def test_any_where_is_refused_or_deletes_only_expired_rows(pg_server, where_template, where):
+    dsn = pg_server.database_dsn(where_template)
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction(force_rollback=False):
+        conn.execute("DELETE FROM items")
+        conn.execute(
+            "INSERT INTO items (expires_at, note) SELECT now() - interval '1 hour', 'old' FROM generate_series(1, 6)"
+        )
+        conn.execute(
+            "INSERT INTO items (expires_at, note) SELECT now() + interval '1 day', 'live' FROM generate_series(1, 4)"
+        )
+    with contextlib.suppress(PgopsError):  # refused, or failed: either way nothing but expired rows may be gone
+        run_policy(dsn, "items", dataclasses.replace(POLICY, where=where), Settings())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM items WHERE note = 'live'").fetchone()[0] == 4, where

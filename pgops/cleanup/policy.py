@@ -9,15 +9,18 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pglast
 import psycopg
 from apscheduler.triggers.cron import CronTrigger
 from psycopg import sql
 
 from pgops.config import CleanupPolicy, Settings, parse_duration
 from pgops.errors import PgopsError
+from pgops.sqltext import printable
 
 CRON_DATABASE = "@cron"  # `database` value meaning "wherever pg_cron keeps its tables" (cron.database_name)
 EXPIRY_TYPES = {"timestamp", "timestamptz", "date"}
+MAX_WHERE_LENGTH = 10_000  # a predicate, not a program: bounds the lexer's and the planner's work
 
 # Tables of the systems pgops serves. `if_exists`: where the table is missing the policy is skipped, not an error,
 # so all of them can be on by default; `[cleanup] ready_made = [...]` chooses which, a configured policy of
@@ -64,6 +67,52 @@ def check_shape(name: str, policy: CleanupPolicy) -> None:
     except ValueError as exc:
         raise PgopsError(f"{where}: schedule {policy.schedule!r} is not a crontab expression: {exc}") from None
     split_table(policy.table)
+    if policy.where:
+        check_where(where, policy.where)
+
+
+# PostgreSQL's lexer (through pglast) names single-character tokens by their code.
+_OPENING = {"ASCII_40", "ASCII_91"}  # ( [
+_CLOSING = {"ASCII_41", "ASCII_93"}  # ) ]
+_SEMICOLON = "ASCII_59"
+_COMMENTS = {"SQL_COMMENT", "C_COMMENT"}
+
+
+def check_where(where: str, text: str) -> None:
+    """Refuse a `where` that is not one expression inside its parentheses, before anything runs.
+
+    The predicate is read by PostgreSQL's own lexer (strings, dollar quotes, nested comments, `U&` and `E`
+    strings as the server reads them with standard_conforming_strings on, which pgops' sessions set): every
+    parenthesis or bracket it closes must be one it opened, it ends with none open, and holds no `;`. Then it
+    must parse as the single expression of `SELECT (...)`. So `true) OR (1=1` can't widen what is deleted."""
+    label = f"{where}: where {printable(text)!r}"
+    if len(text) > MAX_WHERE_LENGTH:
+        raise PgopsError(f"{where}: where is {len(text):,} characters; at most {MAX_WHERE_LENGTH:,} are accepted")
+    try:
+        tokens = pglast.parser.scan(text)
+    except pglast.parser.ParseError as exc:
+        raise PgopsError(f"{label} does not read as SQL: {exc}") from None
+    depth = 0
+    for token in tokens:
+        if token.name in _OPENING:
+            depth += 1
+        elif token.name in _CLOSING:
+            depth -= 1
+            if depth < 0:
+                raise PgopsError(f"{label} closes a parenthesis it did not open (at character {token.start + 1})")
+        elif token.name == _SEMICOLON:
+            raise PgopsError(f"{label} holds a ';': it must be one expression")
+    if depth:
+        raise PgopsError(f"{label} leaves {depth} parenthesis open")
+    if all(token.name in _COMMENTS for token in tokens):
+        raise PgopsError(f"{label} is empty")
+    try:
+        statements = pglast.parser.parse_sql(f"SELECT (\n{text}\n)")
+    except pglast.parser.ParseError as exc:
+        raise PgopsError(f"{label} is not an expression: {exc}") from None
+    select = statements[0].stmt if len(statements) == 1 else None
+    if not isinstance(select, pglast.ast.SelectStmt) or len(select.targetList or ()) != 1 or select.fromClause:
+        raise PgopsError(f"{label} is not one expression")
 
 
 def resolve_policies(settings: Settings) -> dict[str, CleanupPolicy]:
