@@ -109,7 +109,7 @@ class CleanupSettings:
 
 @dataclass(frozen=True)
 class AdvisorSettings:
-    min_calls: int = 10
+    min_calls: int = 2  # a workload that ran a few times already yields advice; one-off statements don't
     min_total_time: timedelta = timedelta(0)
     top: int = 500
     max_indexes: int = 10
@@ -117,7 +117,8 @@ class AdvisorSettings:
     interval: timedelta = timedelta(hours=6)
     output: Path | None = None
     statement_timeout: timedelta = timedelta(seconds=10)
-    min_saving: float = 0.1  # a statement must get this much cheaper for an index to count for it
+    min_saving: float = 0.01  # each index (or extension of one) must save this share of the workload's time
+    min_saving_per_mb: float = 0.0005  # ... and this share per MB it adds: stop growing the set below it
     write_cost_ms: float = 0.01  # time one index entry costs a write, to weigh write overhead against savings
     lock_timeout: timedelta = timedelta(seconds=5)  # the script's and --apply's SET lock_timeout
     build_timeout: timedelta = timedelta(0)  # statement_timeout for each index build; 0 = none

@@ -19,9 +19,14 @@ def sql_path(name: str) -> Path:
     return data_root() / "sql" / name
 
 
+# Leads every statement pgops sends from its own files: pg_stat_statements keeps a leading comment, so the
+# advisor can leave pgops' own statements out of the workload it reads.
+MARK = "/* pgops */ "
+
+
 def read_sql(name: str) -> str:
-    """The text of `sql/<name>`, the one copy that migrations and code both run."""
-    return sql_path(name).read_text()
+    """The text of `sql/<name>`, the one copy that migrations and code both run, marked as pgops' own."""
+    return MARK + sql_path(name).read_text()
 
 
 def migrations_dir() -> Path:

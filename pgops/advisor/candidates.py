@@ -6,6 +6,8 @@ for constant predicates. Pure: no database access."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from itertools import combinations
 
 from pgops.advisor.model import (
     Analysis,
@@ -41,9 +43,11 @@ def generate(analyses: list[Analysis], catalog: Catalog) -> tuple[dict[Candidate
             constants = [c for c in use.constants if (key, c.column) in steady]
             for candidate in _for_table(use, table, usable, shared[key], constants):
                 found[candidate].add(number)
-    merged, rejected = merge_prefixes(dict(found))
+    # Prefixes stay candidates of their own: the selection grows an index from its first column, and a shorter
+    # index may serve as well for less space.
+    rejected: list[Rejection] = []
     kept: dict[Candidate, set[int]] = {}
-    for candidate, queries in merged.items():
+    for candidate, queries in found.items():
         serving = served_by(candidate, catalog.indexes_on(candidate.table))
         if serving:
             rejected.append(
@@ -91,11 +95,14 @@ def _for_table(
         shapes.append(equality + [c for c in sort if c not in equality])
     if group and not sort:
         shapes.append(equality + group)
-    for join in use.join:
-        if join in usable and join not in equality:
-            shapes.append([join])
-            if equality:
-                shapes.append([join, *equality])
+    joins = [c for c in use.join if c in usable and c not in equality]
+    for join in joins:
+        shapes.append([join])
+        if equality:
+            shapes.append([join, *equality])
+    for first, second in combinations(joins, 2):  # a composite join key: lineitem (l_partkey, l_suppkey)
+        shapes += [[first, second], [second, first]]
+    shapes += [[column] for column in sorted(use.searched & usable)]  # every single column a step may grow from
     candidates: list[Candidate] = []
     for column in use.like:
         if column in usable and column not in equality:
@@ -176,8 +183,9 @@ def merge_prefixes(
 
 
 def served_by(candidate: Candidate, indexes: list[ExistingIndex]) -> ExistingIndex | None:
-    """A valid, non-partial B-tree whose leading key columns are the candidate's (and that carries its INCLUDE
-    columns) already does the candidate's work."""
+    """A valid, non-partial B-tree whose leading key columns are the candidate's already does its work; its
+    INCLUDE columns do not make another index (a variant of an index is the same index, so a second run of
+    the advisor on its own advice proposes nothing)."""
     width = len(candidate.columns)
     for index in indexes:
         if index.method != "btree" or not index.valid or index.predicate is not None:
@@ -190,7 +198,35 @@ def served_by(candidate: Candidate, indexes: list[ExistingIndex]) -> ExistingInd
         opclasses = dict(zip(index.key_columns, index.key_opclasses, strict=False))
         if any(opclasses.get(c) != candidate.opclass(n) for n, c in enumerate(candidate.columns)):
             continue  # a text_pattern_ops key does not serve ordering and ranges, nor the reverse
-        covered = {c for c in index.key_columns if c} | set(index.include_columns)
-        if set(candidate.include) <= covered:
-            return index
+        return index  # with other INCLUDE columns, or partial, it is a variant of this index: the same one
     return None
+
+
+class Extensions:
+    """The one-column-larger variants of an index the selection may grow it into: another key column the
+    statements on its table search, join, sort or group by, or an INCLUDE column they read."""
+
+    def __init__(self, analyses: list[Analysis], catalog: Catalog) -> None:
+        self.keys: dict[TableKey, set[str]] = defaultdict(set)
+        self.reads: dict[TableKey, set[str]] = defaultdict(set)
+        for analysis in analyses:
+            for key, use in analysis.tables.items():
+                table = catalog.tables.get(key)
+                if table is None:
+                    continue
+                usable = {name for name, column in table.columns.items() if column.btree}
+                self.keys[key] |= {*use.equality, *use.range, *use.join, *use.sort, *use.group} & usable
+                if not use.star:
+                    self.reads[key] |= use.referenced & usable
+
+    def __call__(self, candidate: Candidate) -> Iterator[Candidate]:
+        taken = {*candidate.columns, *candidate.include}
+        if any(candidate.opclasses) or len(candidate.columns) >= MAX_KEY_COLUMNS:
+            return
+        if not candidate.include:
+            for column in sorted(self.keys[candidate.table] - taken):
+                yield Candidate(candidate.table, (*candidate.columns, column), (), candidate.predicate)
+        if len(candidate.include) < MAX_INCLUDE_COLUMNS:
+            for column in sorted(self.reads[candidate.table] - taken):
+                include = tuple(sorted((*candidate.include, column)))
+                yield Candidate(candidate.table, candidate.columns, include, candidate.predicate)

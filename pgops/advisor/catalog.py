@@ -6,14 +6,14 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgops.advisor.model import Catalog, ColumnInfo, ExistingIndex, TableInfo
-from pgops.resources import read_sql
+from pgops.resources import MARK, read_sql
 
 
 def read_catalog(conn: psycopg.Connection) -> Catalog:
     """Everything the advisor needs to know about the current database, in three queries."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT current_database() AS database, current_setting('server_version_num')::int AS version, "
+            MARK + "SELECT current_database() AS database, current_setting('server_version_num')::int AS version, "
             "current_schemas(false) AS search_path, "
             "(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) AS stats_reset"
         )

@@ -23,6 +23,7 @@ from pgops.advisor.model import Analysis, Candidate, Catalog, ParamUse
 from pgops.advisor.parse import count_parameters
 from pgops.advisor.script import index_definition
 from pgops.errors import PgopsError
+from pgops.resources import MARK
 
 BATCH = 500  # hypothetical indexes between resets, far below hypopg's ~2,500 OID limit
 _names = itertools.count(1)
@@ -44,7 +45,8 @@ class Costs:
 
 def hypopg_schema(conn: psycopg.Connection) -> str | None:
     row = conn.execute(
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'hypopg'"
+        MARK + "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'hypopg'"
     ).fetchone()
     return row[0] if row else None
 
@@ -55,6 +57,7 @@ class Planner:
         self.catalog = catalog
         self.hypopg = hypopg
         self._created = 0
+        self._live: dict[Candidate, int] = {}
         conn.read_only = True
 
     # -- costs -------------------------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ class Planner:
         finally:
             # PREPARE outlives a rolled-back transaction: deallocate this one statement, by its name.
             with suppress(psycopg.Error), self.conn.transaction():
-                if self.conn.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [label]).fetchone():
+                if self.conn.execute(MARK + "SELECT 1 FROM pg_prepared_statements WHERE name = %s", [label]).fetchone():
                     self.conn.execute(sql.SQL("DEALLOCATE {}").format(name))
 
     def _explain_in_transaction(
@@ -127,6 +130,26 @@ class Planner:
         """A hypothetical index for the candidate: its name (as EXPLAIN shows it) and estimated size."""
         assert self.hypopg is not None
         schema = sql.Identifier(self.hypopg)
+        oid, name = self._create(candidate)
+        try:
+            size_row = self.conn.execute(sql.SQL("SELECT {}.hypopg_relation_size(%s)").format(schema), [oid]).fetchone()
+            yield name, int(size_row[0]) if size_row else 0
+        finally:
+            self._drop(oid)
+
+    def configure(self, candidates: frozenset[Candidate]) -> None:
+        """Make exactly `candidates` the hypothetical indexes the planner sees (creating and dropping the
+        difference from the last set, so successive sets that differ by one index cost one call)."""
+        assert self.hypopg is not None
+        if self._created + len(candidates - self._live.keys()) > BATCH:
+            self._reset()
+        for gone in self._live.keys() - candidates:
+            self._drop(self._live.pop(gone))
+        for new in candidates - self._live.keys():
+            self._live[new] = self._create(new)[0]
+
+    def _create(self, candidate: Candidate) -> tuple[int, str]:
+        schema = sql.Identifier(self.hypopg or "public")
         if self._created >= BATCH:
             self._reset()
         definition = index_definition(candidate, None).as_string(self.conn)
@@ -135,13 +158,12 @@ class Planner:
         ).fetchone()
         assert row is not None
         self._created += 1
-        oid, name = row
-        try:
-            size_row = self.conn.execute(sql.SQL("SELECT {}.hypopg_relation_size(%s)").format(schema), [oid]).fetchone()
-            yield name, int(size_row[0]) if size_row else 0
-        finally:
-            with suppress(psycopg.Error):
-                self.conn.execute(sql.SQL("SELECT {}.hypopg_drop_index(%s)").format(schema), [oid])
+        return int(row[0]), str(row[1])
+
+    def _drop(self, oid: int) -> None:
+        with suppress(psycopg.Error):
+            drop = sql.SQL("SELECT {}.hypopg_drop_index(%s)").format(sql.Identifier(self.hypopg or "public"))
+            self.conn.execute(drop, [oid])
 
     def _reset(self) -> None:
         if self.hypopg is None:
@@ -154,6 +176,7 @@ class Planner:
                 "to the pgops role, or pass --no-hypopg"
             ) from None
         self._created = 0
+        self._live.clear()
 
 
 # pg_stat_statements turns `interval '1 hour'` into `interval $1`, which no longer parses; `$1::interval` does.

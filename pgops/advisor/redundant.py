@@ -17,7 +17,9 @@ def _protected(index: ExistingIndex) -> bool:
     return index.primary or index.unique or index.constraint is not None
 
 
-def review(catalog: Catalog) -> list[DropSuggestion]:
+def review(catalog: Catalog, in_use: set[str] | frozenset[str] = frozenset()) -> list[DropSuggestion]:
+    """`in_use`: existing indexes the workload's plans use: not unused, however few scans the statistics have
+    counted (an index built a minute ago has none yet)."""
     suggestions: dict[str, DropSuggestion] = {}
 
     def suggest(index: ExistingIndex, kind: str, reason: str) -> None:
@@ -55,6 +57,6 @@ def review(catalog: Catalog) -> list[DropSuggestion]:
                     break
     since = f"since {catalog.stats_reset:%Y-%m-%d}" if catalog.stats_reset else "since statistics began"
     for index in catalog.indexes:
-        if index.valid and index.scans == 0 and not _protected(index):
+        if index.valid and index.scans == 0 and not _protected(index) and index.name not in in_use:
             suggest(index, "unused", f"no scans {since}")
     return sorted(suggestions.values(), key=lambda s: (s.kind, s.index))

@@ -10,7 +10,7 @@ import psycopg
 
 from pgops import metrics
 from pgops.advisor import rules
-from pgops.advisor.candidates import generate
+from pgops.advisor.candidates import Extensions, generate
 from pgops.advisor.catalog import read_catalog
 from pgops.advisor.hypo import PlanError, Planner, hypopg_schema
 from pgops.advisor.model import (
@@ -28,16 +28,16 @@ from pgops.advisor.model import (
 from pgops.advisor.parse import analyze
 from pgops.advisor.redundant import review
 from pgops.advisor.script import drop_statement, index_definition, index_name
-from pgops.advisor.select import Baseline, Option, TableWrites, choose, write_overhead
+from pgops.advisor.select import Baseline, Budget, Problem, TableWrites, choose, write_overhead
+from pgops.advisor.size import estimate_size
+from pgops.advisor.weights import DEFAULT_MS_PER_COST, Planned, Unit, weigh
+from pgops.advisor.whatif import WhatIf
 from pgops.advisor.workload import read_file, read_log, read_pg_stat_statements
 from pgops.config import Settings
 from pgops.db import connect
 from pgops.output import progress
+from pgops.resources import MARK
 
-# A statement from a file has no measured time: weigh it by its plan cost at 10 µs per cost unit.
-MS_PER_COST_UNIT = 0.01
-LEAF_FILL = 0.9
-ENTRY_OVERHEAD = 16  # index tuple header and line pointer, bytes
 STATEMENTS_PER_CANDIDATE = 100
 
 
@@ -48,6 +48,7 @@ def advise(dsn: str, settings: Settings, options: AdvisorOptions | None = None) 
     started = time.monotonic()
     try:
         with connect(dsn, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
+            _untracked(conn)
             statements, sources = read_workload(conn, settings, options)
             advice = analyze_workload(conn, settings, statements, options, sources=sources)
     except Exception:
@@ -61,6 +62,16 @@ def advise(dsn: str, settings: Settings, options: AdvisorOptions | None = None) 
     return advice
 
 
+def _untracked(conn: psycopg.Connection) -> None:
+    """Keep the advisor's own EXPLAINs and hypopg calls out of pg_stat_statements, where the role may say so
+    (a superuser setting); elsewhere they are left out by shape when the workload is read."""
+    try:
+        with conn.transaction():
+            conn.execute("SET pg_stat_statements.track = 'none'")
+    except psycopg.Error:
+        pass  # not a superuser, or pg_stat_statements not loaded: nothing to turn off
+
+
 def read_workload(
     conn: psycopg.Connection, settings: Settings, options: AdvisorOptions
 ) -> tuple[list[Statement], list[str]]:
@@ -70,7 +81,7 @@ def read_workload(
         statements += read_file(options.from_file)
         sources.append(f"file {options.from_file}")
     if options.from_log:
-        database = conn.execute("SELECT current_database()").fetchone()
+        database = conn.execute(MARK + "SELECT current_database()").fetchone()
         statements += read_log(options.from_log, database[0] if database else None)
         sources.append(f"log {options.from_log}")
     use_stats = options.include_pg_stat_statements
@@ -110,78 +121,95 @@ def analyze_workload(
         (skipped if isinstance(result, Skipped) else analyses).append(result)  # type: ignore[arg-type]
     candidates, rejected = generate(analyses, catalog)
     searchers = _searchers(analyses)
-    relevant = {c: _relevant(c, motivating, analyses, searchers) for c, motivating in candidates.items()}
     schema = hypopg_schema(conn) if options.use_hypopg else None
     planner = Planner(conn, catalog, schema)
-    # Only statements some candidate could serve are planned: the others can't change the choice.
-    needed = sorted(set().union(*relevant.values()))
-    baselines, generic = _baselines(planner, catalog, analyses, needed, skipped)
-    written = table_writes(analyses)
-    evaluated: list[Option] = []
-    generic_after: dict[tuple[Candidate, int], float | None] = {}
-    with progress("costing candidate indexes", total=len(candidates)) as advance, planner.session():
-        for candidate, queries in relevant.items():
-            advance()
-            writes, overhead, ends_hot = write_overhead(
-                catalog.tables[candidate.table],
-                candidate,
-                written.get(candidate.table, TableWrites()),
-                cfg.write_cost_ms,
+    # Every statement is planned once as it is: its cost weighs a file's statements, and its plan says which
+    # existing indexes the workload uses (an index built a minute ago has no scans counted yet).
+    needed = list(range(len(analyses)))
+    with planner.session():
+        baselines, generic, in_use, unit = _baselines(planner, catalog, analyses, needed, skipped)
+        # Write overhead is time; where the weights are plan cost, it is counted in cost at the default rate.
+        per_weight = 1 / DEFAULT_MS_PER_COST if unit is Unit.cost else 1.0
+        written = table_writes(analyses)
+        whatif = WhatIf(planner, catalog, analyses, {n: b.cost for n, b in baselines.items()})
+        extensions = Extensions(analyses, catalog)
+        sizes: dict[Candidate, int] = {}
+        overheads: dict[Candidate, tuple[int, float, bool]] = {}
+
+        served: dict[Candidate, list[int]] = {}
+
+        def statements_of(candidate: Candidate) -> list[int]:
+            if candidate not in served:
+                motivating = candidates.get(candidate, set())
+                served[candidate] = [n for n in _relevant(candidate, motivating, analyses, searchers) if n in baselines]
+            return served[candidate]
+
+        def size(candidate: Candidate) -> int:
+            if candidate not in sizes:
+                sizes[candidate] = estimate_size(catalog, candidate, _covered_rows(catalog, candidate))
+            return sizes[candidate]
+
+        def overhead(candidate: Candidate) -> tuple[int, float, bool]:
+            if candidate not in overheads:
+                table = catalog.tables[candidate.table]
+                overheads[candidate] = write_overhead(
+                    table, candidate, written.get(candidate.table, TableWrites()), cfg.write_cost_ms
+                )
+            return overheads[candidate]
+
+        problem = Problem(
+            baselines=baselines,
+            seeds=sorted(candidates, key=lambda c: c.describe()),
+            statements_of=statements_of,
+            cost=whatif.cost,
+            size=size,
+            write_overhead_ms=lambda c: overhead(c)[1] * per_weight,
+            extensions=extensions,
+            workload_ms=None if unit is Unit.cost else sum(a.statement.total_time_ms for a in analyses),
+        )
+        with progress("choosing indexes", total=None):
+            selection = choose(
+                problem,
+                Budget(
+                    max_indexes=options.max_indexes if options.max_indexes is not None else cfg.max_indexes,
+                    max_size=options.max_size if options.max_size is not None else cfg.max_size,
+                    min_share=cfg.min_saving,
+                    min_share_per_mb=cfg.min_saving_per_mb,
+                ),
             )
-            option = Option(candidate, 0, writes, overhead, ends_hot)
-            planned = sorted(q for q in queries if q in baselines)
-            if schema is None:
-                option.size_bytes = estimate_size(catalog, candidate)
-                option.after = {q: rules.estimate(analyses[q], candidate, catalog) for q in planned}
-            else:
-                with planner.hypothetical(candidate) as (name, size):
-                    option.size_bytes = size
-                    for q in planned:
-                        try:
-                            costs = planner.costs(analyses[q])
-                        except PlanError:
-                            continue
-                        option.after[q] = costs.cost if name in costs.used else baselines[q].cost
-                        generic_after[(candidate, q)] = costs.generic
-            evaluated.append(option)
-    chosen, not_chosen = choose(
-        evaluated,
-        baselines,
-        max_indexes=options.max_indexes if options.max_indexes is not None else cfg.max_indexes,
-        max_size=options.max_size if options.max_size is not None else cfg.max_size,
-        min_saving=cfg.min_saving,
-    )
     recommendations = []
-    for choice in chosen:
-        candidate = choice.option.candidate
+    for choice in selection.chosen:
+        candidate = choice.candidate
         name = index_name(candidate)
+        writes, write_ms, ends_hot = overhead(candidate)
         recommendations.append(
             Recommendation(
                 name=name,
                 candidate=candidate,
                 create_sql=index_definition(candidate, name, concurrently=True, if_not_exists=True).as_string(conn),
                 drop_sql=drop_statement(candidate.table[0], name).as_string(conn),
-                size_bytes=choice.option.size_bytes,
-                writes=choice.option.writes,
-                write_overhead_ms=choice.option.write_overhead_ms,
-                ends_hot_updates=choice.option.ends_hot_updates,
+                size_bytes=choice.size_bytes,
+                writes=writes,
+                write_overhead_ms=write_ms,
+                ends_hot_updates=ends_hot,
                 saved_ms=choice.saved_ms,
                 validated=schema is not None,
                 queries=[
                     QueryCost(
-                        query=analyses[q].statement.query,
-                        queryid=analyses[q].statement.queryid,
-                        calls=analyses[q].statement.calls,
-                        total_time_ms=baselines[q].total_time_ms,
-                        before=baselines[q].cost,
-                        after=choice.option.after[q],
-                        generic_before=generic.get(q),
-                        generic_after=generic_after.get((candidate, q)),
+                        query=analyses[s.number].statement.query,
+                        queryid=analyses[s.number].statement.queryid,
+                        calls=analyses[s.number].statement.calls,
+                        total_time_ms=baselines[s.number].total_time_ms,
+                        before=s.before,
+                        after=s.after,
+                        generic_before=generic.get(s.number),
+                        generic_after=None,
                     )
-                    for q in choice.queries
+                    for s in choice.served
                 ],
             )
         )
+    not_chosen = selection.rejected
     for skip in skipped:
         metrics.ADVISOR_SKIPPED.labels(reason=skip.reason).inc()
     return Advice(
@@ -196,7 +224,8 @@ def analyze_workload(
         recommendations=recommendations,
         rejected=rejected + not_chosen,
         skipped=skipped,
-        drops=review(catalog),
+        drops=review(catalog, in_use),
+        unit=str(unit),
         duration_s=time.monotonic() - started,
         lock_timeout_ms=int(cfg.lock_timeout.total_seconds() * 1000),
         build_timeout_ms=int(cfg.build_timeout.total_seconds() * 1000),
@@ -205,15 +234,17 @@ def analyze_workload(
 
 def _baselines(
     planner: Planner, catalog: Catalog, analyses: list[Analysis], needed: list[int], skipped: list[Skipped]
-) -> tuple[dict[int, Baseline], dict[int, float | None]]:
-    """Each needed statement's weight and cost with the existing indexes (planner, or rules without hypopg);
-    a statement the planner refuses is skipped with its reason."""
-    baselines: dict[int, Baseline] = {}
+) -> tuple[dict[int, Baseline], dict[int, float | None], set[str], Unit]:
+    """Each needed statement's weight and cost with the existing indexes (planner, or rules without hypopg),
+    the existing indexes those plans use, and the weights' unit; a statement the planner refuses is skipped
+    with its reason."""
+    planned: dict[int, Planned] = {}
     generic: dict[int, float | None] = {}
     with progress("planning statements", total=len(needed)) as advance:
         for number in needed:
             advance()
             analysis = analyses[number]
+            used: frozenset[str] = frozenset()
             if planner.hypopg is None:
                 cost, generic[number] = rules.statement_cost(analysis, catalog), None
             else:
@@ -222,11 +253,13 @@ def _baselines(
                 except PlanError as exc:
                     skipped.append(_skip(analysis.statement, SKIP_PLAN_FAILED, str(exc)))
                     continue
-                cost, generic[number] = costs.cost, costs.generic
+                cost, generic[number], used = costs.cost, costs.generic, costs.used
             statement = analysis.statement
-            weight = statement.total_time_ms or cost * MS_PER_COST_UNIT * statement.calls
-            baselines[number] = Baseline(weight, cost)
-    return baselines, generic
+            planned[number] = Planned(statement.calls, statement.total_time_ms, cost, used)
+    scans = {index.name: index.scans for index in catalog.indexes}
+    weights, unit, _ = weigh(planned, scans)
+    baselines = {number: Baseline(weights[number], p.cost) for number, p in planned.items()}
+    return baselines, generic, set().union(*(p.uses for p in planned.values())), unit
 
 
 def _skip(statement: Statement, reason: str, detail: str) -> Skipped:
@@ -274,16 +307,13 @@ def table_writes(analyses: list[Analysis]) -> dict[tuple[str, str], TableWrites]
     return writes
 
 
-def estimate_size(catalog: Catalog, candidate: Candidate) -> int:
-    """Leaf pages of a B-tree: rows (those matching a partial predicate) times entry width, at 90% fill."""
+def _covered_rows(catalog: Catalog, candidate: Candidate) -> float:
+    """Rows the index holds: all of the table's, or those its partial predicate keeps."""
     table = catalog.tables[candidate.table]
     rows = max(table.reltuples, 1.0)
     for constant in candidate.predicate:
         rows *= rules.constant_fraction(table, constant.column, constant.value)
-    width = ENTRY_OVERHEAD + sum(
-        (table.columns[c].avg_width or 8) for c in (*candidate.columns, *candidate.include) if c in table.columns
-    )
-    return max(8192, int(rows * width / LEAF_FILL))
+    return rows
 
 
 def _thresholds(settings: Settings, options: AdvisorOptions) -> dict[str, str]:
@@ -300,14 +330,15 @@ def _thresholds(settings: Settings, options: AdvisorOptions) -> dict[str, str]:
         "top": str(options.top if options.top is not None else cfg.top),
         "max_indexes": str(options.max_indexes if options.max_indexes is not None else cfg.max_indexes),
         "max_size": str(options.max_size if options.max_size is not None else cfg.max_size),
-        "min_saving": f"{cfg.min_saving:.0%}",
+        "min_saving": f"{cfg.min_saving:.1%}",
+        "min_saving_per_mb": f"{cfg.min_saving_per_mb:.2%}",
         "write_cost_ms": str(cfg.write_cost_ms),
     }
 
 
 def _hypopg_note(conn: psycopg.Connection, schema: str | None, options: AdvisorOptions) -> str:
     if schema is not None:
-        row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'hypopg'").fetchone()
+        row = conn.execute(MARK + "SELECT extversion FROM pg_extension WHERE extname = 'hypopg'").fetchone()
         return f"hypopg {row[0] if row else '?'} in schema {schema}"
     if not options.use_hypopg:
         return "hypopg not used (--no-hypopg)"

@@ -91,6 +91,17 @@ def _ms(value: float) -> str:
     return human_duration(timedelta(milliseconds=value))
 
 
+def _weight(advice: Advice, value: float) -> str:
+    return f"{value:,.0f} cost" if advice.unit == "cost" else _ms(value)
+
+
+def _saves(advice: Advice, saved: float, total: float) -> str:
+    if advice.unit == "cost":
+        return f"cuts ~{saved:,.0f} of {total:,.0f} plan cost x calls (no timings in this source)"
+    estimated = " (estimated from plan cost where not measured)" if advice.unit != "ms" else ""
+    return f"saves ~{_ms(saved)} of {_ms(total)} statement time{estimated}"
+
+
 def render_sql(advice: Advice, *, explain: bool = False) -> str:
     """The reviewable script; `explain` adds every rejected candidate and skipped statement with its reason.
 
@@ -120,7 +131,7 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
         total = sum(q.total_time_ms for q in rec.queries)
         script.comment(f"{number}. {rec.candidate.describe()}")
         script.comment(
-            f"   saves ~{_ms(rec.saved_ms)} of {_ms(total)} statement time; size ~{human_bytes(rec.size_bytes)}; "
+            f"   {_saves(advice, rec.saved_ms, total)}; size ~{human_bytes(rec.size_bytes)}; "
             f"write overhead ~{_ms(rec.write_overhead_ms)} ({rec.writes:,} index entries"
             + (", ends HOT updates" if rec.ends_hot_updates else "")
             + ")"
@@ -133,7 +144,7 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
                 else ""
             )
             script.comment(
-                f"   {query.calls:,} calls, {_ms(query.total_time_ms)}: cost {query.before:,.1f} → "
+                f"   {query.calls:,} calls, {_weight(advice, query.total_time_ms)}: cost {query.before:,.1f} → "
                 f"{query.after:,.1f}{generic}: {_one_line(query.query)}"
             )
         script.statement(sql.SQL(rec.create_sql))
@@ -185,7 +196,7 @@ def render_tables(advice: Advice, *, explain: bool = False) -> Group:
     rows = [
         [
             rec.candidate.describe(),
-            _ms(rec.saved_ms),
+            _weight(advice, rec.saved_ms),
             human_bytes(rec.size_bytes),
             _ms(rec.write_overhead_ms) + (" (ends HOT)" if rec.ends_hot_updates else ""),
             len(rec.queries),

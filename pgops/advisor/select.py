@@ -1,43 +1,299 @@
-"""Choose indexes for the whole workload, not statement by statement: each statement weighs by its total
-time, candidates are taken greedily by net benefit per byte (time saved minus write overhead), within the
-index-count and size budgets, and a candidate whose statements an earlier pick already serves loses its
-benefit. Pure: no database access."""
+"""Choose one index set for the whole workload under a storage budget: the Extend algorithm (Schlosser, Kossmann,
+Boissier 2019), which Kossmann et al. (PVLDB 2020) found gives the best cost per storage on TPC-H and TPC-DS.
+
+The set grows one step at a time. A step is a new index (a generated candidate) or the extension of a chosen
+one by a column, as a key column or an INCLUDE column; the step taken is the one with the best net saving per
+byte it adds, where the saving is the statements' weighted time the planner says the whole set cuts (indexes
+interact: a join may use two). Growth stops when the next step's saving is negligible in absolute terms
+(`min_share` of the workload) or per megabyte (`min_share_per_mb`), or at the budgets. Steps are evaluated
+lazily (a step's last saving bounds its next one), which keeps the planner calls near one per step taken.
+Pure: the costs come through the `Costs` callback.
+"""
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from pgops.advisor.model import Candidate, Rejection, TableInfo
 
-# Planner costs of statements whose plans did not change move by rounding; a saving below this is noise.
+# Planner costs of statements whose plans did not change move by rounding; a cut below this share is noise.
 NOISE = 0.01
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A statement's weight and its plan cost with the existing indexes only."""
+    """A statement's weight (its time, or its cost when no time was measured) and its plan cost with the
+    existing indexes only."""
 
     total_time_ms: float
     cost: float
 
 
-@dataclass
-class Option:
-    """A costed candidate: the statements' costs with this index alone, its size and write overhead."""
+@dataclass(frozen=True)
+class Budget:
+    max_indexes: int
+    max_size: int
+    min_share: float  # a step must save at least this share of the workload's weight
+    min_share_per_mb: float  # ... and at least this share per MB it adds
 
-    candidate: Candidate
-    size_bytes: int
-    writes: int
-    write_overhead_ms: float
-    ends_hot_updates: bool
-    after: dict[int, float] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class Step:
+    """Add `new`, replacing `old` when it extends a chosen index."""
+
+    new: Candidate
+    old: Candidate | None = None
+
+
+class Stop(StrEnum):
+    nothing_left = "no step saves anything"
+    negligible = "the next step's saving is negligible"
+    per_mb = "the next step saves too little per MB"
+    max_indexes = "the index budget is reached"
+    max_size = "the size budget is reached"
+
+
+@dataclass
+class Problem:
+    """What the selection needs to know, as callbacks into the costing layer."""
+
+    baselines: dict[int, Baseline]
+    seeds: list[Candidate]
+    statements_of: Callable[[Candidate], Iterable[int]]  # the statements an index on its table could change
+    cost: Callable[[int, frozenset[Candidate]], float]  # a statement's plan cost under a set of indexes
+    size: Callable[[Candidate], int]
+    write_overhead_ms: Callable[[Candidate], float]
+    extensions: Callable[[Candidate], Iterable[Candidate]] = lambda _: ()
+    # What the thresholds are shares of: the workload's time as measured (by default, the statements' weights).
+    # Measured time stays the reference after an index made some statements cheaper, so what was negligible
+    # before stays negligible on the next run.
+    workload_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    number: int
+    before: float  # cost with the existing indexes
+    after: float  # cost with the whole chosen set
+    saved_ms: float  # what this index adds: the statement's weighted cut when it joins the rest of the set
 
 
 @dataclass(frozen=True)
 class Choice:
-    option: Option
-    saved_ms: float
-    queries: tuple[int, ...]
+    candidate: Candidate
+    size_bytes: int
+    write_overhead_ms: float
+    saved_ms: float  # marginal: what the workload loses if this index alone is left out
+    served: tuple[Served, ...]
+
+
+@dataclass
+class Selection:
+    chosen: list[Choice] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    stop: Stop = Stop.nothing_left
+    total_ms: float = 0.0  # the workload's weight
+    saved_ms: float = 0.0  # what the whole set saves of it
+
+
+def _weighted_cut(baseline: Baseline, current: float, after: float) -> float:
+    """The statement's weight times the share of its cost an index set cuts; nothing below the noise."""
+    if baseline.cost <= 0 or (current - after) < NOISE * baseline.cost:
+        return 0.0
+    return baseline.total_time_ms * (current - after) / baseline.cost
+
+
+class _Search:
+    def __init__(self, problem: Problem, budget: Budget) -> None:
+        self.p = problem
+        self.budget = budget
+        self.config: frozenset[Candidate] = frozenset()
+        self.current = {number: base.cost for number, base in problem.baselines.items()}
+        weights = sum(base.total_time_ms for base in problem.baselines.values())
+        self.total = problem.workload_ms if problem.workload_ms is not None else weights
+        self.extended: dict[Candidate, Candidate] = {}
+        self.alone: dict[Candidate, tuple[float, float, float]] = {}  # a seed's parts against the existing indexes
+
+    def gain(self, step: Step) -> tuple[float, float]:
+        """(net saving in ms, bytes added) of taking `step` from the current set."""
+        saved, overhead, added = self.parts(step)
+        return saved - overhead, added
+
+    def parts(self, step: Step) -> tuple[float, float, float]:
+        """(saving in ms, write overhead in ms, bytes added) of taking `step` from the current set."""
+        config = (self.config - {step.old}) | {step.new}
+        numbers = set(self.p.statements_of(step.new)) | (set(self.p.statements_of(step.old)) if step.old else set())
+        saved = 0.0
+        for number in numbers:
+            base = self.p.baselines.get(number)
+            if base is None:
+                continue
+            after = self.p.cost(number, config)
+            change = self.current[number] - after
+            if abs(change) >= NOISE * base.cost:
+                saved += base.total_time_ms * change / base.cost if base.cost > 0 else 0.0
+        overhead = self.p.write_overhead_ms(step.new) - (self.p.write_overhead_ms(step.old) if step.old else 0.0)
+        added = self.p.size(step.new) - (self.p.size(step.old) if step.old else 0)
+        return saved, overhead, float(added)
+
+    def fits(self, step: Step) -> Stop | None:
+        if step.old is None and len(self.config) >= self.budget.max_indexes:
+            return Stop.max_indexes
+        used = sum(self.p.size(c) for c in self.config)
+        if used - (self.p.size(step.old) if step.old else 0) + self.p.size(step.new) > self.budget.max_size:
+            return Stop.max_size
+        return None
+
+    def take(self, step: Step) -> None:
+        if step.old is not None:
+            self.extended[step.old] = step.new
+        self.config = (self.config - {step.old}) | {step.new}
+        numbers = set(self.p.statements_of(step.new)) | (set(self.p.statements_of(step.old)) if step.old else set())
+        for number in numbers:
+            if number in self.current:
+                self.current[number] = self.p.cost(number, self.config)
+
+
+def _ratio(net: float, added: float) -> float:
+    return net / max(added, 8192.0)  # a page at least: a step that adds nothing is not infinitely good
+
+
+def choose(problem: Problem, budget: Budget) -> Selection:
+    search = _Search(problem, budget)
+    outcome = Selection(total_ms=search.total)
+    # The lazy queue holds (-ratio, tie-break, step); a popped step is re-evaluated against the current set and
+    # taken only if it is still at least as good as the next one's (older) bound.
+    queue: list[tuple[float, str, int, Step]] = []
+    counter = 0
+
+    def push(step: Step) -> None:
+        nonlocal counter
+        saved, overhead, added = search.parts(step)
+        if step.old is None and not search.config:
+            search.alone[step.new] = (saved, overhead, added)
+        net = saved - overhead
+        if net > 0:
+            counter += 1
+            heapq.heappush(queue, (-_ratio(net, added), step.new.describe(), counter, step))
+
+    for seed in dict.fromkeys(problem.seeds):
+        push(Step(seed))
+    while queue:
+        _, _, _, step = heapq.heappop(queue)
+        if (step.old is not None and step.old not in search.config) or step.new in search.config:
+            continue  # extends an index since replaced, or already taken
+        net, added = search.gain(step)  # against the current set: the planner calls are cached by set
+        if net <= 0:
+            continue
+        ratio = _ratio(net, added)
+        if queue and ratio < -queue[0][0]:
+            counter += 1
+            heapq.heappush(queue, (-ratio, step.new.describe(), counter, step))
+            continue
+        if added > 0 and net / search.total / (added / MB) < budget.min_share_per_mb:
+            outcome.stop = Stop.per_mb  # every step left saves less per byte
+            break
+        if net < budget.min_share * search.total:
+            outcome.stop = Stop.negligible  # a worse ratio may still save more in all: keep looking
+            continue
+        over = search.fits(step)
+        if over is not None:
+            outcome.stop = over  # a smaller step may still fit
+            continue
+        search.take(step)
+        for extension in problem.extensions(step.new):
+            push(Step(extension, step.new))
+    pruned = _prune(problem, search, budget)
+    outcome.chosen = _explain(problem, search.config)
+    outcome.rejected = pruned + _rejections(problem, search, budget, {r.index for r in pruned})
+    outcome.saved_ms = sum(
+        max(0.0, _weighted_cut(base, base.cost, search.current[number])) for number, base in problem.baselines.items()
+    )
+    return outcome
+
+
+def _prune(problem: Problem, search: _Search, budget: Budget) -> list[Rejection]:
+    """Take out, weakest first, a chosen index the rest of the set has made negligible: a step that was worth
+    it when taken may be served later by an extension of another index."""
+    rejected = []
+    while search.config:
+        choices = _explain(problem, search.config)
+        weakest = min(choices, key=lambda c: (c.saved_ms - c.write_overhead_ms, c.candidate.describe()))
+        if weakest.saved_ms - weakest.write_overhead_ms >= budget.min_share * search.total:
+            break
+        search.config = search.config - {weakest.candidate}
+        for number in problem.statements_of(weakest.candidate):
+            if number in search.current:
+                search.current[number] = problem.cost(number, search.config)
+        reason = "taken, then left out: the rest of the chosen set serves its statements as well"
+        rejected.append(Rejection(weakest.candidate.describe(), reason))
+    return rejected
+
+
+def _explain(problem: Problem, config: frozenset[Candidate]) -> list[Choice]:
+    """Each chosen index with the statements it serves and its marginal saving (the set without it)."""
+    chosen = []
+    for candidate in sorted(config, key=lambda c: c.describe()):
+        without = config - {candidate}
+        served = []
+        for number in sorted(set(problem.statements_of(candidate))):
+            base = problem.baselines.get(number)
+            if base is None:
+                continue
+            after = problem.cost(number, config)
+            lost = problem.cost(number, without)
+            cut = _weighted_cut(base, lost, after)
+            if cut > 0:
+                served.append(Served(number, base.cost, after, cut))
+        saved = sum(s.saved_ms for s in served)
+        chosen.append(
+            Choice(candidate, problem.size(candidate), problem.write_overhead_ms(candidate), saved, tuple(served))
+        )
+    return sorted(chosen, key=lambda c: -c.saved_ms)
+
+
+def _rejections(problem: Problem, search: _Search, budget: Budget, pruned: set[str]) -> list[Rejection]:
+    """Why each generated candidate is not in the set."""
+    rejected = []
+    for seed in dict.fromkeys(problem.seeds):
+        if seed in search.config or seed.describe() in pruned:
+            continue
+        reason = _why_not(seed, search, budget)
+        rejected.append(Rejection(seed.describe(), reason))
+    return rejected
+
+
+def _why_not(seed: Candidate, search: _Search, budget: Budget) -> str:
+    final = seed
+    while final in search.extended:
+        final = search.extended[final]
+    if final in search.config:
+        return f"extended into {final.describe()}"
+    saved, overhead, added = search.alone.get(seed, (0.0, 0.0, 0.0))
+    if saved <= 0:
+        return "no statement got cheaper with it (the planner would not use it, or barely)"
+    if saved <= overhead:
+        return f"write overhead ~{overhead:,.1f} ms outweighs the ~{saved:,.1f} ms it saves"
+    net, added = search.gain(Step(seed))
+    if net <= 0:
+        return "its statements are already served by the chosen indexes"
+    share = net / search.total if search.total else 0.0
+    if added > 0 and share / (added / MB) < budget.min_share_per_mb:
+        return (
+            f"saves {share:.2%} of the workload for {added / MB:,.1f} MB: less than "
+            f"{budget.min_share_per_mb:.2%} per MB (min_saving_per_mb)"
+        )
+    if share < budget.min_share:
+        return f"saves {share:.2%} of the workload: less than {budget.min_share:.1%} (min_saving)"
+    if search.fits(Step(seed)) is Stop.max_indexes:
+        return f"over the budget of {budget.max_indexes} indexes (--max-indexes)"
+    if search.fits(Step(seed)) is Stop.max_size:
+        return f"over the size budget of {budget.max_size:,} bytes (--max-size)"
+    return "not chosen"
 
 
 @dataclass
@@ -62,122 +318,3 @@ def write_overhead(
     if ends_hot:
         entries += hot_updates * (table.index_count + 1)
     return entries, entries * ms_per_entry, ends_hot
-
-
-def saving_ms(baseline: Baseline, current: float, after: float, min_saving: float) -> float:
-    """Statement time an index saves, from the cost it cuts below the current best; nothing when that cut is
-    below `min_saving` of the statement's original cost (planner noise, or an earlier pick already did it)."""
-    if baseline.cost <= 0 or after >= current or (current - after) / baseline.cost < min_saving:
-        return 0.0
-    return baseline.total_time_ms * (current - after) / baseline.cost
-
-
-def _best(picked: list[Option], baselines: dict[int, Baseline]) -> dict[int, float]:
-    """Each statement's cost with the picked indexes: the cheapest plan one of them gives it."""
-    best = {number: base.cost for number, base in baselines.items()}
-    for option in picked:
-        for number, after in option.after.items():
-            if number in best:
-                best[number] = min(best[number], after)
-    return best
-
-
-def _gain(
-    option: Option, baselines: dict[int, Baseline], current: dict[int, float], min_saving: float
-) -> tuple[float, tuple[int, ...]]:
-    served = {
-        number: saving_ms(baselines[number], current[number], after, min_saving)
-        for number, after in option.after.items()
-        if number in baselines
-    }
-    return sum(served.values()), tuple(n for n, saved in served.items() if saved > 0)
-
-
-def choose(
-    options: list[Option],
-    baselines: dict[int, Baseline],
-    *,
-    max_indexes: int,
-    max_size: int,
-    min_saving: float,
-) -> tuple[list[Choice], list[Rejection]]:
-    """Greedy by net benefit per byte; after each pick, an earlier pick the new one makes pointless (its
-    statements now get no worthwhile saving from it) is taken back, so one index per need remains."""
-    remaining = list(options)
-    picked: list[Option] = []
-    rejected: list[Rejection] = []
-    while remaining and len(picked) < max_indexes:
-        current = _best(picked, baselines)
-        used_size = sum(option.size_bytes for option in picked)
-        scored = []
-        for option in remaining:
-            saved, queries = _gain(option, baselines, current, min_saving)
-            net = saved - option.write_overhead_ms
-            if queries and net > 0 and used_size + option.size_bytes <= max_size:
-                scored.append((net / max(option.size_bytes, 1), net, option))
-        if not scored:
-            break
-        scored.sort(key=lambda item: (-item[0], -item[1], item[2].candidate.describe()))
-        new = scored[0][2]
-        picked.append(new)
-        remaining.remove(new)
-        for earlier in list(picked[:-1]):
-            others = _best([p for p in picked if p is not earlier], baselines)
-            saved, _ = _gain(earlier, baselines, others, min_saving)
-            if saved <= earlier.write_overhead_ms:
-                picked.remove(earlier)
-                reason = f"replaced by {new.candidate.describe()}, which serves its statements as well or better"
-                rejected.append(Rejection(earlier.candidate.describe(), reason))
-    final = _best(picked, baselines)
-    chosen = []
-    attributed: set[int] = set()
-    for option in picked:
-        # A statement's saving belongs to the (first) index its cheapest plan uses.
-        queries = tuple(
-            number
-            for number, after in option.after.items()
-            if number in baselines
-            and number not in attributed
-            and after <= final[number]
-            and saving_ms(baselines[number], baselines[number].cost, after, min_saving) > 0
-        )
-        attributed.update(queries)
-        saved = sum(saving_ms(baselines[n], baselines[n].cost, option.after[n], min_saving) for n in queries)
-        chosen.append(Choice(option, saved, queries))
-    used_size = sum(option.size_bytes for option in picked)
-    for option in remaining:
-        reason = _why_not(option, baselines, final, min_saving, chosen, used_size, max_indexes, max_size)
-        rejected.append(Rejection(option.candidate.describe(), reason))
-    return chosen, rejected
-
-
-def _why_not(
-    option: Option,
-    baselines: dict[int, Baseline],
-    current: dict[int, float],
-    min_saving: float,
-    chosen: list[Choice],
-    used_size: int,
-    max_indexes: int,
-    max_size: int,
-) -> str:
-    alone = sum(
-        saving_ms(baselines[n], baselines[n].cost, after, min_saving)
-        for n, after in option.after.items()
-        if n in baselines
-    )
-    now = sum(
-        saving_ms(baselines[n], current[n], after, min_saving) for n, after in option.after.items() if n in baselines
-    )
-    if alone <= 0:
-        return f"no statement got {min_saving:.0%} cheaper with it (the planner would not use it, or barely)"
-    if alone <= option.write_overhead_ms:
-        return f"write overhead ~{option.write_overhead_ms:.0f} ms outweighs the ~{alone:.0f} ms it saves"
-    if now <= option.write_overhead_ms:
-        serving = [c.option.candidate.describe() for c in chosen if set(c.queries) & set(option.after)]
-        return "its statements are already served by " + (", ".join(serving) or "the chosen indexes")
-    if len(chosen) >= max_indexes:
-        return f"over the budget of {max_indexes} indexes (--max-indexes)"
-    if used_size + option.size_bytes > max_size:
-        return f"over the size budget of {max_size:,} bytes (--max-size)"
-    return "not chosen"

@@ -22,7 +22,7 @@ from psycopg import sql
 
 from pgops.advisor.model import Statement
 from pgops.errors import PgopsError
-from pgops.resources import read_sql
+from pgops.resources import MARK, read_sql
 
 
 def read_pg_stat_statements(
@@ -35,7 +35,7 @@ def read_pg_stat_statements(
 ) -> list[Statement]:
     """The current database's statements, heaviest total time first."""
     row = conn.execute(
-        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        MARK + "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'pg_stat_statements'"
     ).fetchone()
     if row is None:
@@ -43,7 +43,7 @@ def read_pg_stat_statements(
             "pg_stat_statements is not installed in this database: run CREATE EXTENSION pg_stat_statements "
             "(package postgresql-contrib; it must be in shared_preload_libraries), or pass --from-file/--from-log"
         )
-    version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    version = conn.execute(MARK + "SELECT current_setting('server_version_num')::int").fetchone()
     total = "total_exec_time" if version and version[0] >= 130000 else "total_time"
     query = sql.SQL(read_sql("advisor/pg_stat_statements.sql")).format(
         schema=sql.Identifier(row[0]), total_time=sql.Identifier(total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -144,7 +145,9 @@ def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, 
     assert after_buffers < before_buffers / 5  # the work the statements do, not a timing
 
 
-def test_script_formats_explain_and_exit_codes(demo_dsn, cli):
+def test_script_formats_explain_and_exit_codes(demo_dsn, demo_conn, cli):
+    for _ in range(3):  # a utility statement of the application's: read, and skipped with its reason
+        demo_conn.execute("CREATE TEMP TABLE IF NOT EXISTS scratch (id int)")
     table = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--format", "table", "--explain")
     assert table.exit_code == 1
     assert "Proposed indexes (validated with hypopg)" in table.stdout
@@ -156,7 +159,7 @@ def test_script_formats_explain_and_exit_codes(demo_dsn, cli):
     assert text.count("CREATE INDEX CONCURRENTLY IF NOT EXISTS") == 1
     assert "over the budget of 1 indexes (--max-indexes)" in text
     assert "-- rollback: DROP INDEX CONCURRENTLY IF EXISTS" in text
-    assert "-- skipped statements" in text and "utility or DDL statement" in text  # the demo's BEGIN/COMMIT
+    assert "-- skipped statements" in text and "utility or DDL statement: CREATE" in text
     assert text.rstrip().splitlines()[-1].startswith("-- summary: ")
     nothing = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "1000000")
     assert nothing.exit_code == 0 and "-- no index proposed" in nothing.stdout
@@ -432,3 +435,49 @@ def test_hostile_names_in_fix_sql_give_no_superuser(dsn, conn, pg_server, cli, t
         conn.execute("DROP TABLE IF EXISTS accounts")
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _own_entries(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database()) AND (query ~* '^\\s*(explain|prepare|begin read only)' OR query ~* 'hypopg_')"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_the_advisor_never_reads_its_own_statements_back(demo_dsn, demo_conn, pg_server):
+    demo_conn.execute("SELECT pg_stat_statements_reset()")
+    demo.run_workload(demo_dsn, statements=200, clients=1, seed=11)
+    first = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=1))
+    assert _own_entries(demo_conn) == []  # a superuser turns tracking off for its session
+    role = f"advisor_monitor_{uuid.uuid4().hex[:6]}"
+    demo_conn.execute(sql.SQL("CREATE ROLE {} LOGIN IN ROLE pg_read_all_stats").format(sql.Identifier(role)))
+    demo_conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        monitor = pg_server.database_dsn(str(conninfo_to_dict(demo_dsn)["dbname"]), user=role)
+        advise(monitor, settings_for(monitor), AdvisorOptions(min_calls=1))
+        assert _own_entries(demo_conn)  # this role can't turn tracking off: its EXPLAINs are recorded...
+        again = advise(monitor, settings_for(monitor), AdvisorOptions(min_calls=1))
+        read_back = [s.query for s in again.skipped] + [q.query for r in again.recommendations for q in r.queries]
+        own = re.compile(r"^\s*(/\* pgops \*/|explain|prepare|begin read only)|hypopg|pg_class WHERE oid <", re.I)
+        assert [query for query in read_back if own.search(query)] == []  # ...and left out by their shape
+        assert again.statements <= first.statements + 3  # the test's own reset and queries may be read
+    finally:
+        demo_conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        demo_conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_second_run_after_fix_sql_proposes_nothing(demo_dsn, demo_conn, cli, tmp_path):
+    """The fixed point: with its own advice applied, the advisor has nothing to add and calls nothing unused."""
+    first = cli("--dsn", demo_dsn, "advise-indexes", "--format", "json")
+    assert first.exit_code == 1, first.stderr
+    built = {r["name"] for r in json.loads(first.stdout)["recommendations"]}
+    fix = tmp_path / "fix.sql"
+    fix.write_text(cli("--dsn", demo_dsn, "advise-indexes").stdout)
+    assert _psql(demo_dsn, fix).returncode == 0
+    demo_conn.execute("ANALYZE")
+    second = cli("--dsn", demo_dsn, "advise-indexes", "--format", "json")
+    advice = json.loads(second.stdout)
+    assert second.exit_code == 0, (fix.read_text(), [r["index"] for r in advice["recommendations"]])
+    assert advice["recommendations"] == []
+    assert not [d for d in advice["drops"] if d["index"].split(".")[1] in built], advice["drops"]

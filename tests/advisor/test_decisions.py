@@ -12,7 +12,7 @@ from pgops.advisor.parse import analyze
 from pgops.advisor.redundant import review
 from pgops.advisor.rules import estimate, statement_cost
 from pgops.advisor.script import NAME_LIMIT, index_name
-from pgops.advisor.select import Baseline, Option, TableWrites, choose, write_overhead
+from pgops.advisor.select import TableWrites, write_overhead
 from pgops.advisor.workload import read_file, read_log, split_statements
 from tests.advisor.helpers import demo_catalog, index, statement
 
@@ -91,48 +91,6 @@ def test_merge_prefixes_folds_a_leading_subset_into_the_longer_candidate():
     merged, rejected = merge_prefixes({short: {0}, long: {1}, other: {2}})
     assert merged == {long: {0, 1}, other: {2}}
     assert [r.index for r in rejected] == [short.describe()]
-
-
-def _option(columns, size, after, overhead=0.0):
-    return Option(Candidate(ORDERS, columns), size, 0, overhead, False, after)
-
-
-def test_choose_prefers_one_two_column_index_over_a_pile_of_single_column_ones():
-    baselines = {0: Baseline(1000.0, 100.0), 1: Baseline(1000.0, 100.0)}
-    single_a = _option(("a",), 8_000_000, {0: 60.0})
-    single_b = _option(("b",), 8_000_000, {1: 60.0})
-    pair = _option(("a", "b"), 9_000_000, {0: 5.0, 1: 10.0})
-    chosen, rejected = choose([single_a, single_b, pair], baselines, max_indexes=10, max_size=10**12, min_saving=0.1)
-    assert [c.option for c in chosen] == [pair]
-    assert chosen[0].saved_ms == 950.0 + 900.0
-    assert all("already served" in r.reason for r in rejected)
-
-
-def test_choose_takes_back_an_earlier_pick_that_a_better_index_makes_pointless():
-    baselines = {0: Baseline(1000.0, 100.0), 1: Baseline(100.0, 100.0)}
-    small = _option(("created_at",), 1000, {0: 30.0})  # cheapest per byte: picked first
-    better = _option(("status", "created_at"), 3000, {0: 2.0, 1: 20.0})
-    chosen, rejected = choose([small, better], baselines, max_indexes=10, max_size=10**9, min_saving=0.1)
-    assert [c.option for c in chosen] == [better]
-    assert chosen[0].queries == (0, 1) and chosen[0].saved_ms == 980.0 + 80.0
-    assert rejected[0].index == small.candidate.describe() and "replaced by" in rejected[0].reason
-
-
-def test_choose_respects_budgets_and_write_cost_and_says_why():
-    baselines = {0: Baseline(1000.0, 100.0), 1: Baseline(500.0, 100.0), 2: Baseline(10.0, 100.0)}
-    big = _option(("a",), 5000, {0: 10.0})
-    small = _option(("b",), 1000, {1: 10.0})
-    costly = _option(("c",), 10, {2: 10.0}, overhead=50.0)
-    useless = _option(("d",), 10, {0: 99.5})
-    chosen, rejected = choose([big, small, costly, useless], baselines, max_indexes=1, max_size=10**9, min_saving=0.1)
-    assert [c.option for c in chosen] == [small]  # benefit per byte: 450 ms / 1000 B beats 900 ms / 5000 B
-    reasons = {r.index: r.reason for r in rejected}
-    assert "--max-indexes" in reasons[big.candidate.describe()]
-    assert "write overhead" in reasons[costly.candidate.describe()]
-    assert "10% cheaper" in reasons[useless.candidate.describe()]
-    chosen, rejected = choose([big, small], baselines, max_indexes=5, max_size=3000, min_saving=0.1)
-    assert [c.option for c in chosen] == [small]
-    assert "--max-size" in rejected[0].reason
 
 
 def test_write_overhead_counts_inserts_updates_and_lost_hot_updates():

@@ -1,0 +1,47 @@
+"""What-if costs: a statement's plan cost under a set of hypothetical indexes, asked of the planner through
+hypopg (or, without it, estimated by the pg_stats rules), and cached by the indexes that can matter to the
+statement (those on its tables), so the selection may ask as often as it likes."""
+
+from __future__ import annotations
+
+from pgops.advisor import rules
+from pgops.advisor.hypo import PlanError, Planner
+from pgops.advisor.model import Analysis, Candidate, Catalog
+
+
+class WhatIf:
+    def __init__(self, planner: Planner, catalog: Catalog, analyses: list[Analysis], baseline: dict[int, float]):
+        self.planner = planner
+        self.catalog = catalog
+        self.analyses = analyses
+        self.baseline = baseline
+        self.generic: dict[tuple[int, frozenset[Candidate]], float | None] = {}
+        self._cache: dict[tuple[int, frozenset[Candidate]], float] = {}
+        self.planned = 0  # planner calls made, for the summary and the tests
+
+    def relevant(self, number: int, config: frozenset[Candidate]) -> frozenset[Candidate]:
+        tables = self.analyses[number].tables
+        return frozenset(c for c in config if c.table in tables)
+
+    def cost(self, number: int, config: frozenset[Candidate]) -> float:
+        indexes = self.relevant(number, config)
+        if not indexes:
+            return self.baseline[number]
+        key = (number, indexes)
+        if key not in self._cache:
+            self._cache[key] = self._plan(number, indexes)
+        return self._cache[key]
+
+    def _plan(self, number: int, indexes: frozenset[Candidate]) -> float:
+        analysis = self.analyses[number]
+        if self.planner.hypopg is None:
+            estimates = [rules.estimate(analysis, candidate, self.catalog) for candidate in indexes]
+            return min([self.baseline[number], *estimates])
+        self.planner.configure(indexes)
+        self.planned += 1
+        try:
+            costs = self.planner.costs(analysis)
+        except PlanError:
+            return self.baseline[number]
+        self.generic[(number, indexes)] = costs.generic
+        return min(costs.cost, self.baseline[number])  # an index the plan would not use costs nothing

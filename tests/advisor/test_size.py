@@ -1,0 +1,51 @@
+"""Index size estimates against the indexes PostgreSQL actually builds: within 30% for every shape."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg import sql
+
+from pgops.advisor.catalog import read_catalog
+from pgops.advisor.model import Candidate
+from pgops.advisor.size import estimate_size
+
+T = ("public", "sized")
+SHAPES = [
+    Candidate(T, ("id",)),  # unique bigint
+    Candidate(T, ("tenant",)),  # 50 values: deduplicated
+    Candidate(T, ("email",)),  # unique text
+    Candidate(T, ("created_at",)),  # timestamptz, mostly unique
+    Candidate(T, ("tenant", "created_at")),
+    Candidate(T, ("part", "supplier")),  # a composite join key, 4 suppliers a part
+    Candidate(T, ("customer",), ("total",)),  # INCLUDE: no deduplication
+    Candidate(T, ("status",)),  # 3 text values
+    Candidate(T, ("total",)),  # numeric: no deduplication
+]
+
+
+@pytest.fixture
+def sized(conn):
+    conn.execute(
+        """
+        CREATE TABLE sized AS
+        SELECT n::bigint AS id, (n % 50)::int AS tenant, 'user' || n || '@tenant' || (n % 50) || '.example' AS email,
+               timestamptz '2024-01-01' + n * interval '1 minute' AS created_at,
+               (n / 8)::int AS part, (n % 4)::int AS supplier, (n / 3)::bigint AS customer,
+               (n % 1000)::numeric(12, 2) AS total, (ARRAY['open', 'shipped', 'closed'])[1 + n % 3] AS status
+        FROM generate_series(1, 200000) n
+        """
+    )
+    conn.execute("ANALYZE sized")
+    return conn
+
+
+@pytest.mark.parametrize("candidate", SHAPES, ids=lambda c: c.describe())
+def test_estimate_is_within_30_percent_of_the_built_index(sized, candidate):
+    estimate = estimate_size(read_catalog(sized), candidate)
+    columns = sql.SQL(", ").join(map(sql.Identifier, candidate.columns))
+    include = sql.SQL(" INCLUDE ({})").format(sql.SQL(", ").join(map(sql.Identifier, candidate.include)))
+    sized.execute(
+        sql.SQL("CREATE INDEX built ON sized ({}){}").format(columns, include if candidate.include else sql.SQL(""))
+    )
+    built = sized.execute("SELECT pg_relation_size('built')").fetchone()[0]
+    assert 0.7 <= estimate / built <= 1.3, f"estimated {estimate:,} bytes, built {built:,}"
