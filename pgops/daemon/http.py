@@ -63,7 +63,9 @@ class HealthServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
+        """Stop serving and release the port; also after a failed start, when the loop never ran."""
+        if self._thread.is_alive():  # shutdown() waits for serve_forever to end: forever if it never started
+            self.server.shutdown()
         self.server.server_close()
 
 
