@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pgops.errors import PgopsError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,14 +48,13 @@ class HealthServer:
     def __init__(self, listen: str, health: Callable[[], Health]) -> None:
         host, port = parse_listen(listen)
         handler = _handler(health)
-        server_class = ThreadingHTTPServer
+        server_class = _Server
         if ":" in host:
-            server_class = type("ThreadingHTTPServerV6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+            server_class = type("_ServerV6", (_Server,), {"address_family": socket.AF_INET6})
         try:
             self.server = server_class((host, port), handler)
         except OSError as exc:
             raise PgopsError(f"can't listen on {listen}: {exc.strerror}") from None
-        self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="pgops-http", daemon=True)
 
     @property
@@ -69,9 +72,56 @@ class HealthServer:
         self.server.server_close()
 
 
+def _client(address: tuple[str, int] | tuple[str, int, int, int] | str) -> str:
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+def _describe(exc: BaseException | None) -> str:
+    """`TimeoutError: timed out`, one line, for a request that failed."""
+    if exc is None:
+        return "unknown error"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _log_failure(client: str, request: str, error: str, *, bug: bool = False) -> None:
+    """The one log line of a failed request. A client that leaves, stalls or sends garbage is routine (info);
+    an exception of pgops' own is an error, still one line: a traceback would break the JSON-lines log."""
+    request, error = request[:200], error[:300]  # a hostile request line can be 64 kB
+    log.log(
+        logging.ERROR if bug else logging.INFO,
+        "http: %s from %s failed: %s",
+        json.dumps(request) if request else "request",
+        client,
+        error,
+        extra={"client": client, "request": request},
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled client never holds up the daemon's exit
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # what the handler did not catch itself (its setup or finish): one line, not socketserver's traceback
+        exc = sys.exc_info()[1]
+        _log_failure(_client(client_address), "", _describe(exc), bug=not isinstance(exc, OSError))
+
+
 def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pgops"
+        _failure_logged = False  # HTTP/1.0: one request per connection, so one failure line per handler
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except OSError as exc:  # the client reset the connection or went away mid-answer
+                self._failed(_describe(exc))
+            except Exception as exc:
+                self._failed(_describe(exc), bug=True)
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -90,6 +140,15 @@ def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def _failed(self, error: str, *, bug: bool = False) -> None:
+            if not self._failure_logged:
+                self._failure_logged = True
+                _log_failure(_client(self.client_address), getattr(self, "requestline", ""), error, bug=bug)
+
+        def log_error(self, format: str, *args: object) -> None:
+            # BaseHTTPRequestHandler's own failures: a timeout, a malformed request (400), a method (501)
+            self._failed(format % args)
 
         def log_message(self, format: str, *args: object) -> None:  # scrapes every few seconds: not worth a line
             pass

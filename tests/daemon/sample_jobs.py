@@ -143,3 +143,10 @@ def failing_jobs(settings: Settings) -> list[Job]:
 
 def unschedulable_jobs(settings: Settings) -> list[Job]:
     return [Job("tick", Every(INTERVAL), _recording(0)), Job("never", Every(timedelta(0)), _recording(0))]
+
+
+# -- none: a daemon that only serves HTTP, for tests of the endpoint -----------------------------------------------
+
+
+def no_jobs(settings: Settings) -> list[Job]:
+    return []

@@ -1,0 +1,60 @@
+"""The daemon's HTTP endpoint under clients that misbehave: one JSON log line per failed request, never a
+traceback (issue 13, defect 9)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+from tests.daemon.conftest import DaemonProcess, http_get, wait_for
+
+
+def serving(start_daemon, migrated_dsn: str, notify_socket) -> DaemonProcess:
+    daemon = start_daemon(migrated_dsn, "no_jobs", env={"NOTIFY_SOCKET": str(notify_socket.path)})
+    notify_socket.wait("READY", "1")
+    return daemon
+
+
+def http_failures(daemon: DaemonProcess) -> list[dict[str, object]]:
+    return [entry for entry in daemon.log() if entry.get("logger") == "pgops.daemon.http"]
+
+
+def stopped_log(daemon: DaemonProcess) -> list[dict[str, object]]:
+    """SIGTERM, exit 0, and every line of the output a JSON object: no traceback, no stray print."""
+    daemon.terminate()
+    assert daemon.proc.wait(15) == 0
+    text = daemon.log_path.read_text()
+    assert "Traceback" not in text, text
+    entries = [json.loads(line) for line in text.splitlines()]
+    assert all(isinstance(entry, dict) for entry in entries)
+    return entries
+
+
+def reset(port: int, payload: bytes) -> None:
+    """Send `payload` and leave with a TCP reset, as a client killed or timed out mid-request does."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.sendall(payload)
+
+
+def test_clients_that_leave_early_get_one_json_line_each(migrated_dsn, start_daemon, notify_socket):
+    daemon = serving(start_daemon, migrated_dsn, notify_socket)
+    payloads = [
+        b"GET /metrics HTTP/1.1\r\nHost: pgops\r\n\r\n",  # a whole request, gone before the answer
+        b"GET /healthz HTTP/1.1\r\nHost: pg",  # half the headers
+        b"GET /metr",  # half the request line
+        b"",  # nothing at all
+    ]
+    for payload in payloads:
+        reset(daemon.port, payload)
+    wait_for(
+        lambda: len(http_failures(daemon)) >= len(payloads) or "Traceback" in daemon.log_path.read_text(),
+        10,
+        "a log line per reset connection",
+    )
+    assert http_get(f"{daemon.base_url}/healthz")[0] == 200  # still serving
+    entries = stopped_log(daemon)
+    failures = [entry for entry in entries if entry.get("logger") == "pgops.daemon.http"]
+    assert len(failures) == len(payloads), failures  # one line per failed request, not one per frame
+    assert all("ConnectionResetError" in str(entry["msg"]) for entry in failures), failures
