@@ -18,6 +18,10 @@ from pgops.errors import PgopsError
 
 log = logging.getLogger(__name__)
 
+# Seconds one read or write of a request may stall before the connection is closed: a scrape or a health check
+# sends its request at once, and a client that doesn't must not hold a thread forever.
+REQUEST_TIMEOUT = 5.0
+
 
 @dataclass(frozen=True)
 class Health:
@@ -113,6 +117,7 @@ class _Server(ThreadingHTTPServer):
 def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pgops"
+        timeout = REQUEST_TIMEOUT  # on the socket, for every read and write: a stalled client gets dropped
         _failure_logged = False  # HTTP/1.0: one request per connection, so one failure line per handler
 
         def handle(self) -> None:
@@ -148,7 +153,10 @@ def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
 
         def log_error(self, format: str, *args: object) -> None:
             # BaseHTTPRequestHandler's own failures: a timeout, a malformed request (400), a method (501)
-            self._failed(format % args)
+            if args and isinstance(args[-1], TimeoutError):
+                self._failed(f"timed out: nothing received or sent for {self.timeout:g}s")
+            else:
+                self._failed(format % args)
 
         def log_message(self, format: str, *args: object) -> None:  # scrapes every few seconds: not worth a line
             pass

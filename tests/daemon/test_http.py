@@ -1,13 +1,16 @@
 """The daemon's HTTP endpoint under clients that misbehave: one JSON log line per failed request, never a
-traceback (issue 13, defect 9)."""
+traceback; stalled connections closed by a timeout (issue 13, defect 9)."""
 
 from __future__ import annotations
 
 import json
 import socket
 import struct
+import time
 
 from tests.daemon.conftest import DaemonProcess, http_get, wait_for
+
+STALL_LIMIT = 10  # seconds a stalled connection may hold its thread (the server's timeout is a few seconds)
 
 
 def serving(start_daemon, migrated_dsn: str, notify_socket) -> DaemonProcess:
@@ -58,3 +61,23 @@ def test_clients_that_leave_early_get_one_json_line_each(migrated_dsn, start_dae
     failures = [entry for entry in entries if entry.get("logger") == "pgops.daemon.http"]
     assert len(failures) == len(payloads), failures  # one line per failed request, not one per frame
     assert all("ConnectionResetError" in str(entry["msg"]) for entry in failures), failures
+
+
+def test_a_stalled_connection_is_closed_by_the_server(migrated_dsn, start_daemon, notify_socket):
+    daemon = serving(start_daemon, migrated_dsn, notify_socket)
+    silent = socket.create_connection(("127.0.0.1", daemon.port))
+    partial = socket.create_connection(("127.0.0.1", daemon.port))
+    partial.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the blank line that ends the headers
+    opened = time.monotonic()
+    try:
+        assert http_get(f"{daemon.base_url}/healthz")[0] == 200  # a stalled client holds only its own thread
+        for client in (silent, partial):
+            client.settimeout(STALL_LIMIT + 2)
+            assert client.recv(1024) == b""  # closed by the server (with no server timeout: TimeoutError)
+        assert time.monotonic() - opened < STALL_LIMIT
+    finally:
+        silent.close()
+        partial.close()
+    wait_for(lambda: len(http_failures(daemon)) >= 2, 5, "a log line per timed-out connection")
+    failures = [entry for entry in stopped_log(daemon) if entry.get("logger") == "pgops.daemon.http"]
+    assert len(failures) == 2 and all("timed out" in str(entry["msg"]) for entry in failures), failures
