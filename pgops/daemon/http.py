@@ -129,22 +129,29 @@ def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
                 self._failed(_describe(exc), bug=True)
 
         def do_GET(self) -> None:
+            self._answer(with_body=True)
+
+        def do_HEAD(self) -> None:  # curl -I, load balancers' checks: the GET's status and headers
+            self._answer(with_body=False)
+
+        def _answer(self, *, with_body: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY), with_body)
             elif path == "/healthz":
                 state = health()
                 body = json.dumps(asdict(state)).encode() + b"\n"
-                self._send(200 if state.ok else 503, "application/json", body)
+                self._send(200 if state.ok else 503, "application/json", body, with_body)
             else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n", with_body)
 
-        def _send(self, code: int, content_type: str, body: bytes) -> None:
+        def _send(self, code: int, content_type: str, body: bytes, with_body: bool) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if with_body:
+                self.wfile.write(body)
 
         def _failed(self, error: str, *, bug: bool = False) -> None:
             if not self._failure_logged:

@@ -1,5 +1,5 @@
 """The daemon's HTTP endpoint under clients that misbehave: one JSON log line per failed request, never a
-traceback; stalled connections closed by a timeout (issue 13, defect 9)."""
+traceback; stalled connections closed by a timeout; HEAD answered like GET (issue 13, defect 9)."""
 
 from __future__ import annotations
 
@@ -81,3 +81,30 @@ def test_a_stalled_connection_is_closed_by_the_server(migrated_dsn, start_daemon
     wait_for(lambda: len(http_failures(daemon)) >= 2, 5, "a log line per timed-out connection")
     failures = [entry for entry in stopped_log(daemon) if entry.get("logger") == "pgops.daemon.http"]
     assert len(failures) == 2 and all("timed out" in str(entry["msg"]) for entry in failures), failures
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and every byte after them, read to the end: what the server really sent."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(request)
+        data = b""
+        while chunk := client.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def test_head_answers_like_get_without_a_body(migrated_dsn, start_daemon, notify_socket):
+    daemon = serving(start_daemon, migrated_dsn, notify_socket)
+    for path in ("/healthz", "/metrics", "/nothing"):
+        status, headers, body = exchange(daemon.port, f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        head_status, head_headers, head_body = exchange(daemon.port, f"HEAD {path} HTTP/1.0\r\n\r\n".encode())
+        assert (head_status, head_body) == (status, b""), path
+        assert status == (404 if path == "/nothing" else 200)
+        assert head_headers["content-type"] == headers["content-type"]
+        if path != "/metrics":  # the metrics change between two scrapes (the process' CPU time)
+            assert head_headers["content-length"] == headers["content-length"] == str(len(body))
+    assert http_failures(daemon) == []
+    stopped_log(daemon)
