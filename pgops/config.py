@@ -202,7 +202,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return [_convert(v, item_type, where) for v in value]
     try:
         if hint is timedelta:
-            return parse_duration(value)
+            duration = parse_duration(value)
+            if where.endswith(".interval") and duration <= timedelta(0):  # a job schedule: "every 0s" can't run
+                raise ValueError(f"must be more than 0, got {value!r}")
+            return duration
         if hint is bool:
             if isinstance(value, bool):
                 return value

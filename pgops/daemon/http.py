@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,6 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pgops.errors import PgopsError
+
+log = logging.getLogger(__name__)
+
+# Seconds one read or write of a request may stall before the connection is closed: a scrape or a health check
+# sends its request at once, and a client that doesn't must not hold a thread forever.
+REQUEST_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,14 +52,13 @@ class HealthServer:
     def __init__(self, listen: str, health: Callable[[], Health]) -> None:
         host, port = parse_listen(listen)
         handler = _handler(health)
-        server_class = ThreadingHTTPServer
+        server_class = _Server
         if ":" in host:
-            server_class = type("ThreadingHTTPServerV6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+            server_class = type("_ServerV6", (_Server,), {"address_family": socket.AF_INET6})
         try:
             self.server = server_class((host, port), handler)
         except OSError as exc:
             raise PgopsError(f"can't listen on {listen}: {exc.strerror}") from None
-        self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="pgops-http", daemon=True)
 
     @property
@@ -63,31 +70,100 @@ class HealthServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
+        """Stop serving and release the port; also after a failed start, when the loop never ran."""
+        if self._thread.is_alive():  # shutdown() waits for serve_forever to end: forever if it never started
+            self.server.shutdown()
         self.server.server_close()
+
+
+def _client(address: tuple[str, int] | tuple[str, int, int, int] | str) -> str:
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
+
+
+def _describe(exc: BaseException | None) -> str:
+    """`TimeoutError: timed out`, one line, for a request that failed."""
+    if exc is None:
+        return "unknown error"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _log_failure(client: str, request: str, error: str, *, bug: bool = False) -> None:
+    """The one log line of a failed request. A client that leaves, stalls or sends garbage is routine (info);
+    an exception of pgops' own is an error, still one line: a traceback would break the JSON-lines log."""
+    request, error = request[:200], error[:300]  # a hostile request line can be 64 kB
+    log.log(
+        logging.ERROR if bug else logging.INFO,
+        "http: %s from %s failed: %s",
+        json.dumps(request) if request else "request",
+        client,
+        error,
+        extra={"client": client, "request": request},
+    )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stalled client never holds up the daemon's exit
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        # what the handler did not catch itself (its setup or finish): one line, not socketserver's traceback
+        exc = sys.exc_info()[1]
+        _log_failure(_client(client_address), "", _describe(exc), bug=not isinstance(exc, OSError))
 
 
 def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pgops"
+        timeout = REQUEST_TIMEOUT  # on the socket, for every read and write: a stalled client gets dropped
+        _failure_logged = False  # HTTP/1.0: one request per connection, so one failure line per handler
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except OSError as exc:  # the client reset the connection or went away mid-answer
+                self._failed(_describe(exc))
+            except Exception as exc:
+                self._failed(_describe(exc), bug=True)
 
         def do_GET(self) -> None:
+            self._answer(with_body=True)
+
+        def do_HEAD(self) -> None:  # curl -I, load balancers' checks: the GET's status and headers
+            self._answer(with_body=False)
+
+        def _answer(self, *, with_body: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY), with_body)
             elif path == "/healthz":
                 state = health()
                 body = json.dumps(asdict(state)).encode() + b"\n"
-                self._send(200 if state.ok else 503, "application/json", body)
+                self._send(200 if state.ok else 503, "application/json", body, with_body)
             else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n")
+                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n", with_body)
 
-        def _send(self, code: int, content_type: str, body: bytes) -> None:
+        def _send(self, code: int, content_type: str, body: bytes, with_body: bool) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if with_body:
+                self.wfile.write(body)
+
+        def _failed(self, error: str, *, bug: bool = False) -> None:
+            if not self._failure_logged:
+                self._failure_logged = True
+                _log_failure(_client(self.client_address), getattr(self, "requestline", ""), error, bug=bug)
+
+        def log_error(self, format: str, *args: object) -> None:
+            # BaseHTTPRequestHandler's own failures: a timeout, a malformed request (400), a method (501)
+            if args and isinstance(args[-1], TimeoutError):
+                self._failed(f"timed out: nothing received or sent for {self.timeout:g}s")
+            else:
+                self._failed(format % args)
 
         def log_message(self, format: str, *args: object) -> None:  # scrapes every few seconds: not worth a line
             pass

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import NoReturn
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -182,23 +183,32 @@ def run_daemon(settings: Settings, listen: str | None) -> int:
     with _stop_on_signals(daemon.stop_event):
         try:
             daemon.start(listen)
-        except Stopping:
+            daemon.watch()
+        except Stopping:  # SIGTERM while connecting: nothing is scheduled or served yet
             daemon.close()
             return 0
-        except BaseException:
-            daemon.stop()
+        except BaseException as exc:
+            # whatever failed, stop what did start (HTTP, scheduler, pool) and leave with the error, promptly
+            if not daemon.stop():
+                code = exc.exit_code if isinstance(exc, PgopsError) else 70  # 70: the CLI's code for a bug
+                _abandon(daemon, code, first_line(exc))
             raise
-        daemon.watch()
         finished = daemon.stop()
     if not finished:
-        # A batch that ignores should_stop past the stop timeout: leave now. The server rolls back its open
-        # transaction when the connection drops, so nothing is half-done; committed batches stay.
-        log.warning("stop timeout reached: abandoning %s", ", ".join(daemon.runner.running))
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(0)
+        _abandon(daemon, 0)
     log.info("stopped")
     return 0
+
+
+def _abandon(daemon: Daemon, code: int, error: str | None = None) -> NoReturn:
+    """Leave now, past the stop timeout, without the batch that ignores should_stop: the executor's exit hook would
+    wait for it. The server rolls back its open transaction when the connection drops; committed batches stay."""
+    log.warning("stop timeout reached: abandoning %s", ", ".join(daemon.runner.running))
+    if error is not None:  # the CLI never gets to print it
+        log.error("%s", error)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_once(settings: Settings) -> list[RunResult]:

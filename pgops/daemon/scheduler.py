@@ -215,7 +215,10 @@ def build_scheduler(jobs: list[Job], runner: JobRunner, settings: Settings) -> B
         timezone=UTC,
     )
     for job in jobs:
-        trigger = make_trigger(job.schedule)
+        try:
+            trigger = make_trigger(job.schedule)
+        except PgopsError as exc:  # a plugin's job: no config check has seen its schedule
+            raise PgopsError(f"daemon job {job.name!r}: {exc.message}") from None
 
         def fire(job: Job = job, trigger: BaseTrigger = trigger) -> None:
             runner.run(job, period=period_end(trigger, datetime.now(UTC)))

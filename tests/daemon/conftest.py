@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -123,11 +123,21 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
     """Start `python -m pgops daemon` with a config of the test's own jobs; killed at the end if still running."""
     started: list[DaemonProcess] = []
 
-    def start(dsn: str, plugin: str, *, env: dict[str, str] | None = None, daemon: str = "") -> DaemonProcess:
+    def start(
+        dsn: str,
+        plugin: str,
+        *,
+        env: dict[str, str] | None = None,
+        daemon: str = "",
+        jobs: Sequence[str] = (),
+        tables: str = "",
+    ) -> DaemonProcess:
+        """`daemon` adds lines to [daemon], `jobs` names built-in jobs to run too, `tables` adds other tables."""
         index = len(started)
         config = tmp_path / f"pgops-{index}.toml"
         config.write_text(
-            f'[daemon]\njobs = []\nplugins = ["tests.daemon.sample_jobs:{plugin}"]\nhealth_interval = "0.5s"\n{daemon}'
+            f"[daemon]\njobs = {json.dumps(list(jobs))}\n"
+            f'plugins = ["tests.daemon.sample_jobs:{plugin}"]\nhealth_interval = "0.5s"\n{daemon}\n{tables}'
         )
         port = free_port()
         log_path = tmp_path / f"daemon-{index}.log"

@@ -136,3 +136,17 @@ def _fail(ctx: JobContext) -> str:
 
 def failing_jobs(settings: Settings) -> list[Job]:
     return [Job("fails", Every(INTERVAL), _fail), Job("tick", Every(INTERVAL), _recording(0))]
+
+
+# -- unschedulable: a schedule no config check sees, refused by the scheduler after HTTP is bound ----------------
+
+
+def unschedulable_jobs(settings: Settings) -> list[Job]:
+    return [Job("tick", Every(INTERVAL), _recording(0)), Job("never", Every(timedelta(0)), _recording(0))]
+
+
+# -- none: a daemon that only serves HTTP, for tests of the endpoint -----------------------------------------------
+
+
+def no_jobs(settings: Settings) -> list[Job]:
+    return []
