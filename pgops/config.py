@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -154,6 +154,85 @@ TIMEOUT = {"bounds": Bounds(timedelta(milliseconds=1), MAX_TIMEOUT, zero=True)} 
 RATIO = {"bounds": Bounds(0.0, 1.0)}  # of a limit in use: 0 warns on any use at all
 
 
+def pg_cron_schedule(text: str) -> None:
+    """Refuse what pg_cron's `cron.schedule` refuses (its vixie-cron parser and `N seconds`), checked on load so a
+    typo fails now instead of inside `pgops migrate`. Stricter in two ways that pg_cron accepts silently: a sixth
+    field (pg_cron ignores it, so a seconds field would shift every other one) and a range that runs backwards
+    (it never fires)."""
+    value = text.strip(" \t")
+    if not value:
+        return  # no pg_cron job on purpose
+    seconds = re.fullmatch(r"(\d{1,9})\s*seconds?", value, re.IGNORECASE)
+    if seconds:
+        if not 1 <= int(seconds[1]) <= 59:
+            raise ValueError(f"{_shown(text)}: pg_cron takes 1 to 59 seconds")
+        return
+    if value.startswith("@"):
+        if value[1:] not in ("reboot", "restart", "yearly", "annually", "monthly", "weekly", "daily", "midnight",
+                             "hourly"):  # fmt: skip
+            raise ValueError(f"{_shown(text)}: not one of pg_cron's @hourly, @daily, @weekly, @monthly, @yearly")
+        return
+    fields = re.split(r"[ \t]+", value)
+    if len(fields) != 5:
+        raise ValueError(
+            f"{_shown(text)}: expected 5 crontab fields (minute hour day-of-month month day-of-week, e.g. "
+            f"'*/5 * * * *') or '[1-59] seconds', got {len(fields)}"
+        )
+    for item, spec in zip(fields, _CRON_FIELDS, strict=True):
+        for part in item.split(","):
+            problem = _cron_part(part, *spec)
+            if problem:
+                raise ValueError(f"{_shown(text)}: {spec[0]} {part!r}: {problem}")
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+)
+
+
+def _cron_part(part: str, _: str, low: int, high: int, names: tuple[str, ...]) -> str | None:
+    """One element of a crontab list: `*`, `N`, `N-M`, `*/S` or `N-M/S` (month and day names too)."""
+    match = re.fullmatch(r"(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", part, re.IGNORECASE)
+    if not match:
+        return "expected *, N, N-M, */S or N-M/S"
+    star, first, last, step = match.groups()
+    if step is not None and (first and last is None):
+        return "a step needs * or a range (N-M/S)"
+    if step is not None and (len(step) > 9 or int(step) == 0):
+        return "the step must be at least 1"
+    values = []
+    for token in (first, last):
+        if token is None:
+            continue
+        if token.lower() in names:
+            values.append(names.index(token.lower()) + low)
+        elif token.isdigit() and len(token) <= 9 and low <= int(token) <= high:
+            values.append(int(token))
+        else:
+            return f"{token!r} is not {low}-{high}" + (f" or a name such as {names[0]}" if names else "")
+    if star is None and len(values) == 2 and values[0] > values[1]:
+        return "the range runs backwards, so it never matches"
+    return None
+
+
+def crontab(text: str) -> None:
+    """A crontab the daemon's scheduler (APScheduler) accepts, checked with the same parser it uses."""
+    from apscheduler.triggers.cron import CronTrigger  # the CLI and the daemon load it anyway
+
+    try:
+        CronTrigger.from_crontab(text, timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(
+            f"{_shown(text)} is not a crontab expression (minute hour day month day-of-week): {exc}"
+        ) from None
+
+
 def listen_address(text: str) -> None:
     """`HOST:PORT`, or empty for no HTTP endpoint: the daemon's own parser."""
     if text:
@@ -191,7 +270,7 @@ class RefreshSettings:
     max_wait: timedelta = field(default=timedelta(minutes=5), metadata=DURATION)
     interval: timedelta = field(default=timedelta(seconds=5), metadata=PERIOD)
     # empty: schedule no pg_cron job (the daemon processes refreshes)
-    cron_schedule: str = "* * * * *"
+    cron_schedule: str = field(default="* * * * *", metadata={"check": pg_cron_schedule})
     cron_keep_history: timedelta = field(default=timedelta(hours=1), metadata=DURATION)  # kept in job_run_details
     statement_timeout: timedelta = field(default=timedelta(minutes=30), metadata=TIMEOUT)
     lock_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)
@@ -210,7 +289,7 @@ class CleanupPolicy:
     pause: timedelta = field(default=timedelta(0), metadata=DURATION)
     max_runtime: timedelta = field(default=timedelta(minutes=10), metadata=PERIOD)
     max_rows: int | None = field(default=None, metadata={"bounds": Bounds(1, INT8_MAX)})
-    schedule: str = "*/5 * * * *"
+    schedule: str = field(default="*/5 * * * *", metadata={"check": crontab})
     database: str | None = None  # another database on the same server; "@cron" = pg_cron's cron.database_name
     if_exists: bool = False  # skip quietly (not an error) when the table does not exist
 

@@ -5,6 +5,7 @@ import typing
 from datetime import date, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from pgops.config import (
     load_settings,
     parse_duration,
     parse_size,
+    pg_cron_schedule,
 )
 from pgops.errors import EXIT_ERROR, PgopsError
 
@@ -139,6 +141,8 @@ BAD_VALUES = [
     ("[refresh]\ndebounce = 1979-05-27\n", "refresh.debounce", "expected a duration"),
     ('[refresh]\ninterval = "0s"\n', "refresh.interval", "must be more than 0s"),
     ('[refresh]\ndebounce = "10m"\n', "refresh.debounce", "debounce (10m) must not be more than max_wait (5m)"),
+    ('[refresh]\ncron_schedule = "every minute"\n', "refresh.cron_schedule", "expected 5 crontab fields"),
+    ('[refresh]\ncron_schedule = "61 * * * *"\n', "refresh.cron_schedule", "minute '61'"),
     ("[daemon]\npool_max_size = 0\n", "daemon.pool_max_size", "must be at least 1"),
     ("[daemon]\npool_min_size = 5\npool_max_size = 2\n", "daemon.pool_min_size", "must not be more than"),
     ('[daemon]\nlisten = "nowhere"\n', "daemon.listen", "expected HOST:PORT"),
@@ -161,6 +165,7 @@ BAD_VALUES = [
     ('[cleanup.policies.x]\ntable = "t"\nbatch_size = 0\n', "cleanup.policies.x.batch_size", "at least 1"),
     ('[cleanup.policies.x]\ntable = "t"\nmax_rows = 0\n', "cleanup.policies.x.max_rows", "at least 1"),
     ('[cleanup.policies.x]\ntable = "t"\nmax_runtime = "0s"\n', "cleanup.policies.x.max_runtime", "more than 0s"),
+    ('[cleanup.policies.x]\ntable = "t"\nschedule = "every minute"\n', "cleanup.policies.x.schedule", "crontab"),
     ('[cleanup.policies.x]\ntable = ""\n', "cleanup.policies.x.table", "must not be empty"),
     ('[cleanup]\nthrottle_pause = "0s"\n', "cleanup.throttle_pause", "more than 0s"),
     ("[cleanup]\nmax_lock_waiters = -1\n", "cleanup.max_lock_waiters", "at least 0"),
@@ -200,7 +205,7 @@ def test_environment_values_are_checked_and_name_the_variable(variable, value, m
 def test_good_values_still_load(tmp_path):
     path = write(
         tmp_path,
-        '[refresh]\ndebounce = "5m"\n[database]\nstatement_timeout = 0\n'
+        '[refresh]\ncron_schedule = "30 seconds"\ndebounce = "5m"\n[database]\nstatement_timeout = 0\n'
         '[advisor]\nmax_size = "2GB"\nbuild_timeout = "0s"\n[pool_report]\nwarning = 0.9\ncritical = 0.9\n'
         '[daemon]\npool_min_size = 0\nlisten = ""\n[cleanup.policies.x]\ntable = "t"\nschedule = "0 3 * * mon-fri"\n',
     )
@@ -250,7 +255,7 @@ def test_a_utf8_file_with_a_byte_order_mark_loads(tmp_path):
 
 
 def test_cli_bad_config_is_one_line_and_exit_3(tmp_path, cli):
-    for content in (b"[daemon]\npool_max_size = 0\n", b"\xff\xfe binary"):
+    for content in (b"[daemon]\npool_max_size = 0\n", b"\xff\xfe binary", b'[refresh]\ncron_schedule = "x"\n'):
         path = tmp_path / "pgops.toml"
         path.write_bytes(content)
         result = cli("--config", path, "migrate", "--sql")
@@ -317,3 +322,66 @@ def test_any_toml_value_loads_within_range_or_is_the_config_error(value, key):
         else:
             fields = {f.name: f for f in dataclasses.fields(getattr(settings, section))}
             assert fields[name].metadata["bounds"].problem(getattr(getattr(settings, section), name)) is None
+
+
+# pg_cron's own answers (cron.schedule on the test server, pg_cron 1.4), and pgops' on load. `N seconds` is pg_cron
+# 1.5's: pgops accepts it on load, and an older pg_cron's refusal is tested with the migration.
+PG_CRON_ACCEPTS = [
+    "* * * * *",
+    "*/5 * * * *",
+    "0 3 * * *",
+    "5 4 * * sun",
+    "0 0 1 jan *",
+    "0-30/10 8-18 * * Mon-Fri",
+    "0,15,30,45 * * * *",
+    "* * 31 12 7",
+    "  * * * * *  ",
+    "@hourly",
+    "@daily",
+    "@reboot",
+]
+PG_CRON_REFUSES = [
+    "every minute",
+    "* * * *",
+    "60 * * * *",
+    "* 24 * * *",
+    "* * 0 * *",
+    "* * * 13 *",
+    "* * * * 8",
+    "5/10 * * * *",
+    "*/0 * * * *",
+    "mon * * * *",
+    "* * * * monday",
+    "-1 * * * *",
+    "@often",
+    "@HOURLY",
+]
+# pg_cron ignores a 6th field and anything after a value up to the next blank; a backwards range never matches
+PGOPS_IS_STRICTER = ["* * * * * *", "5; * * * *", "1-2-3 * * * *", "*-5 * * * *", "30-10 * * * *"]
+
+
+@pytest.mark.parametrize("schedule", [*PG_CRON_ACCEPTS, "30 seconds", "1 second", "59 Seconds", " 5seconds ", ""])
+def test_cron_schedule_accepts_what_pg_cron_accepts(schedule):
+    pg_cron_schedule(schedule)
+
+
+@pytest.mark.parametrize("schedule", [*PG_CRON_REFUSES, *PGOPS_IS_STRICTER, "0 seconds", "60 seconds", "5 secs"])
+def test_cron_schedule_refuses_what_pg_cron_refuses(schedule):
+    with pytest.raises(ValueError) as err:
+        pg_cron_schedule(schedule)
+    assert one_line(str(err.value))
+
+
+def test_cron_schedule_table_agrees_with_the_servers_pg_cron(pg_server):
+    """The tables above are pg_cron's answers: ask the server's pg_cron (in a transaction rolled back)."""
+    answers = {}
+    with psycopg.connect(pg_server.cron_dsn, autocommit=True) as conn:
+        for schedule in PG_CRON_ACCEPTS + PG_CRON_REFUSES + PGOPS_IS_STRICTER:
+            try:
+                with conn.transaction(force_rollback=True):
+                    conn.execute("SELECT cron.schedule('pgops-test-schedule', %s, 'SELECT 1')", (schedule,))
+                answers[schedule] = True
+            except psycopg.errors.InvalidParameterValue:
+                answers[schedule] = False
+    assert [s for s in PG_CRON_ACCEPTS + PGOPS_IS_STRICTER if not answers[s]] == []
+    assert [s for s in PG_CRON_REFUSES if answers[s]] == []
