@@ -1,13 +1,16 @@
 """Settings from `pgops.toml` and the environment, in one place.
 
 Every section is a frozen dataclass; the loader walks the TOML tables against the dataclass fields, so an
-unknown key or a value of the wrong type is rejected with a message naming the key and the file before any
-job runs. Environment variables `PGOPS_<SECTION>_<KEY>` override the file (e.g. `PGOPS_REFRESH_DEBOUNCE=10s`).
+unknown key, a value of the wrong type, or one out of its range (each numeric field's `Bounds` in its metadata, a
+field's own check, a section's ordered pairs such as warning <= critical) is rejected with one line naming the key
+and the file (or the environment variable) before any job runs. Environment variables `PGOPS_<SECTION>_<KEY>`
+override the file (e.g. `PGOPS_REFRESH_DEBOUNCE=10s`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -15,80 +18,278 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pgops.errors import PgopsError
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SIZE_FACTORS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
+
+# Far beyond any setting, and well inside what timedelta and PostgreSQL's interval and timestamp arithmetic take
+# (`now() - older_than` must stay a valid timestamp), so a huge value is refused here instead of overflowing later.
+MAX_DURATION = timedelta(days=36500)
+MAX_SIZE = 1024**5  # 1024TB: more than any index budget, and exact as a float
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+MAX_TIMEOUT = timedelta(milliseconds=INT4_MAX)  # PostgreSQL's timeouts are int4 milliseconds
+MAX_TEXT = 100  # a duration or size longer than this is a mistake; it also keeps parsing linear
+MAX_CONFIG_BYTES = 1024**2
+
+
+def _shown(value: object) -> str:
+    """A value for a one-line message: repr (newlines escaped), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_duration(value: timedelta) -> str:
+    """`1h30m`, `250ms`: the same syntax parse_duration reads."""
+    ms = round(value.total_seconds() * 1000)
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, ms = divmod(ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def _number(value: float | int) -> float:
+    """A float for comparisons; an int too large for one (TOML ints have no limit) is infinite, out of any range."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _duration_in_range(seconds: float, text: object) -> timedelta:
+    if seconds < 0:
+        raise ValueError(f"a duration can't be negative: {_shown(text)}")
+    if not math.isfinite(seconds) or seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{_shown(text)} is out of range: at most {format_duration(MAX_DURATION)} (100 years)")
+    return timedelta(seconds=seconds)
 
 
 def parse_duration(text: str | int | float | timedelta) -> timedelta:
-    """Read `250ms`, `30s`, `5m`, `1h30m`, `2d` or a plain number of seconds."""
+    """Read `250ms`, `30s`, `5m`, `1h30m`, `2d` or a plain number of seconds, at most MAX_DURATION."""
     if isinstance(text, timedelta):
-        return text
-    if isinstance(text, bool):
-        raise ValueError(f"expected a duration such as 30s or 5m, got {text!r}")
-    if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"a duration can't be negative: {text!r}")
-        return timedelta(seconds=text)
+        return _duration_in_range(text.total_seconds(), text)
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return _duration_in_range(_number(text), text)
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        raise ValueError(f"expected a duration such as 30s or 5m, got {_shown(text)}")
     value = text.strip()
     if re.fullmatch(r"\d+(\.\d+)?", value):
-        return timedelta(seconds=float(value))
+        return _duration_in_range(float(value), text)
     parts = _DURATION_PART.findall(value)
     if not parts or _DURATION_PART.sub("", value).strip():
-        raise ValueError(f"expected a duration such as 30s, 5m or 1h30m, got {text!r}")
-    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts))
+        raise ValueError(f"expected a duration such as 30s, 5m or 1h30m, got {_shown(text)}")
+    return _duration_in_range(sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts), text)
 
 
 def parse_size(text: str | int) -> int:
-    """Read `500MB`, `2GB`, `100kB` or a plain number of bytes."""
+    """Read `500MB`, `2GB`, `100kB` or a plain number of bytes, at most MAX_SIZE."""
     if isinstance(text, int) and not isinstance(text, bool):
-        return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?\s*", str(text), re.IGNORECASE)
+        number = _number(text)
+    else:
+        match = (
+            re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb)?\s*", text, re.IGNORECASE)
+            if (isinstance(text, str) and len(text) <= MAX_TEXT)
+            else None
+        )
+        if not match:
+            raise ValueError(f"expected a size such as 500MB or 2GB, got {_shown(text)}")
+        number = float(match[1]) * _SIZE_FACTORS[(match[2] or "b").lower()]
+    if number < 0:
+        raise ValueError(f"a size can't be negative: {_shown(text)}")
+    if number > MAX_SIZE:  # inf included
+        raise ValueError(f"{_shown(text)} is out of range: at most 1024TB")
+    return int(number)
+
+
+ByteSize = typing.NewType("ByteSize", int)  # a field of this type reads `500MB` as well as a number of bytes
+
+
+def _show(value: object) -> str:
+    """A setting's value as the file would write it, cut short (a TOML integer can have any number of digits)."""
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The values a numeric setting may take; the loader checks every field's bounds (field metadata) on load."""
+
+    low: Any = None
+    high: Any = None
+    above: bool = False  # `low` itself is refused: the value must be more than it
+    below: bool = False  # `high` itself is refused
+    zero: bool = False  # 0 is also allowed (a timeout of 0 means none)
+
+    def problem(self, value: Any) -> str | None:
+        if self.zero and not value:
+            return None
+        too_low = self.low is not None and (value <= self.low if self.above else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.below else value > self.high)
+        return f"must be {self.describe()}, got {_show(value)}" if too_low or too_high else None
+
+    def describe(self) -> str:
+        low = None if self.low is None else f"{'more than' if self.above else 'at least'} {_show(self.low)}"
+        high = None if self.high is None else f"{'less than' if self.below else 'at most'} {_show(self.high)}"
+        text = " and ".join(part for part in (low, high) if part)
+        return f"0 (none) or {text}" if self.zero else text
+
+
+# Field metadata: `field(default=..., metadata=COUNT)`. Every int, float and timedelta field has bounds (a test
+# checks it), so a new setting can't slip in unchecked.
+COUNT = {"bounds": Bounds(1, INT4_MAX)}  # a size or count where 0 makes no sense
+COUNT_OR_ZERO = {"bounds": Bounds(0, INT4_MAX)}
+PERIOD = {"bounds": Bounds(timedelta(0), MAX_DURATION, above=True)}  # an interval or limit that must pass time
+DURATION = {"bounds": Bounds(timedelta(0), MAX_DURATION)}
+TIMEOUT = {"bounds": Bounds(timedelta(milliseconds=1), MAX_TIMEOUT, zero=True)}  # sub-ms would round to 0 = none
+RATIO = {"bounds": Bounds(0.0, 1.0)}  # of a limit in use: 0 warns on any use at all
+
+
+def pg_cron_schedule(text: str) -> None:
+    """Refuse what pg_cron's `cron.schedule` refuses (its vixie-cron parser and `N seconds`), checked on load so a
+    typo fails now instead of inside `pgops migrate`. Stricter in two ways that pg_cron accepts silently: a sixth
+    field (pg_cron ignores it, so a seconds field would shift every other one) and a range that runs backwards
+    (it never fires)."""
+    value = text.strip(" \t")
+    if not value:
+        return  # no pg_cron job on purpose
+    seconds = re.fullmatch(r"(\d{1,9})\s*seconds?", value, re.IGNORECASE)
+    if seconds:
+        if not 1 <= int(seconds[1]) <= 59:
+            raise ValueError(f"{_shown(text)}: pg_cron takes 1 to 59 seconds")
+        return
+    if value.startswith("@"):
+        if value[1:] not in ("reboot", "restart", "yearly", "annually", "monthly", "weekly", "daily", "midnight",
+                             "hourly"):  # fmt: skip
+            raise ValueError(f"{_shown(text)}: not one of pg_cron's @hourly, @daily, @weekly, @monthly, @yearly")
+        return
+    fields = re.split(r"[ \t]+", value)
+    if len(fields) != 5:
+        raise ValueError(
+            f"{_shown(text)}: expected 5 crontab fields (minute hour day-of-month month day-of-week, e.g. "
+            f"'*/5 * * * *') or '[1-59] seconds', got {len(fields)}"
+        )
+    for item, spec in zip(fields, _CRON_FIELDS, strict=True):
+        for part in item.split(","):
+            problem = _cron_part(part, *spec)
+            if problem:
+                raise ValueError(f"{_shown(text)}: {spec[0]} {part!r}: {problem}")
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),
+)
+
+
+def _cron_part(part: str, _: str, low: int, high: int, names: tuple[str, ...]) -> str | None:
+    """One element of a crontab list: `*`, `N`, `N-M`, `*/S` or `N-M/S` (month and day names too)."""
+    match = re.fullmatch(r"(?:(\*)|([0-9a-z]+)(?:-([0-9a-z]+))?)(?:/([0-9]+))?", part, re.IGNORECASE)
     if not match:
-        raise ValueError(f"expected a size such as 500MB or 2GB, got {text!r}")
-    factor = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}[(match[2] or "b").lower()]
-    return int(float(match[1]) * factor)
+        return "expected *, N, N-M, */S or N-M/S"
+    star, first, last, step = match.groups()
+    if step is not None and (first and last is None):
+        return "a step needs * or a range (N-M/S)"
+    if step is not None and (len(step) > 9 or int(step) == 0):
+        return "the step must be at least 1"
+    values = []
+    for token in (first, last):
+        if token is None:
+            continue
+        if token.lower() in names:
+            values.append(names.index(token.lower()) + low)
+        elif token.isdigit() and len(token) <= 9 and low <= int(token) <= high:
+            values.append(int(token))
+        else:
+            return f"{token!r} is not {low}-{high}" + (f" or a name such as {names[0]}" if names else "")
+    if star is None and len(values) == 2 and values[0] > values[1]:
+        return "the range runs backwards, so it never matches"
+    return None
+
+
+def crontab(text: str) -> None:
+    """A crontab the daemon's scheduler (APScheduler) accepts, checked with the same parser it uses."""
+    from apscheduler.triggers.cron import CronTrigger  # the CLI and the daemon load it anyway
+
+    try:
+        CronTrigger.from_crontab(text, timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(
+            f"{_shown(text)} is not a crontab expression (minute hour day month day-of-week): {exc}"
+        ) from None
+
+
+def listen_address(text: str) -> None:
+    """`HOST:PORT`, or empty for no HTTP endpoint: the daemon's own parser."""
+    if text:
+        from pgops.daemon.http import parse_listen  # not at import: config is loaded by every command
+
+        try:
+            parse_listen(text)
+        except PgopsError as exc:
+            raise ValueError(exc.message.removeprefix("--listen: ")) from None
+
+
+def not_empty(text: str) -> None:
+    if not text.strip():
+        raise ValueError("must not be empty")
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str | None = None
-    statement_timeout: timedelta = timedelta(seconds=30)
-    lock_timeout: timedelta = timedelta(seconds=5)
-    idle_in_transaction_session_timeout: timedelta = timedelta(seconds=60)
-    connect_timeout: timedelta = timedelta(seconds=10)
+    statement_timeout: timedelta = field(default=timedelta(seconds=30), metadata=TIMEOUT)
+    lock_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)
+    idle_in_transaction_session_timeout: timedelta = field(default=timedelta(seconds=60), metadata=TIMEOUT)
+    # libpq counts whole seconds, and 0 would wait forever
+    connect_timeout: timedelta = field(
+        default=timedelta(seconds=10), metadata={"bounds": Bounds(timedelta(seconds=1), MAX_TIMEOUT)}
+    )
     application_name: str = "pgops"
 
 
 @dataclass(frozen=True)
 class RefreshSettings:
-    debounce: timedelta = timedelta(seconds=30)
-    max_wait: timedelta = timedelta(minutes=5)
-    interval: timedelta = timedelta(seconds=5)
-    cron_schedule: str = "* * * * *"  # empty: schedule no pg_cron job (the daemon processes refreshes)
-    cron_keep_history: timedelta = timedelta(hours=1)  # pgops' rows kept in cron.job_run_details
-    statement_timeout: timedelta = timedelta(minutes=30)
-    lock_timeout: timedelta = timedelta(seconds=5)
+    ORDERED: ClassVar = (("debounce", "max_wait"),)
+
+    debounce: timedelta = field(default=timedelta(seconds=30), metadata=DURATION)
+    max_wait: timedelta = field(default=timedelta(minutes=5), metadata=DURATION)
+    interval: timedelta = field(default=timedelta(seconds=5), metadata=PERIOD)
+    # empty: schedule no pg_cron job (the daemon processes refreshes)
+    cron_schedule: str = field(default="* * * * *", metadata={"check": pg_cron_schedule})
+    cron_keep_history: timedelta = field(default=timedelta(hours=1), metadata=DURATION)  # kept in job_run_details
+    statement_timeout: timedelta = field(default=timedelta(minutes=30), metadata=TIMEOUT)
+    lock_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)
 
 
 @dataclass(frozen=True)
 class CleanupPolicy:
-    table: str
+    table: str = field(metadata={"check": not_empty})
     expired_column: str | None = None
     older_than_column: str | None = None
-    older_than: timedelta | None = None
+    older_than: timedelta | None = field(default=None, metadata=DURATION)
     where: str | None = None
-    batch_size: int = 1000
-    target_batch_duration: timedelta = timedelta(milliseconds=200)
-    pause: timedelta = timedelta(0)  # batches back to back; the health throttle is what pauses them
-    max_runtime: timedelta = timedelta(minutes=10)
-    max_rows: int | None = None
-    schedule: str = "*/5 * * * *"
+    batch_size: int = field(default=1000, metadata=COUNT)
+    target_batch_duration: timedelta = field(default=timedelta(milliseconds=200), metadata=PERIOD)
+    # batches back to back; the health throttle is what pauses them
+    pause: timedelta = field(default=timedelta(0), metadata=DURATION)
+    max_runtime: timedelta = field(default=timedelta(minutes=10), metadata=PERIOD)
+    max_rows: int | None = field(default=None, metadata={"bounds": Bounds(1, INT8_MAX)})
+    schedule: str = field(default="*/5 * * * *", metadata={"check": crontab})
     database: str | None = None  # another database on the same server; "@cron" = pg_cron's cron.database_name
     if_exists: bool = False  # skip quietly (not an error) when the table does not exist
 
@@ -96,62 +297,77 @@ class CleanupPolicy:
 @dataclass(frozen=True)
 class CleanupSettings:
     policies: dict[str, CleanupPolicy] = field(default_factory=dict)
-    max_replication_lag: timedelta = timedelta(seconds=30)
-    max_lock_waiters: int = 10
-    statement_timeout: timedelta = timedelta(seconds=30)
-    lock_timeout: timedelta = timedelta(seconds=2)
+    max_replication_lag: timedelta = field(default=timedelta(seconds=30), metadata=DURATION)
+    max_lock_waiters: int = field(default=10, metadata=COUNT_OR_ZERO)
+    statement_timeout: timedelta = field(default=timedelta(seconds=30), metadata=TIMEOUT)
+    lock_timeout: timedelta = field(default=timedelta(seconds=2), metadata=TIMEOUT)
     ready_made: list[str] = field(
         default_factory=lambda: ["idempotency_keys", "sessions", "request_logs", "cron_job_run_details"]
     )
-    throttle_pause: timedelta = timedelta(seconds=5)
+    throttle_pause: timedelta = field(default=timedelta(seconds=5), metadata=PERIOD)  # 0 would spin on the checks
     throttle_on_autovacuum: bool = True
 
 
 @dataclass(frozen=True)
 class AdvisorSettings:
-    min_calls: int = 2  # a workload that ran a few times already yields advice; one-off statements don't
-    min_total_time: timedelta = timedelta(0)
-    top: int = 500
-    max_indexes: int = 10
-    max_size: int = 10 * 1024**3
-    interval: timedelta = timedelta(hours=6)
+    # a workload that ran a few times already yields advice; one-off statements don't
+    min_calls: int = field(default=2, metadata={"bounds": Bounds(0, INT8_MAX)})
+    min_total_time: timedelta = field(default=timedelta(0), metadata=DURATION)
+    top: int = field(default=500, metadata=COUNT)
+    max_indexes: int = field(default=10, metadata=COUNT)
+    max_size: ByteSize = field(default=ByteSize(10 * 1024**3), metadata={"bounds": Bounds(1, MAX_SIZE)})
+    interval: timedelta = field(default=timedelta(hours=6), metadata=PERIOD)
     output: Path | None = None
-    statement_timeout: timedelta = timedelta(seconds=10)
-    min_saving: float = 0.01  # each index (or extension of one) must save this share of the workload's time
-    min_saving_per_mb: float = 0.0005  # ... and this share per MB it adds: stop growing the set below it
-    write_cost_ms: float = 0.01  # time one index entry costs a write, to weigh write overhead against savings
-    lock_timeout: timedelta = timedelta(seconds=5)  # the script's and --apply's SET lock_timeout
-    build_timeout: timedelta = timedelta(0)  # statement_timeout for each index build; 0 = none
+    statement_timeout: timedelta = field(default=timedelta(seconds=10), metadata=TIMEOUT)
+    # each index (or extension of one) must save this share of the workload's time...
+    min_saving: float = field(default=0.01, metadata={"bounds": Bounds(0.0, 1.0, below=True)})
+    # ...and this share per MB it adds: the set stops growing below it
+    min_saving_per_mb: float = field(default=0.0005, metadata={"bounds": Bounds(0.0, 1.0, below=True)})
+    # time one index entry costs a write, to weigh write overhead against savings
+    write_cost_ms: float = field(default=0.01, metadata={"bounds": Bounds(0.0, 1000.0)})
+    lock_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)  # the script's SET lock_timeout
+    build_timeout: timedelta = field(default=timedelta(0), metadata=TIMEOUT)  # each index build's; 0 = none
 
 
 @dataclass(frozen=True)
 class PoolReportSettings:
-    warning: float = 0.75
-    critical: float = 0.90
-    idle_in_transaction: timedelta = timedelta(seconds=30)
-    long_transaction: timedelta = timedelta(minutes=5)
-    long_query: timedelta = timedelta(minutes=1)
-    xmin_age: int = 1_000_000
-    interval: timedelta = timedelta(seconds=15)
-    top_applications: int = 10
+    ORDERED: ClassVar = (("warning", "critical"),)
+
+    warning: float = field(default=0.75, metadata=RATIO)
+    critical: float = field(default=0.90, metadata=RATIO)
+    idle_in_transaction: timedelta = field(default=timedelta(seconds=30), metadata=PERIOD)
+    long_transaction: timedelta = field(default=timedelta(minutes=5), metadata=PERIOD)
+    long_query: timedelta = field(default=timedelta(minutes=1), metadata=PERIOD)
+    xmin_age: int = field(default=1_000_000, metadata=COUNT)  # transaction ids: an age is below 2^31
+    interval: timedelta = field(default=timedelta(seconds=15), metadata=PERIOD)
+    top_applications: int = field(default=10, metadata=COUNT)
     pgbouncer_url: str | None = None
-    idle_pool_sessions: int = 20  # idle sessions of one application and client that count as pool bloat
-    idle_pool_age: timedelta = timedelta(hours=1)  # ... when the oldest of them is at least this old
-    idle_growth_samples: int = 3  # daemon: idle connections growing across this many samples
-    server_cores: int | None = None  # for pool sizing; unset: this machine's cores when the server is local
+    # idle sessions of one application and client that count as pool bloat ...
+    idle_pool_sessions: int = field(default=20, metadata=COUNT)
+    idle_pool_age: timedelta = field(default=timedelta(hours=1), metadata=DURATION)  # ... when the oldest is this old
+    # daemon: idle connections growing across this many samples (growth needs two to compare)
+    idle_growth_samples: int = field(default=3, metadata={"bounds": Bounds(2, INT4_MAX)})
+    # for pool sizing; unset: this machine's cores when the server is local
+    server_cores: int | None = field(default=None, metadata=COUNT)
     mask_queries: bool = True
-    query_length: int = 200
-    statement_timeout: timedelta = timedelta(seconds=5)
+    # a query is cut to this many characters (at least 4, for the ellipsis); PostgreSQL keeps at most 1MB of it
+    query_length: int = field(default=200, metadata={"bounds": Bounds(4, 1024**2)})
+    statement_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)
 
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    listen: str = "127.0.0.1:9188"
-    pool_min_size: int = 1
-    pool_max_size: int = 4
-    misfire_grace_time: timedelta = timedelta(seconds=60)
-    stop_timeout: timedelta = timedelta(seconds=8)  # SIGTERM → running batch finished or abandoned, then exit
-    health_interval: timedelta = timedelta(seconds=10)  # health check, STATUS= and WATCHDOG=1 (or half WatchdogSec)
+    ORDERED: ClassVar = (("pool_min_size", "pool_max_size"),)
+
+    listen: str = field(default="127.0.0.1:9188", metadata={"check": listen_address})
+    # connections (and job threads); PostgreSQL's own limit on max_connections is 262143
+    pool_min_size: int = field(default=1, metadata={"bounds": Bounds(0, 262_143)})
+    pool_max_size: int = field(default=4, metadata={"bounds": Bounds(1, 262_143)})
+    misfire_grace_time: timedelta = field(default=timedelta(seconds=60), metadata=PERIOD)
+    # SIGTERM → running batch finished or abandoned, then exit
+    stop_timeout: timedelta = field(default=timedelta(seconds=8), metadata=DURATION)
+    # health check, STATUS= and WATCHDOG=1 (or half WatchdogSec)
+    health_interval: timedelta = field(default=timedelta(seconds=10), metadata=PERIOD)
     jobs: list[str] = field(default_factory=lambda: ["refresh", "cleanup", "pool-sample", "advisor"])  # built-ins
     plugins: list[str] = field(default_factory=list)  # "module:function" returning extra jobs
 
@@ -186,55 +402,90 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return _convert(value, args[0], where)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
-            raise PgopsError(f"{where}: expected a table, got {value!r}")
+            raise PgopsError(f"{where}: expected a table, got {_shown(value)}")
         return _build(hint, value, where)
     if origin is dict:
         _, value_type = typing.get_args(hint)
         if not isinstance(value, Mapping):
-            raise PgopsError(f"{where}: expected a table, got {value!r}")
+            raise PgopsError(f"{where}: expected a table, got {_shown(value)}")
         return {k: _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise PgopsError(f"{where}: expected a list, got {value!r}")
+            raise PgopsError(f"{where}: expected a list, got {_shown(value)}")
         return [_convert(v, item_type, where) for v in value]
     try:
-        if hint is timedelta:
-            duration = parse_duration(value)
-            if where.endswith(".interval") and duration <= timedelta(0):  # a job schedule: "every 0s" can't run
-                raise ValueError(f"must be more than 0, got {value!r}")
-            return duration
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, got {value!r}")
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(f"expected a whole number, got {value!r}")
-            if where.endswith("max_size") and isinstance(value, str):
-                return parse_size(value)
-            if not re.fullmatch(r"\s*-?\d+\s*", str(value)):
-                raise ValueError(f"expected a whole number, got {value!r}")
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool) or not re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", str(value)):
-                raise ValueError(f"expected a number, got {value!r}")
-            return float(value)
-        if hint is str:
-            if not isinstance(value, str):
-                raise ValueError(f"expected a string, got {value!r}")
-            return value
-        if hint is Path:
-            return Path(str(value)).expanduser()
+        return _scalar(value, hint)
     except (TypeError, ValueError) as exc:
         raise PgopsError(f"{where}: {exc}") from None
-    raise TypeError(f"unsupported settings type {hint!r} at {where}")  # a bug in pgops, not in the file
+
+
+def _scalar(value: Any, hint: Any) -> Any:
+    if hint is timedelta:
+        return parse_duration(value)
+    if hint is ByteSize:
+        return parse_size(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {_shown(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        # 20 digits hold any int8; longer is out of every range (and int() refuses over 4300 digits)
+        if not isinstance(value, str) or not re.fullmatch(r"\s*-?\d{1,20}\s*", value):
+            raise ValueError(f"expected a whole number, got {_shown(value)}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(_number(value)):
+            return float(value)
+        if not isinstance(value, str) or not re.fullmatch(r"\s*-?\d{1,20}(\.\d{0,20})?\s*", value):
+            raise ValueError(f"expected a number, got {_shown(value)}")
+        return float(value)
+    if hint is str or hint is Path:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {_shown(value)}")
+        if "\0" in value:  # PostgreSQL and the file system can't take one: refused here, not mid-job
+            raise ValueError(f"a NUL character is not allowed, got {_shown(value)}")
+        return value if hint is str else Path(value).expanduser()
+    raise TypeError(f"unsupported settings type {hint!r}")  # a bug in pgops, not in the file
+
+
+def _validate(obj: Any, where: str, given: Mapping[str, Any]) -> None:
+    """Every field's bounds and check (from its metadata), then the class's ordered pairs (`warning` ≤ `critical`);
+    a pair names the key the file or environment gave (the first of the two when it gave both)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        try:
+            bounds = f.metadata.get("bounds")
+            problem = bounds.problem(value) if bounds else None
+            if problem:
+                raise ValueError(problem)
+            if f.metadata.get("check"):
+                f.metadata["check"](value)
+        except ValueError as exc:
+            raise PgopsError(f"{_key(where, f.name)}: {exc}") from None
+    for low, high in getattr(obj, "ORDERED", ()):
+        small, large = getattr(obj, low), getattr(obj, high)
+        if small > large:
+            blame = low if low in given or high not in given else high
+            raise PgopsError(
+                f"{_key(where, blame)}: {low} ({_show(small)}) must not be more than {high} ({_show(large)})"
+            )
+
+
+def _key(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
 
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
@@ -242,14 +493,15 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - known)
     if unknown:
-        key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise PgopsError(f"{key}: unknown key (known here: {', '.join(sorted(known))})")
-    kwargs = {name: _convert(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
+        raise PgopsError(f"{_key(where, unknown[0])}: unknown key (known here: {', '.join(sorted(known))})")
+    kwargs = {name: _convert(value, hints[name], _key(where, name)) for name, value in data.items()}
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except TypeError as exc:  # a required key (e.g. a cleanup policy's table) is missing
         missing = re.findall(r"'(\w+)'", str(exc))
         raise PgopsError(f"{where}: missing required key {missing[0] if missing else exc!s}") from None
+    _validate(built, where, data)
+    return built
 
 
 _NOT_SETTINGS = {"PGOPS_CONFIG", "PGOPS_TEST_DSN", "PGOPS_DATABASE_URL"}
@@ -269,6 +521,35 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     return overrides
 
 
+def _read_file(file: Path) -> dict[str, Any]:
+    """The file's TOML; anything that is not (binary, Latin-1, huge, nested too deeply) is one line naming it."""
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)  # bounded: --config /dev/zero must not fill memory
+    except FileNotFoundError:
+        raise PgopsError(f"{file}: config file not found") from None
+    except OSError as exc:
+        raise PgopsError(f"{file}: can't read config file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise PgopsError(f"{file}: larger than {MAX_CONFIG_BYTES // 1024**2}MB, so not a pgops.toml")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise PgopsError(
+            f"{file}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}): TOML files are UTF-8; "
+            "save it as UTF-8 (a binary file is not a pgops.toml)"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PgopsError(f"{file}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # tomllib lets Python's own refusals through, e.g. an integer of 5,000 digits
+        raise PgopsError(f"{file}: not valid TOML: {_shown(str(exc))}") from None
+    except RecursionError:
+        raise PgopsError(f"{file}: not valid TOML: arrays or tables nested too deeply") from None
+
+
 def load_settings(
     path: Path | str | None = None,
     *,
@@ -286,14 +567,7 @@ def load_settings(
     data: dict[str, Any] = {}
     source = "defaults"
     if explicit or file.exists():
-        try:
-            data = tomllib.loads(file.read_text())
-        except FileNotFoundError:
-            raise PgopsError(f"{file}: config file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise PgopsError(f"{file}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise PgopsError(f"{file}: can't read config file: {exc.strerror}") from None
+        data = _read_file(file)
         source = str(file)
     from_env: dict[str, str] = {}
     for section, values in _env_overrides(env).items():

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from pgops.cli.app import app, state
-from pgops.config import parse_duration, parse_size
-from pgops.errors import EXIT_ERROR, EXIT_OK, EXIT_WARNING, PgopsError
+from pgops.cli.app import app, duration_option, size_option, state
+from pgops.config import INT4_MAX, INT8_MAX
+from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
 from pgops.output import console, err_console, print_json
 
 
@@ -29,11 +29,17 @@ def advise_indexes(
     with_stats: bool = typer.Option(
         False, "--with-pg-stat-statements", help="Also read pg_stat_statements when --from-file/--from-log is given."
     ),
-    min_calls: int | None = typer.Option(None, "--min-calls", help="Ignore statements called fewer times."),
+    min_calls: int | None = typer.Option(
+        None, "--min-calls", min=0, max=INT8_MAX, help="Ignore statements called fewer times."
+    ),
     min_total_time: str | None = typer.Option(None, "--min-total-time", help="Ignore lighter statements (e.g. 1s)."),
-    top: int | None = typer.Option(None, "--top", help="Read at most N statements, heaviest total time first."),
+    top: int | None = typer.Option(
+        None, "--top", min=1, max=INT4_MAX, help="Read at most N statements, heaviest total time first."
+    ),
     user: str | None = typer.Option(None, "--user", help="Only statements run by this role."),
-    max_indexes: int | None = typer.Option(None, "--max-indexes", help="Propose at most N indexes."),
+    max_indexes: int | None = typer.Option(
+        None, "--max-indexes", min=1, max=INT4_MAX, help="Propose at most N indexes."
+    ),
     max_size: str | None = typer.Option(None, "--max-size", help="Total size budget of the proposed indexes (2GB)."),
     no_hypopg: bool = typer.Option(False, "--no-hypopg", help="Use pg_stats rules even when hypopg is installed."),
     explain: bool = typer.Option(False, "--explain", help="List every rejected candidate and skipped statement."),
@@ -50,23 +56,21 @@ def advise_indexes(
     from pgops.advisor.run import advise
     from pgops.advisor.script import render_json, render_sql, render_tables
 
+    least_time = duration_option(min_total_time, "--min-total-time")
+    options = AdvisorOptions(
+        from_file=from_file,
+        from_log=from_log,
+        min_calls=min_calls,
+        min_total_time_ms=least_time.total_seconds() * 1000 if least_time is not None else None,
+        top=top,
+        max_indexes=max_indexes,
+        max_size=size_option(max_size, "--max-size", minimum=1),
+        user=user,
+        use_hypopg=not no_hypopg,
+        include_pg_stat_statements=True if with_stats else None,
+    )
     st = state(ctx)
     settings = st.settings
-    try:
-        options = AdvisorOptions(
-            from_file=from_file,
-            from_log=from_log,
-            min_calls=min_calls,
-            min_total_time_ms=parse_duration(min_total_time).total_seconds() * 1000 if min_total_time else None,
-            top=top,
-            max_indexes=max_indexes,
-            max_size=parse_size(max_size) if max_size else None,
-            user=user,
-            use_hypopg=not no_hypopg,
-            include_pg_stat_statements=True if with_stats else None,
-        )
-    except ValueError as exc:
-        raise PgopsError(str(exc), EXIT_ERROR) from None
     advice = advise(st.dsn, settings, options)
     if output_format is ScriptFormat.json:
         print_json(render_json(advice))

@@ -2,19 +2,55 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from pgops import __version__, output
-from pgops.config import Settings, load_settings, parse_duration
+from pgops.config import Settings, load_settings, parse_duration, parse_size
 from pgops.errors import PgopsError
 from pgops.logs import setup_logging
 
+
+class _Group(TyperGroup):
+    """pgops' top-level group. A bad option or argument value (a number out of range, a word where a number goes,
+    an unknown choice) is bad input like any other: one line and exit 3, not typer's usage box and exit 2. Usage
+    mistakes (an unknown option, a missing argument) keep click's usage message and exit 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _bad_value_is_an_error():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _bad_value_is_an_error():  # every subcommand's options are parsed inside the group's invoke
+            return super().invoke(ctx)
+
+
+# click's, or the copy newer typers vendor: the module typer.BadParameter comes from has both
+_MissingParameter = getattr(sys.modules[typer.BadParameter.__module__], "MissingParameter", ())
+
+
+@contextmanager
+def _bad_value_is_an_error() -> Iterator[None]:
+    try:
+        yield
+    except _MissingParameter:
+        raise
+    except typer.BadParameter as exc:
+        message = " ".join(exc.format_message().split()).rstrip(".").replace(": Value error, ", ": ")
+        raise PgopsError(message[:1].lower() + message[1:]) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="pgops",
     help="PostgreSQL operations: debounced materialized-view refresh, batched cleanup, index advice, "
     "pool reports, and a daemon that runs them.",
@@ -59,6 +95,19 @@ def duration_option(text: str | None, option: str) -> timedelta | None:
         return parse_duration(text)
     except ValueError as exc:
         raise PgopsError(f"{option}: {exc}") from None
+
+
+def size_option(text: str | None, option: str, *, minimum: int = 0) -> int | None:
+    """An option's size text (`2GB`), or a one-line error naming the option."""
+    if text is None:
+        return None
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise PgopsError(f"{option}: {exc}") from None
+    if size < minimum:
+        raise PgopsError(f"{option}: must be at least {minimum}B, got {text!r}")
+    return size
 
 
 def _version(value: bool) -> None:

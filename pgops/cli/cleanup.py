@@ -10,7 +10,7 @@ from pgops import output
 from pgops.cleanup.policy import describe_condition, one_off_policy, policy_summary, resolve_policies
 from pgops.cleanup.runner import BatchResult, CleanupResult, run_policy, validate_all
 from pgops.cli.app import FormatOption, app, duration_option, state
-from pgops.config import CleanupPolicy
+from pgops.config import INT4_MAX, INT8_MAX, CleanupPolicy
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
 
 cleanup_app = typer.Typer(help="Batched cleanup of expired rows without long locks.", no_args_is_help=True)
@@ -89,10 +89,14 @@ def run(
         None, "--older-than", metavar="COLUMN=INTERVAL", help="Rows go when COLUMN < now() - INTERVAL (e.g. 30d)."
     ),
     where: str | None = typer.Option(None, "--where", help="One-off policy: an extra SQL predicate."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="First batch size (then adapts)."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", min=1, max=INT4_MAX, help="First batch size (then adapts)."
+    ),
     pause: str | None = typer.Option(None, "--pause", help="Pause between batches, e.g. 50ms."),
     max_runtime: str | None = typer.Option(None, "--max-runtime", help="Stop each policy after this long."),
-    max_rows: int | None = typer.Option(None, "--max-rows", help="Stop each policy after this many rows."),
+    max_rows: int | None = typer.Option(
+        None, "--max-rows", min=1, max=INT8_MAX, help="Stop each policy after this many rows."
+    ),
     fmt: output.Format = FormatOption,
 ) -> None:
     """Delete expired rows in short batches; exit 1 when a policy warned (missing index) or hit its limits."""

@@ -54,7 +54,9 @@ def systemd_unit(
     python: Path | None = typer.Option(
         None, "--python", help="Python of the pgops installation (default: the one running this command)."
     ),
-    watchdog: int = typer.Option(30, "--watchdog-sec", min=2, help="WatchdogSec: restart if not fed this long."),
+    watchdog: int = typer.Option(
+        30, "--watchdog-sec", min=2, max=86400, help="WatchdogSec: restart if not fed this long."
+    ),
 ) -> None:
     """Print a systemd unit for this installation (save as /etc/systemd/system/pgops.service)."""
     parse_listen(listen)

@@ -83,8 +83,10 @@ def _leak_a_transaction(dsn: str) -> psycopg.Connection:
 @app.command()
 def demo(
     directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Sandbox folder (created if needed)."),
-    scale: float = typer.Option(1.0, "--scale", min=0.001, help="Data volume; 1.0 is about 1.1 M rows."),
-    statements: int = typer.Option(1500, "--statements", min=1, help="Statements in each run of the workload."),
+    scale: float = typer.Option(1.0, "--scale", min=0.001, max=1000, help="Data volume; 1.0 is about 1.1 M rows."),
+    statements: int = typer.Option(
+        1500, "--statements", min=1, max=10_000_000, help="Statements in each run of the workload."
+    ),
 ) -> None:
     """Start a sandbox, load the demo app, run its workload, and show each pgops job on it."""
     _title("a throwaway PostgreSQL")

@@ -19,7 +19,7 @@ from rich.text import Text
 from pgops import output
 from pgops import pool_report as pool
 from pgops.cli.app import app, state
-from pgops.config import Settings, parse_duration
+from pgops.config import INT4_MAX, Settings, parse_duration
 from pgops.errors import PgopsError
 from pgops.output import human_duration
 from pgops.pool_report.analyze import LEVEL_NAMES, Report
@@ -157,10 +157,10 @@ def pool_report(
     ctx: typer.Context,
     fmt: output.Format = typer.Option(output.Format.table, "--format", help="table or json."),
     watch: float | None = typer.Option(
-        None, "--watch", metavar="SECONDS", min=0.1, help="Sample again every SECONDS, redrawing in place."
+        None, "--watch", metavar="SECONDS", min=0.1, max=86400, help="Sample again every SECONDS, redrawing in place."
     ),
     count: int | None = typer.Option(
-        None, "--count", min=1, help="With --watch: stop after this many samples (default: until Ctrl-C)."
+        None, "--count", min=1, max=INT4_MAX, help="With --watch: stop after this many samples (default: until Ctrl-C)."
     ),
     pgbouncer: str | None = typer.Option(
         None, "--pgbouncer", metavar="URL", help="PgBouncer admin console URL (database pgbouncer) to report pools."

@@ -7,7 +7,7 @@ import typer
 from pgops import db, output
 from pgops.cli.app import FormatOption, app, duration_option, state
 from pgops.errors import EXIT_ERROR, EXIT_WARNING
-from pgops.refresh import process, queue
+from pgops.refresh import names, process, queue
 from pgops.refresh import watch as registration
 
 refresh_app = typer.Typer(
@@ -43,12 +43,13 @@ def watch_command(
     fmt: output.Format = FormatOption,
 ) -> None:
     """Install statement triggers on every table VIEW reads (through views and materialized views)."""
+    name = names.parse_view_name(view)  # a bad name is refused before connecting
     st = state(ctx)
     settings = st.settings.refresh
     with db.connect(st.dsn, st.settings.database) as conn:
         watched = registration.watch(
             conn,
-            view,
+            name,
             settings,
             debounce=duration_option(debounce, "--debounce"),
             max_wait=duration_option(max_wait, "--max-wait"),
@@ -72,10 +73,12 @@ def unwatch(
     view: str = typer.Argument(..., metavar="SCHEMA.VIEW", help="The materialized view to stop watching."),
 ) -> None:
     """Stop watching VIEW and remove its triggers (exit 1 when it was not watched)."""
+    name = names.parse_view_name(view)  # a bad name is refused before connecting
     st = state(ctx)
     with db.connect(st.dsn, st.settings.database) as conn:
-        removed = registration.unwatch(conn, view, st.settings.refresh)
-    output.err_console.print(f"{view}: " + ("no longer watched" if removed else "was not watched"), highlight=False)
+        removed = registration.unwatch(conn, name, st.settings.refresh)
+    message = f"{name}: " + ("no longer watched" if removed else "was not watched")
+    output.err_console.print(message, markup=False, highlight=False)
     if not removed:
         raise typer.Exit(EXIT_WARNING)
 
@@ -134,9 +137,10 @@ def now(
     fmt: output.Format = FormatOption,
 ) -> None:
     """Refresh a watched view at once (exit 1 when another refresh of it is still running, 3 when it fails)."""
+    name = names.parse_view_name(view)  # a bad name is refused before connecting
     st = state(ctx)
     with db.connect(st.dsn, st.settings.database) as conn:
-        outcome = process.refresh_now(conn, view, st.settings.refresh, plain=plain)
+        outcome = process.refresh_now(conn, name, st.settings.refresh, plain=plain)
     if fmt is output.Format.json:
         output.print_json(outcome)
     elif outcome.outcome == process.REFRESHED:

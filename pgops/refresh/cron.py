@@ -18,6 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgops.config import RefreshSettings
+from pgops.errors import PgopsError
 
 HISTORY_SCHEDULE = "*/10 * * * *"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
@@ -134,6 +135,8 @@ def _schedule_here(conn: psycopg.Connection, place: CronPlace, settings: Refresh
             f"role {place.role} may not use pg_cron in {place.database} "
             f"(a superuser can GRANT USAGE ON SCHEMA cron TO {place.role})"
         )
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise _refused(exc, when) from None
     return CronResult(True, f"pg_cron job {place.job} scheduled ({when}) in {place.database}")
 
 
@@ -159,7 +162,22 @@ def _schedule_elsewhere(
             cron.execute("SELECT cron.schedule(%s, %s, %s)", (place.history_job, HISTORY_SCHEDULE, history))
     except psycopg.errors.InsufficientPrivilege as exc:
         return _fallback(f"pg_cron refused role {place.role}: {exc.diag.message_primary}")
+    except psycopg.errors.InvalidParameterValue as exc:
+        raise _refused(exc, when) from None
     return CronResult(True, f"pg_cron job {place.job} scheduled ({when}) in {place.cron_database}")
+
+
+def _refused(exc: psycopg.errors.InvalidParameterValue, when: str) -> Exception:
+    """The configuration loader refuses what no pg_cron accepts; an older pg_cron can still refuse the rest (pg_cron
+    1.4 has no `N seconds`). That is bad input, so one line naming the key, not a fallback that hides it."""
+    message = exc.diag.message_primary or str(exc)
+    if not message.startswith("invalid schedule"):
+        return exc
+    seconds = " (schedules in seconds need pg_cron 1.5 or later)" if "second" in when.lower() else ""
+    return PgopsError(
+        f"refresh.cron_schedule: pg_cron refused {when!r}{seconds}; set a crontab such as '* * * * *' in "
+        "pgops.toml or PGOPS_REFRESH_CRON_SCHEDULE"
+    )
 
 
 def unschedule(conn: psycopg.Connection) -> CronResult:

@@ -15,6 +15,7 @@ import psycopg
 from pgops import metrics
 from pgops.config import RefreshSettings
 from pgops.errors import PgopsError
+from pgops.refresh import names
 from pgops.refresh.queue import WatchedView, require_installed, watched_views
 
 log = logging.getLogger("pgops.refresh")
@@ -127,19 +128,20 @@ def process_due(
 
 
 def refresh_now(
-    conn: psycopg.Connection, view: str, settings: RefreshSettings, *, plain: bool = False
+    conn: psycopg.Connection, view: str | names.ViewName, settings: RefreshSettings, *, plain: bool = False
 ) -> RefreshOutcome:
     """Refresh a watched view at once, whatever its debounce; waits up to lock_timeout for a running refresh.
     `plain`: a plain refresh even for a view refreshed concurrently, to measure which costs less."""
+    name = names.parse_view_name(view)
     require_installed(conn)
+    relation = names.require(conn, name)
     row = conn.execute(
-        "SELECT v.view_id, v.schema_name || '.' || v.view_name FROM pgops.refresh_views v "
-        "JOIN pg_class c ON c.oid = to_regclass(%s) JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE v.schema_name = n.nspname AND v.view_name = c.relname",
-        (view,),
+        "SELECT view_id, schema_name || '.' || view_name FROM pgops.refresh_views "
+        "WHERE schema_name = %s AND view_name = %s",
+        (relation.schema, relation.name),
     ).fetchone()
     if row is None:
-        raise PgopsError(f"{view} is not a watched materialized view: `pgops refresh watch {view}` first")
+        raise PgopsError(f"{relation} is not a watched materialized view: `pgops refresh watch {relation}` first")
     deadline = time.monotonic() + settings.lock_timeout.total_seconds()
     while True:
         outcome = refresh_one(conn, row[0], row[1], settings, force=True, plain=plain)

@@ -11,6 +11,7 @@ from psycopg import errors as pgerrors
 
 from pgops.config import RefreshSettings
 from pgops.errors import PgopsError
+from pgops.refresh import names
 from pgops.refresh.queue import WatchedView, require_installed, watched_views
 
 # Refusals whose message already says what to do (raised by pgops.watch, or by PostgreSQL about the view).
@@ -36,7 +37,7 @@ def _limits(conn: psycopg.Connection, settings: RefreshSettings) -> None:
 
 def watch(
     conn: psycopg.Connection,
-    view: str,
+    view: str | names.ViewName,
     settings: RefreshSettings,
     *,
     debounce: timedelta | None = None,
@@ -48,24 +49,27 @@ def watch(
     max_wait = settings.max_wait if max_wait is None else max_wait
     if max_wait < debounce:
         raise PgopsError(f"max-wait ({max_wait}) must be at least the debounce ({debounce})")
+    name = names.parse_view_name(view)
     require_installed(conn)
+    relation = names.require(conn, name)
     try:
         with conn.transaction():
             _limits(conn, settings)
             view_id = conn.execute(
-                "SELECT pgops.watch(%s::regclass, %s, %s, %s)", (view, debounce, max_wait, concurrently)
+                "SELECT pgops.watch(%s::oid::regclass, %s, %s, %s)", (relation.oid, debounce, max_wait, concurrently)
             ).fetchone()[0]
     except _USER_ERRORS as exc:
-        raise PgopsError(f"can't watch {view}: {exc.diag.message_primary}") from None
+        raise PgopsError(f"can't watch {relation}: {exc.diag.message_primary}") from None
     return next(v for v in watched_views(conn) if v.view_id == view_id)
 
 
-def unwatch(conn: psycopg.Connection, view: str, settings: RefreshSettings) -> bool:
+def unwatch(conn: psycopg.Connection, view: str | names.ViewName, settings: RefreshSettings) -> bool:
     """Stop watching `view` and remove its triggers; False when it was not watched."""
+    name = names.parse_view_name(view)  # text, not an oid: a view that was dropped can still be unwatched
     require_installed(conn)
     try:
         with conn.transaction():
             _limits(conn, settings)
-            return conn.execute("SELECT pgops.unwatch(%s)", (view,)).fetchone()[0]
+            return conn.execute("SELECT pgops.unwatch(%s)", (name.quoted,)).fetchone()[0]
     except _USER_ERRORS as exc:
-        raise PgopsError(f"can't unwatch {view}: {exc.diag.message_primary}") from None
+        raise PgopsError(f"can't unwatch {name}: {exc.diag.message_primary}") from None

@@ -183,3 +183,22 @@ def test_pg_cron_runs_the_job(pg_server, dbname, dsn, conn, cli):
     finally:
         assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
     assert _jobs(pg_server, dbname) == []
+
+
+def test_a_schedule_this_pg_cron_refuses_is_one_line_naming_the_key(pg_server, dbname, dsn, tmp_path, cli):
+    """`N seconds` loads (pg_cron 1.5+ takes it), but an older pg_cron refuses it: one line and exit 3, not a
+    Python exception out of the migration, and not a silent fallback that leaves no job."""
+    config = tmp_path / "pgops.toml"
+    config.write_text('[refresh]\ncron_schedule = "30 seconds"\n')
+    with psycopg.connect(pg_server.cron_dsn) as conn:
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0]
+    result = cli("--config", config, "--dsn", dsn, "migrate")
+    if tuple(int(part) for part in version.split("-")[0].split(".")) >= (1, 5):
+        assert result.exit_code == 0, result.stderr
+        assert [job for job in _jobs(pg_server, dbname) if job[0].startswith("pgops-refresh:")]
+        cli("--dsn", dsn, "migrate", "--downgrade", "base")
+        return
+    assert result.exit_code == 3 and "internal error" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("pgops: error: refresh.cron_schedule: pg_cron refused '30 seconds'"), result.stderr
+    assert _jobs(pg_server, dbname) == []

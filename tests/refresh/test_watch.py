@@ -173,3 +173,39 @@ def test_an_application_role_with_only_table_grants_writes_through_the_trigger(c
     finally:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["watch", "a.b.c.d"], "'a.b.c.d' is not a view name: 4 dotted parts"),
+        (["now", "a.b.c"], "'a.b.c' is not a view name: 3 dotted parts"),
+        (["now", "x'; DROP TABLE victim; --"], 'is not a view name: unexpected "\'"'),
+        (["watch", "x'; DROP TABLE victim; --"], "is not a view name"),
+        (["unwatch", '"victim; DROP TABLE victim; --'], "is not a view name: a quoted name is not closed"),
+        (["now", '"victim"; DROP TABLE victim'], "is not a view name: unexpected ';'"),
+        (["watch", "nowhere.fund_stats"], "nowhere.fund_stats does not exist"),
+        (["now", "no_such_view"], "no_such_view does not exist"),
+        (["now", '"Fund_Stats"'], '"Fund_Stats" does not exist'),
+    ],
+)
+def test_cli_bad_view_names_are_one_line_and_run_nothing(cli, dsn, conn, fund_stats, args, message):
+    """A view name is parsed as [schema.]name and looked up as a parameter: never an exception, never executed."""
+    conn.execute("CREATE TABLE victim (id integer)")
+    result = cli("--dsn", dsn, "refresh", *args)
+    assert result.exit_code == 3 and "internal error" not in result.stderr, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("pgops: error: ") and message in line, line
+    assert conn.execute("SELECT to_regclass('victim') IS NOT NULL").fetchone()[0]
+
+
+def test_quoted_and_folded_names_reach_the_same_view(conn, installed):
+    conn.execute('CREATE SCHEMA "Odd Schema"')
+    conn.execute('CREATE TABLE "Odd Schema".t (id integer PRIMARY KEY)')
+    conn.execute('CREATE MATERIALIZED VIEW "Odd Schema"."My.View" AS SELECT id FROM "Odd Schema".t')
+    view = watch.watch(conn, ' "Odd Schema" . "My.View" ', installed.refresh, concurrently=False)
+    assert (view.schema_name, view.view_name) == ("Odd Schema", "My.View")
+    assert process.refresh_now(conn, '"Odd Schema"."My.View"', installed.refresh).outcome == process.REFRESHED
+    with pytest.raises(PgopsError, match=r'"odd schema"\."my\.view" does not exist'):
+        process.refresh_now(conn, '"odd schema"."my.view"', installed.refresh)
+    assert watch.unwatch(conn, '"Odd Schema"."My.View"', installed.refresh) is True
