@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -223,10 +223,10 @@ def _cron_part(part: str, _: str, low: int, high: int, names: tuple[str, ...]) -
 
 def crontab(text: str) -> None:
     """A crontab the daemon's scheduler (APScheduler) accepts, checked with the same parser it uses."""
-    from apscheduler.triggers.cron import CronTrigger  # the CLI and the daemon load it anyway
+    from pgops.crontab import trigger  # APScheduler: the CLI and the daemon load it anyway
 
     try:
-        CronTrigger.from_crontab(text, timezone=UTC)
+        trigger(text)
     except ValueError as exc:
         raise ValueError(
             f"{_shown(text)} is not a crontab expression (minute hour day month day-of-week): {exc}"

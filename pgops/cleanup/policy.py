@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import pglast
 import psycopg
-from apscheduler.triggers.cron import CronTrigger
 from psycopg import sql
 
+from pgops import crontab
 from pgops.config import CleanupPolicy, Settings, parse_duration
 from pgops.errors import PgopsError
 from pgops.sqltext import printable
@@ -63,7 +63,7 @@ def check_shape(name: str, policy: CleanupPolicy) -> None:
     if policy.target_batch_duration <= timedelta(0) or policy.max_runtime <= timedelta(0):
         raise PgopsError(f"{where}: target_batch_duration and max_runtime must be positive")
     try:  # the daemon schedules the policy with it: a typo should fail here, not when the daemon starts
-        CronTrigger.from_crontab(policy.schedule)
+        crontab.trigger(policy.schedule)
     except ValueError as exc:
         raise PgopsError(f"{where}: schedule {policy.schedule!r} is not a crontab expression: {exc}") from None
     split_table(policy.table)

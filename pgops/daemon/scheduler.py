@@ -20,11 +20,10 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from psycopg_pool import ConnectionPool
 
-from pgops import db, metrics
+from pgops import crontab, db, metrics
 from pgops.config import Settings
 from pgops.daemon.guard import Coordinator, run_lock
 from pgops.daemon.jobs import Cron, Every, Job, JobContext
@@ -81,7 +80,7 @@ def make_trigger(schedule: Every | Cron) -> BaseTrigger:
             raise PgopsError(f"a job interval must be positive, got {schedule.interval}")
         return IntervalTrigger(seconds=schedule.interval.total_seconds(), start_date=EPOCH, timezone=UTC)
     try:
-        return CronTrigger.from_crontab(schedule.expression, timezone=UTC)
+        return crontab.trigger(schedule.expression)
     except ValueError as exc:
         raise PgopsError(f"invalid cron schedule {schedule.expression!r}: {exc}") from None
 
