@@ -8,6 +8,7 @@ correlated subqueries). Nothing here raises on bad input: a statement the adviso
 
 from __future__ import annotations
 
+import logging
 import re
 
 from sqlglot import exp
@@ -33,6 +34,9 @@ from pgops.advisor.model import (
 )
 
 _DIALECT = Postgres()
+# sqlglot logs how it reads odd syntax ("Applying array index offset", "unsupported syntax"): noise on a pgops
+# user's stderr, where a statement the advisor can't use is already reported as Skipped with its reason.
+logging.getLogger("sqlglot").setLevel(logging.CRITICAL + 1)
 _FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(*\s*([A-Za-z]+)", re.DOTALL)
 _QUERY_WORDS = {"select", "with", "insert", "update", "delete", "values", "table"}
 _RANGE_OPS = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}

@@ -3,6 +3,7 @@ raises on real-world or random text."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -115,6 +116,14 @@ def test_unusable_statements_are_skipped_with_a_reason():
         assert isinstance(result, Skipped), query
         assert result.reason == reason, (query, result)
         assert result.calls == 7  # the skipped statement's weight is kept for the summary
+
+
+def test_sqlglot_log_lines_never_reach_the_root_logger(caplog):
+    caplog.set_level(logging.DEBUG)
+    # sqlglot logs "Applying array index offset" at INFO while parsing a subscript
+    result = analyze(statement("SELECT (array_agg(id))[1] FROM orders WHERE customer_id = $1"), CATALOG)
+    assert isinstance(result, Analysis)
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("sqlglot")] == []
 
 
 def _corpus() -> list[str]:
