@@ -9,6 +9,8 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
 
 from pgops.advisor.model import (
     SKIP_MISSING_RELATION,
@@ -21,7 +23,7 @@ from pgops.advisor.model import (
     ParamUse,
     Skipped,
 )
-from pgops.advisor.parse import analyze
+from pgops.advisor.parse import _ScopeColumns, analyze, parse
 from tests.advisor.helpers import demo_catalog, statement
 
 CATALOG = demo_catalog()
@@ -142,6 +144,40 @@ def test_corpus_of_real_statements_never_raises_and_counts_skips_by_reason():
     assert reasons[SKIP_MISSING_RELATION] >= 3  # TPC-H tables and friends are not in this catalog
     orm = next(r for r in analyzed if '"orders"."status" IN' in r.statement.query)
     assert orm.tables[CUSTOMERS].equality == ["tenant_id"] and orm.tables[ORDERS].sort == ["created_at"]
+
+
+def test_a_long_and_chain_is_analyzed_not_nested_too_deeply():
+    terms = " AND ".join(f"total <> {n}" for n in range(3000))
+    result = analyze(
+        statement(f"SELECT id FROM orders WHERE customer_id = $1 AND {terms} AND status = 'open'"), CATALOG
+    )
+    assert isinstance(result, Analysis), result
+    assert result.tables[ORDERS].equality == ["customer_id", "status"]
+    assert Constant("status", "=", "open") in result.tables[ORDERS].constants
+
+
+_CORRELATED = [
+    "SELECT c.email FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE customer_id = c.id AND total > 1) "
+    "ORDER BY email",
+    "SELECT DISTINCT status AS s FROM orders ORDER BY s, created_at",
+    "SELECT o.id FROM orders o, LATERAL (SELECT e.kind FROM audit.events e WHERE e.customer_id = o.customer_id) l",
+    "SELECT id FROM orders UNION SELECT id FROM customers c WHERE tenant_id IN (SELECT 1 FROM orders WHERE id = c.id)",
+    "SELECT o.*, count(*) OVER (PARTITION BY status ORDER BY total) FROM orders o GROUP BY 1 HAVING sum(total) > 1",
+]
+
+
+def _same_columns_as_sqlglot(query: str) -> None:
+    tree = parse(query)
+    assert isinstance(tree, exp.Expression), tree
+    ours = _ScopeColumns()
+    for scope in traverse_scope(tree):
+        assert [id(c) for c in ours.of(scope)] == [id(c) for c in scope.columns], (query, scope.expression.sql())
+
+
+def test_scope_columns_select_exactly_what_sqlglot_selects():
+    """The linear column selection is sqlglot's own, object for object (a guard for sqlglot upgrades)."""
+    for query in _CORRELATED + [q for q in _corpus() if isinstance(analyze(statement(q), CATALOG), Analysis)]:
+        _same_columns_as_sqlglot(query)
 
 
 _WORDS = st.sampled_from(
@@ -278,3 +314,4 @@ def test_every_extracted_column_belongs_to_the_table_it_is_reported_for(query):
     for number, param in result.params.items():
         if param.column is not None:
             assert param.column in CATALOG.tables[param.table].columns, (query, number, param)
+    _same_columns_as_sqlglot(query)
