@@ -38,7 +38,9 @@ _DIALECT = Postgres()
 # sqlglot logs how it reads odd syntax ("Applying array index offset", "unsupported syntax"): noise on a pgops
 # user's stderr, where a statement the advisor can't use is already reported as Skipped with its reason.
 logging.getLogger("sqlglot").setLevel(logging.CRITICAL + 1)
-_FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(*\s*([A-Za-z]+)", re.DOTALL)
+# Leading comments are matched possessively (`*+`): with backtracking, `.*?` could also end a comment at a later
+# `*/`, and a run of comments before a non-keyword took time exponential in their number.
+_FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*+\(*\s*([A-Za-z]+)", re.DOTALL)
 _QUERY_WORDS = {"select", "with", "insert", "update", "delete", "values", "table"}
 _RANGE_OPS = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 _SYSTEM_SCHEMAS = {"pg_catalog", "information_schema"}

@@ -4,6 +4,8 @@ raises on real-world or random text."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -126,6 +128,21 @@ def test_sqlglot_log_lines_never_reach_the_root_logger(caplog):
     result = analyze(statement("SELECT (array_agg(id))[1] FROM orders WHERE customer_id = $1"), CATALOG)
     assert isinstance(result, Analysis)
     assert [record.getMessage() for record in caplog.records if record.name.startswith("sqlglot")] == []
+
+
+def test_a_run_of_comments_before_a_non_keyword_is_skipped_promptly():
+    """The first-word regex once backtracked exponentially over leading comments: run it in a child process, so
+    a regression fails at the deadline instead of hanging the suite."""
+    probe = (
+        "from pgops.advisor.parse import parse\n"
+        "for text in ('/**/' * 40 + '1', '/* a */ ' * 40 + '1', '/* x */ -- y\\n' * 40 + '(1)'):\n"
+        "    print(parse(text).detail)\n"
+        "print(type(parse('/* a */ ' * 40 + 'SELECT 1')).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["no statement keyword"] * 3 + ["Select"]
 
 
 def _corpus() -> list[str]:
