@@ -22,6 +22,7 @@ from pgops.advisor.model import (
     SKIP_NO_TABLE,
     SKIP_PRIVILEGE,
     SKIP_SYNTAX,
+    SKIP_TOO_LARGE,
     SKIP_UTILITY,
     Analysis,
     Catalog,
@@ -33,6 +34,13 @@ from pgops.advisor.model import (
     TableKey,
     TableUse,
 )
+
+# A statement's parse work is bounded: sqlglot's time and memory grow with the text (its tree takes many times the
+# text's size), and extraction with the syntax nodes. Statements this long are generated (IN lists, multi-row
+# VALUES) and rare; PostgreSQL keeps at most track_activity_query_size (1 kB by default, 1 MB at most) of one.
+MAX_STATEMENT_CHARS = 100_000
+MAX_STATEMENT_NODES = 50_000  # text dense in nodes (`a=1 OR a=2 ...`) reaches this below MAX_STATEMENT_CHARS
+_SHOWN_CHARS = 1_000  # of a statement too large to analyze, kept for --explain and the JSON output
 
 _DIALECT = Postgres()
 # sqlglot logs how it reads odd syntax ("Applying array index offset", "unsupported syntax"): noise on a pgops
@@ -53,6 +61,9 @@ class _MissingRelation(Exception):
 
 def parse(text: str) -> exp.Expression | Skipped:
     """The statement's syntax tree, or why it can't be used."""
+    if len(text) > MAX_STATEMENT_CHARS:
+        detail = f"{len(text):,} characters, over the limit of {MAX_STATEMENT_CHARS:,}"
+        return Skipped(_shortened(text), SKIP_TOO_LARGE, detail)
     stripped = text.strip().rstrip(";").strip()
     if stripped == "<insufficient privilege>":
         return Skipped(text, SKIP_PRIVILEGE)
@@ -70,7 +81,13 @@ def parse(text: str) -> exp.Expression | Skipped:
     tree = trees[0]
     if not isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete):
         return Skipped(text, SKIP_UTILITY, type(tree).__name__)
+    if sum(1 for _ in itertools.islice(tree.walk(), MAX_STATEMENT_NODES + 1)) > MAX_STATEMENT_NODES:
+        return Skipped(_shortened(text), SKIP_TOO_LARGE, f"over the limit of {MAX_STATEMENT_NODES:,} syntax nodes")
     return tree
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 def analyze(statement: Statement, catalog: Catalog) -> Analysis | Skipped:
@@ -90,7 +107,7 @@ def analyze(statement: Statement, catalog: Catalog) -> Analysis | Skipped:
 
 
 def _with_weight(skipped: Skipped, statement: Statement) -> Skipped:
-    return Skipped(statement.query, skipped.reason, skipped.detail, statement.calls, statement.total_time_ms)
+    return Skipped(skipped.query, skipped.reason, skipped.detail, statement.calls, statement.total_time_ms)
 
 
 def _first_line(exc: BaseException) -> str:

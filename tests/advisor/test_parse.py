@@ -19,13 +19,14 @@ from pgops.advisor.model import (
     SKIP_MULTIPLE,
     SKIP_PRIVILEGE,
     SKIP_SYNTAX,
+    SKIP_TOO_LARGE,
     SKIP_UTILITY,
     Analysis,
     Constant,
     ParamUse,
     Skipped,
 )
-from pgops.advisor.parse import _ScopeColumns, analyze, parse
+from pgops.advisor.parse import MAX_STATEMENT_CHARS, MAX_STATEMENT_NODES, _ScopeColumns, analyze, parse
 from tests.advisor.helpers import demo_catalog, statement
 
 CATALOG = demo_catalog()
@@ -128,6 +129,23 @@ def test_sqlglot_log_lines_never_reach_the_root_logger(caplog):
     result = analyze(statement("SELECT (array_agg(id))[1] FROM orders WHERE customer_id = $1"), CATALOG)
     assert isinstance(result, Analysis)
     assert [record.getMessage() for record in caplog.records if record.name.startswith("sqlglot")] == []
+
+
+def test_a_statement_over_the_size_limits_is_skipped_with_the_limit_it_broke():
+    in_list = "SELECT id FROM orders WHERE customer_id IN (" + ", ".join(["1234567"] * 10_000) + ")"
+    at_limit = analyze(statement(in_list.ljust(MAX_STATEMENT_CHARS)), CATALOG)
+    assert isinstance(at_limit, Analysis) and at_limit.tables[ORDERS].equality == ["customer_id"]
+    over = [in_list.ljust(MAX_STATEMENT_CHARS + 1), "SELECT 1 WHERE 1 IN (" + "1," * 2_500_000 + "1)"]
+    cases = [(text, f"{len(text):,} characters, over the limit of 100,000") for text in over]
+    dense = "SELECT id FROM orders WHERE " + " OR ".join(["id=1"] * 12_000)  # five syntax nodes per term
+    assert len(dense) < MAX_STATEMENT_CHARS and MAX_STATEMENT_NODES == 50_000
+    cases.append((dense, "over the limit of 50,000 syntax nodes"))
+    for text, detail in cases:
+        skipped = analyze(statement(text, calls=7, total_time_ms=70.0), CATALOG)
+        assert isinstance(skipped, Skipped), detail
+        assert (skipped.reason, skipped.detail) == (SKIP_TOO_LARGE, detail)
+        assert (skipped.calls, skipped.total_time_ms) == (7, 70.0)  # its weight still counts in the summary
+        assert skipped.query == text[:1000] + "…"  # --explain and the JSON show its beginning, not megabytes
 
 
 def test_a_run_of_comments_before_a_non_keyword_is_skipped_promptly():
