@@ -75,25 +75,33 @@ def read_pg_stat_statements(
     ]
 
 
+# What split_statements must look at: quotes, comments, dollar quotes and semicolons; it jumps between them.
+_SPLIT_TOKEN = re.compile(r"""['";$]|--|/\*""")
+_DOLLAR_TAG = re.compile(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$")
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)  # an unterminated /* runs to the end, as split reads it
+_WHITESPACE = re.compile(r"\s+")
+
+
 def split_statements(text: str) -> list[str]:
     """Split SQL text on top-level semicolons, respecting quotes, dollar quotes and comments."""
     statements: list[str] = []
     start = i = 0
     n = len(text)
-    while i < n:
-        ch = text[i]
+    while token := _SPLIT_TOKEN.search(text, i):
+        i = token.start()
+        ch = token[0]
         if ch == "'" or ch == '"':
             end = text.find(ch, i + 1)
             while end != -1 and end + 1 < n and text[end + 1] == ch:  # doubled quote inside
                 end = text.find(ch, end + 2)
             i = n if end == -1 else end + 1
-        elif text.startswith("--", i):
+        elif ch == "--":
             end = text.find("\n", i)
             i = n if end == -1 else end + 1
-        elif text.startswith("/*", i):
+        elif ch == "/*":
             end = text.find("*/", i + 2)
             i = n if end == -1 else end + 2
-        elif ch == "$" and (tag := re.match(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$", text[i:])):
+        elif ch == "$" and (tag := _DOLLAR_TAG.match(text, i)):
             end = text.find(tag[0], i + len(tag[0]))
             i = n if end == -1 else end + len(tag[0])
         elif ch == ";":
@@ -107,16 +115,48 @@ def split_statements(text: str) -> list[str]:
 
 
 def _has_code(statement: str) -> bool:
-    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.DOTALL)
-    return bool(without.strip())
+    return bool(_COMMENT.sub("", statement).strip())
+
+
+# A statements file or log is held in memory and every statement in it parsed: at most this much is read, so a
+# wrong path (a binary, /dev/zero, a year of logs) ends in one line instead of gigabytes and minutes.
+MAX_INPUT_BYTES = 32 * 1024 * 1024
+_CHUNK_BYTES = 1024 * 1024
+
+
+def _read_text(path: Path, what: str, *, strict: bool) -> str:
+    """The text of a file of at most MAX_INPUT_BYTES, read a chunk at a time; a NUL byte (binary data) is refused
+    as soon as it is read. `strict`: bytes that are not UTF-8 are refused too, else replaced with U+FFFD."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_CHUNK_BYTES):
+                if (nul := chunk.find(b"\0")) != -1:
+                    raise PgopsError(f"{path}: binary data (a NUL byte at offset {size + nul:,}), not a {what}")
+                size += len(chunk)
+                if size > MAX_INPUT_BYTES:
+                    raise PgopsError(
+                        f"{path}: over {MAX_INPUT_BYTES // 2**20} MiB, the most pgops reads of a {what}: "
+                        "pass the part you need (e.g. the output of tail -c)"
+                    )
+                chunks.append(chunk)
+    except OSError as exc:
+        raise PgopsError(f"{path}: can't read the {what}: {exc.strerror}") from None
+    data = b"".join(chunks)
+    try:
+        text = data.decode("utf-8", errors="strict" if strict else "replace")
+    except UnicodeDecodeError as exc:
+        raise PgopsError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,}): convert the {what} "
+            "(e.g. iconv -f LATIN1 -t UTF-8)"
+        ) from None
+    return text.removeprefix("\ufeff")  # a byte order mark is no part of the first statement
 
 
 def read_file(path: Path) -> list[Statement]:
-    """Statements from a SQL file; identical statements are counted as calls of one."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise PgopsError(f"{path}: can't read the statements file: {exc.strerror}") from None
+    """Statements from a SQL file of UTF-8 text; identical statements are counted as calls of one."""
+    text = _read_text(path, "statements file", strict=True)
     return _aggregate((statement, 0.0, False) for statement in split_statements(text))
 
 
@@ -144,12 +184,10 @@ def read_log(path: Path, database: str | None = None) -> list[Statement]:
     Statements logged by `log_min_duration_statement` keep their duration; `execute` entries get their
     logged parameter values substituted. A statement cancelled by statement_timeout counts with the longest
     duration the log shows (it ran at least that long, most likely longer). csvlog and jsonlog name each
-    entry's database: entries of other databases than `database` are left out.
+    entry's database: entries of other databases than `database` are left out. Bytes that are not UTF-8 (a
+    database in another encoding) become U+FFFD; a log over MAX_INPUT_BYTES or with a NUL byte is refused.
     """
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise PgopsError(f"{path}: can't read the log file: {exc.strerror}") from None
+    text = _read_text(path, "log file", strict=False)
     if text.lstrip().startswith("{"):
         entries = _json_entries(text)
     elif path.suffix == ".csv":
@@ -176,16 +214,16 @@ def read_log(path: Path, database: str | None = None) -> list[Statement]:
 def _stderr_entries(lines: list[str]) -> list[LogEntry]:
     """Messages with their DETAIL and STATEMENT lines attached; lines without a level marker continue the
     previous message."""
-    messages: list[tuple[str, str]] = []
+    messages: list[tuple[str, list[str]]] = []  # lines joined at the end: adding each to a string is quadratic
     for line in lines:
         match = _LEVEL.search(line)
         if match:
-            messages.append((match[1], line[match.end() :]))
+            messages.append((match[1], [line[match.end() :]]))
         elif messages:
-            level, text = messages[-1]
-            messages[-1] = (level, text + "\n" + line.lstrip("\t"))
+            messages[-1][1].append(line.lstrip("\t"))
     entries: list[LogEntry] = []
-    for level, text in messages:
+    for level, parts in messages:
+        text = "\n".join(parts)
         if level in ("DETAIL", "STATEMENT") and entries:
             field_name = "detail" if level == "DETAIL" else "statement"
             entries[-1] = dataclasses.replace(entries[-1], **{field_name: text})
@@ -216,6 +254,8 @@ def _json_entries(text: str) -> list[LogEntry]:
 
 # csvlog columns (PostgreSQL 13+): database_name 2, error_severity 11, message 13, detail 14, query 19.
 def _csv_entries(text: str) -> list[LogEntry]:
+    # The csv module refuses a field over 128 kB by default; a longer statement is read, and skipped as too large.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_INPUT_BYTES))
     return [
         LogEntry(row[11], row[13], row[14], row[19], row[2] or None)
         for row in csv.reader(io.StringIO(text))
@@ -232,7 +272,7 @@ def _aggregate(entries: Iterable[tuple[str, float, bool]], source: str = "file")
     """One Statement per distinct text (whitespace-insensitive), with its calls and total time."""
     merged: dict[str, Statement] = {}
     for text, duration, was_cancelled in entries:
-        key = " ".join(text.split()).rstrip(";")
+        key = _WHITESPACE.sub(" ", text).strip().rstrip(";")  # not " ".join(text.split()): a list per word
         old = merged.get(key)
         merged[key] = Statement(
             query=old.query if old else text.strip().rstrip(";"),
