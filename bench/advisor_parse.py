@@ -2,13 +2,13 @@
 limits (parse.MAX_STATEMENT_CHARS, parse.MAX_STATEMENT_NODES), and the ratio of the largest size's time per term
 to the smallest's: about 1 when the work grows linearly, growing with the size when it grows quadratically.
 
-Each size is analyzed (parse + extract, as `advise` does) with pgops' linear column selection and, side by side
-in the same run, with sqlglot's own Scope.columns (the quadratic path pgops used before), best of --repeat runs.
-No database: the catalog is a hand-made one-table catalog. Python's cyclic garbage collector makes a full
-collection once a statement's tree grows large enough, which adds to the largest sizes' time per term; --no-gc
-measures without it.
+Each size is analyzed (parse + extract, as `advise` does), best of --repeat runs, side by side in the same run:
+with pgops' linear column selection; the same with Python's cyclic garbage collector off (it makes a full
+collection once a statement's tree is large enough, which only the largest sizes pay for in a run of one
+statement); and with sqlglot's own Scope.columns, the quadratic path pgops used before. No database: the catalog
+is a hand-made one-table catalog.
 
-Run: .venv/bin/python bench/advisor_parse.py [--start 1000] [--repeat 5] [--no-before] [--no-gc]
+Run: .venv/bin/python bench/advisor_parse.py [--start 1000] [--repeat 5] [--no-before]
 """
 
 from __future__ import annotations
@@ -71,11 +71,14 @@ def _fits(text: str) -> bool:
     return len(text) <= parse.MAX_STATEMENT_CHARS and isinstance(parse.parse(text), sqlglot.exp.Expression)
 
 
-def run_once(text: str, variant: str, collect: bool) -> float:
-    """Seconds to analyze `text` once with pgops' column selection ("after") or sqlglot's ("before")."""
+VARIANTS = {"after": "µs/term", "no gc": "µs/term, gc off", "before": "µs/term, sqlglot Scope.columns"}
+
+
+def run_once(text: str, variant: str) -> float:
+    """Seconds to analyze `text` once, as VARIANTS names."""
     statement = Statement(text, source="bench")
     gc.collect()  # each run starts without the last run's garbage: its collection would land in this one
-    if not collect:
+    if variant == "no gc":
         gc.disable()
     try:
         with mock.patch.object(parse, "_ScopeColumns", _SqlglotColumns if variant == "before" else parse._ScopeColumns):
@@ -93,14 +96,12 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=1000, help="terms of the smallest statement")
     parser.add_argument("--repeat", type=int, default=5, help="runs per size and variant; the best counts")
     parser.add_argument("--no-before", action="store_true", help="skip sqlglot's Scope.columns (slow at the limit)")
-    parser.add_argument("--no-gc", action="store_true", help="time with the cyclic garbage collector off")
     args = parser.parse_args()
-    variants = ["after"] if args.no_before else ["after", "before"]
+    variants = [variant for variant in VARIANTS if not (args.no_before and variant == "before")]
     print(
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, sqlglot {sqlglot.__version__}; limits: "
         f"{parse.MAX_STATEMENT_CHARS:,} characters, {parse.MAX_STATEMENT_NODES:,} syntax nodes; best of {args.repeat}"
-        + ("; garbage collector off" if args.no_gc else "")
     )
     for name, make in SHAPES.items():
         limit = largest_fitting(make)
@@ -110,23 +111,19 @@ def main() -> None:
         best = {(terms, variant): float("inf") for terms in sizes for variant in variants}
         for _ in range(args.repeat):
             for terms, variant in best:
-                best[terms, variant] = min(best[terms, variant], run_once(texts[terms], variant, not args.no_gc))
-        print(
-            f"\n{'shape':<9} {'terms':>6} {'chars':>8} {'nodes':>6} {'µs/term':>8}"
-            + ("" if args.no_before else f" {'sqlglot Scope.columns µs/term':>30}")
-        )
+                best[terms, variant] = min(best[terms, variant], run_once(texts[terms], variant))
+        widths = {variant: max(len(VARIANTS[variant]), 8) for variant in variants}
+        header = f"\n{'shape':<9} {'terms':>6} {'chars':>8} {'nodes':>6}"
+        print(header + "".join(f"  {VARIANTS[variant]:>{widths[variant]}}" for variant in variants))
         per_term = {variant: [best[terms, variant] / terms * 1e6 for terms in sizes] for variant in variants}
         for number, terms in enumerate(sizes):
             tree = parse.parse(texts[terms])
             nodes = sum(1 for _ in tree.walk()) if isinstance(tree, sqlglot.exp.Expression) else 0
-            line = f"{name:<9} {terms:>6,} {len(texts[terms]):>8,} {nodes:>6,} {per_term['after'][number]:>8.1f}"
-            print(line + ("" if args.no_before else f" {per_term['before'][number]:>30.1f}"))
-        ratios = {variant: values[-1] / values[0] for variant, values in per_term.items()}
-        print(
-            f"{name}: time per term at {sizes[-1]:,} terms / at {sizes[0]:,} terms = {ratios['after']:.2f}x"
-            + ("" if args.no_before else f" (with sqlglot's Scope.columns: {ratios['before']:.2f}x)")
-            + "; linear: about 1"
-        )
+            line = f"{name:<9} {terms:>6,} {len(texts[terms]):>8,} {nodes:>6,}"
+            print(line + "".join(f"  {per_term[variant][number]:>{widths[variant]}.1f}" for variant in variants))
+        ratios = "".join(f"  {values[-1] / values[0]:>{widths[v] - 1}.2f}x" for v, values in per_term.items())
+        print(f"{f'ratio {sizes[-1]:,} / {sizes[0]:,} terms':<32}{ratios}")
+    print("\nratio: time per term at the largest size over the smallest; linear: about 1, quadratic: grows with size")
 
 
 if __name__ == "__main__":
