@@ -15,6 +15,7 @@ SKIP_MISSING_RELATION = "relation no longer exists"
 SKIP_NO_TABLE = "reads no user table"
 SKIP_PLAN_FAILED = "the planner could not plan it"
 SKIP_MULTIPLE = "more than one statement in one entry"
+SKIP_TOO_LARGE = "too large to analyze"
 
 
 @dataclass(frozen=True)

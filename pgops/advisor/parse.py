@@ -8,6 +8,8 @@ correlated subqueries). Nothing here raises on bad input: a statement the adviso
 
 from __future__ import annotations
 
+import itertools
+import logging
 import re
 
 from sqlglot import exp
@@ -20,6 +22,7 @@ from pgops.advisor.model import (
     SKIP_NO_TABLE,
     SKIP_PRIVILEGE,
     SKIP_SYNTAX,
+    SKIP_TOO_LARGE,
     SKIP_UTILITY,
     Analysis,
     Catalog,
@@ -32,8 +35,20 @@ from pgops.advisor.model import (
     TableUse,
 )
 
+# A statement's parse work is bounded: sqlglot's time and memory grow with the text (its tree takes many times the
+# text's size), and extraction with the syntax nodes. Statements this long are generated (IN lists, multi-row
+# VALUES) and rare; PostgreSQL keeps at most track_activity_query_size (1 kB by default, 1 MB at most) of one.
+MAX_STATEMENT_CHARS = 100_000
+MAX_STATEMENT_NODES = 50_000  # text dense in nodes (`a=1 OR a=2 ...`) reaches this below MAX_STATEMENT_CHARS
+_SHOWN_CHARS = 1_000  # of a statement too large to analyze, kept for --explain and the JSON output
+
 _DIALECT = Postgres()
-_FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(*\s*([A-Za-z]+)", re.DOTALL)
+# sqlglot logs how it reads odd syntax ("Applying array index offset", "unsupported syntax"): noise on a pgops
+# user's stderr, where a statement the advisor can't use is already reported as Skipped with its reason.
+logging.getLogger("sqlglot").setLevel(logging.CRITICAL + 1)
+# Leading comments are matched possessively (`*+`): with backtracking, `.*?` could also end a comment at a later
+# `*/`, and a run of comments before a non-keyword took time exponential in their number.
+_FIRST_WORD = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*+\(*\s*([A-Za-z]+)", re.DOTALL)
 _QUERY_WORDS = {"select", "with", "insert", "update", "delete", "values", "table"}
 _RANGE_OPS = {exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
 _SYSTEM_SCHEMAS = {"pg_catalog", "information_schema"}
@@ -46,6 +61,9 @@ class _MissingRelation(Exception):
 
 def parse(text: str) -> exp.Expression | Skipped:
     """The statement's syntax tree, or why it can't be used."""
+    if len(text) > MAX_STATEMENT_CHARS:
+        detail = f"{len(text):,} characters, over the limit of {MAX_STATEMENT_CHARS:,}"
+        return Skipped(_shortened(text), SKIP_TOO_LARGE, detail)
     stripped = text.strip().rstrip(";").strip()
     if stripped == "<insufficient privilege>":
         return Skipped(text, SKIP_PRIVILEGE)
@@ -63,7 +81,13 @@ def parse(text: str) -> exp.Expression | Skipped:
     tree = trees[0]
     if not isinstance(tree, exp.Query | exp.Insert | exp.Update | exp.Delete):
         return Skipped(text, SKIP_UTILITY, type(tree).__name__)
+    if sum(1 for _ in itertools.islice(tree.walk(), MAX_STATEMENT_NODES + 1)) > MAX_STATEMENT_NODES:
+        return Skipped(_shortened(text), SKIP_TOO_LARGE, f"over the limit of {MAX_STATEMENT_NODES:,} syntax nodes")
     return tree
+
+
+def _shortened(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
 
 
 def analyze(statement: Statement, catalog: Catalog) -> Analysis | Skipped:
@@ -83,7 +107,7 @@ def analyze(statement: Statement, catalog: Catalog) -> Analysis | Skipped:
 
 
 def _with_weight(skipped: Skipped, statement: Statement) -> Skipped:
-    return Skipped(statement.query, skipped.reason, skipped.detail, statement.calls, statement.total_time_ms)
+    return Skipped(skipped.query, skipped.reason, skipped.detail, statement.calls, statement.total_time_ms)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -149,6 +173,7 @@ class _Extractor:
         self.tables: dict[TableKey, TableUse] = {}
         self.params: dict[int, ParamUse] = {}
         self.has_limit = False
+        self.columns = _ScopeColumns()
         self._scope_tables: dict[int, dict[str, TableInfo | None]] = {}
 
     # -- tables ------------------------------------------------------------------------------------------------
@@ -228,7 +253,7 @@ class _Extractor:
         select = scope.expression
         if not isinstance(select, exp.Select):
             return
-        for column in scope.columns:
+        for column in self.columns.of(scope):
             found = self.resolve(column, scope)
             if found:
                 self.use(found[0].key).referenced.add(found[1])
@@ -367,11 +392,108 @@ class _Extractor:
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.And):
-        return [part for side in (node.this, node.expression) for part in _conjuncts(side)]
-    return [node]
+    """The terms of an AND chain, left to right; a loop, not recursion: a long chain is as deep as it is long."""
+    found: list[exp.Expression] = []
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.And):
+            stack += (node.expression, node.this)
+        else:
+            found.append(node)
+    return found
+
+
+# The clauses that decide whether a column in them belongs to its scope (as in sqlglot's Scope.columns).
+_COLUMN_CLAUSES = (
+    exp.Select,
+    exp.Qualify,
+    exp.Order,
+    exp.Cluster,
+    exp.Having,
+    exp.Hint,
+    exp.Table,
+    exp.Star,
+    exp.Distinct,
+)
+
+
+class _ScopeColumns:
+    """sqlglot's `Scope.columns`, in linear time.
+
+    sqlglot finds each column's clause by walking up its parents, and in `a = 1 OR a = 2 OR ...` that walk is as
+    long as the chain: quadratic. Here each node's clause is remembered, so every parent is walked once. The
+    selection is sqlglot's own: the scope's columns, those of correlated subqueries naming no local source, but
+    not an ORDER BY or DISTINCT column that names an output column.
+    """
+
+    def __init__(self) -> None:
+        self._clause: dict[int, exp.Expression | None] = {}  # id(node) → nearest clause above it
+        self._columns: dict[int, list[exp.Column]] = {}
+
+    def clause(self, node: exp.Expression) -> exp.Expression | None:
+        path: list[int] = []
+        ancestor = node.parent
+        while ancestor is not None and not isinstance(ancestor, _COLUMN_CLAUSES):
+            if id(ancestor) in self._clause:
+                found = self._clause[id(ancestor)]
+                break
+            path.append(id(ancestor))
+            ancestor = ancestor.parent
+        else:
+            found = ancestor
+        for key in path:
+            self._clause[key] = found
+        return found
+
+    def of(self, scope: Scope) -> list[exp.Column]:
+        cached = self._columns.get(id(scope))
+        if cached is not None:
+            return cached
+        expression = scope.expression
+        named_selects = set(expression.named_selects) if isinstance(expression, exp.Query) else set()
+        own = [
+            node
+            for node in scope.walk()
+            if node is not expression and type(node) is exp.Column and not isinstance(node.this, exp.Star)
+        ]
+        correlated = itertools.chain(
+            scope.subquery_scopes,
+            scope.udtf_scopes,
+            (child for child in scope.derived_table_scopes if child.can_be_correlated),
+        )
+        external = [column for child in correlated for column in self.external(child)]
+        columns = []
+        for column in own + external:
+            ancestor = self.clause(column)
+            if (
+                not ancestor
+                or column.text("table")
+                or isinstance(ancestor, exp.Select)
+                or (isinstance(ancestor, exp.Table) and not isinstance(ancestor.this, exp.Func))
+                or (
+                    isinstance(ancestor, exp.Order | exp.Cluster | exp.Distinct)
+                    and (
+                        isinstance(ancestor.parent, exp.Window | exp.WithinGroup)
+                        or not isinstance(ancestor.parent, exp.Select)
+                        or column.name not in named_selects
+                    )
+                )
+                or (isinstance(ancestor, exp.Star) and column.arg_key != "except_")
+            ):
+                columns.append(column)
+        self._columns[id(scope)] = columns
+        return columns
+
+    def external(self, scope: Scope) -> list[exp.Column]:
+        """A child scope's columns that name no source of its own: they may belong to an outer scope."""
+        if isinstance(scope.expression, exp.SetOperation):
+            left, right = scope.set_operation_scopes
+            return self.external(left) + self.external(right)
+        local = {name for name, _ in scope.references} | scope.semi_or_anti_join_tables
+        return [column for column in self.of(scope) if column.text("table") not in local]
 
 
 def _is_value(node: exp.Expression) -> bool:

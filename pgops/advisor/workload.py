@@ -75,25 +75,33 @@ def read_pg_stat_statements(
     ]
 
 
+# What split_statements must look at: quotes, comments, dollar quotes and semicolons; it jumps between them.
+_SPLIT_TOKEN = re.compile(r"""['";$]|--|/\*""")
+_DOLLAR_TAG = re.compile(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$")
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?(?:\*/|\Z)", re.DOTALL)  # an unterminated /* runs to the end, as split reads it
+_WHITESPACE = re.compile(r"\s+")
+
+
 def split_statements(text: str) -> list[str]:
     """Split SQL text on top-level semicolons, respecting quotes, dollar quotes and comments."""
     statements: list[str] = []
     start = i = 0
     n = len(text)
-    while i < n:
-        ch = text[i]
+    while token := _SPLIT_TOKEN.search(text, i):
+        i = token.start()
+        ch = token[0]
         if ch == "'" or ch == '"':
             end = text.find(ch, i + 1)
             while end != -1 and end + 1 < n and text[end + 1] == ch:  # doubled quote inside
                 end = text.find(ch, end + 2)
             i = n if end == -1 else end + 1
-        elif text.startswith("--", i):
+        elif ch == "--":
             end = text.find("\n", i)
             i = n if end == -1 else end + 1
-        elif text.startswith("/*", i):
+        elif ch == "/*":
             end = text.find("*/", i + 2)
             i = n if end == -1 else end + 2
-        elif ch == "$" and (tag := re.match(r"\$[A-Za-z_]?[A-Za-z0-9_]*\$", text[i:])):
+        elif ch == "$" and (tag := _DOLLAR_TAG.match(text, i)):
             end = text.find(tag[0], i + len(tag[0]))
             i = n if end == -1 else end + len(tag[0])
         elif ch == ";":
@@ -107,22 +115,58 @@ def split_statements(text: str) -> list[str]:
 
 
 def _has_code(statement: str) -> bool:
-    without = re.sub(r"--[^\n]*|/\*.*?\*/", "", statement, flags=re.DOTALL)
-    return bool(without.strip())
+    return bool(_COMMENT.sub("", statement).strip())
+
+
+# A statements file or log is held in memory and every statement in it parsed: at most this much is read, so a
+# wrong path (a binary, /dev/zero, a year of logs) ends in one line instead of gigabytes and minutes.
+MAX_INPUT_BYTES = 32 * 1024 * 1024
+_CHUNK_BYTES = 1024 * 1024
+
+
+def _read_text(path: Path, what: str, *, strict: bool) -> str:
+    """The text of a file of at most MAX_INPUT_BYTES, read a chunk at a time; a NUL byte (binary data) is refused
+    as soon as it is read. `strict`: bytes that are not UTF-8 are refused too, else replaced with U+FFFD."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_CHUNK_BYTES):
+                if (nul := chunk.find(b"\0")) != -1:
+                    raise PgopsError(f"{path}: binary data (a NUL byte at offset {size + nul:,}), not a {what}")
+                size += len(chunk)
+                if size > MAX_INPUT_BYTES:
+                    raise PgopsError(
+                        f"{path}: over {MAX_INPUT_BYTES // 2**20} MiB, the most pgops reads of a {what}: "
+                        "pass the part you need (e.g. the output of tail -c)"
+                    )
+                chunks.append(chunk)
+    except OSError as exc:
+        raise PgopsError(f"{path}: can't read the {what}: {exc.strerror}") from None
+    data = b"".join(chunks)
+    try:
+        text = data.decode("utf-8", errors="strict" if strict else "replace")
+    except UnicodeDecodeError as exc:
+        raise PgopsError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,}): convert the {what} "
+            "(e.g. iconv -f LATIN1 -t UTF-8)"
+        ) from None
+    return text.removeprefix("\ufeff")  # a byte order mark is no part of the first statement
 
 
 def read_file(path: Path) -> list[Statement]:
-    """Statements from a SQL file; identical statements are counted as calls of one."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise PgopsError(f"{path}: can't read the statements file: {exc.strerror}") from None
+    """Statements from a SQL file of UTF-8 text; identical statements are counted as calls of one."""
+    text = _read_text(path, "statements file", strict=True)
     return _aggregate((statement, 0.0, False) for statement in split_statements(text))
 
 
-# `... LOG:  duration: 1234.567 ms  statement: SELECT ...` and `execute <name>: ...` (extended protocol).
+# `... LOG:  duration: 1234.567 ms  statement: SELECT ...` (simple protocol) and, over the extended protocol,
+# `parse <name>: ...`, `bind <name>[/portal]: ...`, `execute <name>[/portal]: ...` and `execute fetch from ...`.
 _LEVEL = re.compile(r"\b(LOG|ERROR|DETAIL|STATEMENT|HINT|CONTEXT|WARNING|FATAL|PANIC|NOTICE|INFO|DEBUG\d?):\s\s")
-_DURATION = re.compile(r"duration: ([\d.]+) ms\s+(?:statement|execute [^:]*|bind [^:]*|parse [^:]*):\s(.*)", re.DOTALL)
+_DURATION = re.compile(
+    r"duration: ([\d.]+) ms\s+(statement|execute fetch from|execute|bind|parse)\b[^:]*:\s(.*)", re.DOTALL
+)
+_PID = re.compile(r"\[(\d+)\]")  # the default log_line_prefix, '%m [%p] ', names the backend's process id
 _PARAMETERS = re.compile(r"parameters: (.*)", re.DOTALL)
 _ONE_PARAMETER = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
 
@@ -136,20 +180,25 @@ class LogEntry:
     detail: str = ""
     statement: str = ""
     database: str | None = None
+    pid: str | None = None  # the backend's process id, when the log names it
 
 
 def read_log(path: Path, database: str | None = None) -> list[Statement]:
     """Slow and cancelled statements from a PostgreSQL log: stderr format, csvlog (`.csv`) or jsonlog.
 
     Statements logged by `log_min_duration_statement` keep their duration; `execute` entries get their
-    logged parameter values substituted. A statement cancelled by statement_timeout counts with the longest
-    duration the log shows (it ran at least that long, most likely longer). csvlog and jsonlog name each
-    entry's database: entries of other databases than `database` are left out.
+    logged parameter values substituted. Only executions are calls: `statement:` (simple protocol) and
+    `execute` entries. The extended protocol also logs its `parse` and `bind` steps, each with its duration
+    (an unnamed statement is planned at bind): that time is added to the next execution of the same text by
+    the same backend, and left out when none is logged (it ran under log_min_duration_statement). An `execute
+    fetch from` goes on with its portal's execution: its time is added to that execution.
+
+    A statement cancelled by statement_timeout counts with the longest duration the log shows (it ran at least
+    that long, most likely longer). csvlog and jsonlog name each entry's database: entries of other databases
+    than `database` are left out. Bytes that are not UTF-8 (a database in another encoding) become U+FFFD; a
+    log over MAX_INPUT_BYTES or with a NUL byte is refused.
     """
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        raise PgopsError(f"{path}: can't read the log file: {exc.strerror}") from None
+    text = _read_text(path, "log file", strict=False)
     if text.lstrip().startswith("{"):
         entries = _json_entries(text)
     elif path.suffix == ".csv":
@@ -157,15 +206,26 @@ def read_log(path: Path, database: str | None = None) -> list[Statement]:
     else:
         entries = _stderr_entries(text.splitlines())
     found: list[tuple[str, float, bool]] = []
+    pending: dict[tuple[str | None, str | None, str], float] = {}  # parse and bind time awaiting its execution
+    latest: dict[tuple[str | None, str | None, str], int] = {}  # each statement's latest execution in `found`
     cancelled: list[str] = []
     for entry in entries:
         if database and entry.database and entry.database != database:
             continue
         if entry.severity == "LOG" and (match := _DURATION.match(entry.message)):
-            statement = match[2]
-            if params := _PARAMETERS.match(entry.detail):
-                statement = _substitute(statement, params[1])
-            found.append((statement, float(match[1]), False))
+            duration, step, logged = float(match[1]), match[2], match[3]
+            key = (entry.database, entry.pid, logged)
+            if step in ("parse", "bind"):
+                pending[key] = pending.get(key, 0.0) + duration
+            elif step == "execute fetch from" and key in latest:
+                statement, so_far, _ = found[latest[key]]
+                found[latest[key]] = (statement, so_far + duration, False)
+            else:
+                statement = logged
+                if params := _PARAMETERS.match(entry.detail):
+                    statement = _substitute(statement, params[1])
+                latest[key] = len(found)
+                found.append((statement, duration + pending.pop(key, 0.0), False))
         elif entry.severity == "ERROR" and "due to statement timeout" in entry.message and entry.statement:
             cancelled.append(entry.statement)
     longest = max((duration for _, duration, _ in found), default=0.0)
@@ -176,21 +236,22 @@ def read_log(path: Path, database: str | None = None) -> list[Statement]:
 def _stderr_entries(lines: list[str]) -> list[LogEntry]:
     """Messages with their DETAIL and STATEMENT lines attached; lines without a level marker continue the
     previous message."""
-    messages: list[tuple[str, str]] = []
+    messages: list[tuple[str, str | None, list[str]]] = []  # lines joined at the end, not one by one: quadratic
     for line in lines:
         match = _LEVEL.search(line)
         if match:
-            messages.append((match[1], line[match.end() :]))
+            pid = _PID.search(line, 0, match.start())
+            messages.append((match[1], pid[1] if pid else None, [line[match.end() :]]))
         elif messages:
-            level, text = messages[-1]
-            messages[-1] = (level, text + "\n" + line.lstrip("\t"))
+            messages[-1][2].append(line.lstrip("\t"))
     entries: list[LogEntry] = []
-    for level, text in messages:
+    for level, pid, parts in messages:
+        text = "\n".join(parts)
         if level in ("DETAIL", "STATEMENT") and entries:
             field_name = "detail" if level == "DETAIL" else "statement"
             entries[-1] = dataclasses.replace(entries[-1], **{field_name: text})
         else:
-            entries.append(LogEntry(level, text))
+            entries.append(LogEntry(level, text, pid=pid))
     return entries
 
 
@@ -209,15 +270,18 @@ def _json_entries(text: str) -> list[LogEntry]:
                     str(record.get("detail", "")),
                     str(record.get("statement", "")),
                     record.get("dbname"),
+                    str(record["pid"]) if "pid" in record else None,
                 )
             )
     return entries
 
 
-# csvlog columns (PostgreSQL 13+): database_name 2, error_severity 11, message 13, detail 14, query 19.
+# csvlog columns (PostgreSQL 13+): database_name 2, process_id 3, error_severity 11, message 13, detail 14, query 19.
 def _csv_entries(text: str) -> list[LogEntry]:
+    # The csv module refuses a field over 128 kB by default; a longer statement is read, and skipped as too large.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_INPUT_BYTES))
     return [
-        LogEntry(row[11], row[13], row[14], row[19], row[2] or None)
+        LogEntry(row[11], row[13], row[14], row[19], row[2] or None, row[3] or None)
         for row in csv.reader(io.StringIO(text))
         if len(row) > 19
     ]
@@ -232,7 +296,7 @@ def _aggregate(entries: Iterable[tuple[str, float, bool]], source: str = "file")
     """One Statement per distinct text (whitespace-insensitive), with its calls and total time."""
     merged: dict[str, Statement] = {}
     for text, duration, was_cancelled in entries:
-        key = " ".join(text.split()).rstrip(";")
+        key = _WHITESPACE.sub(" ", text).strip().rstrip(";")  # not " ".join(text.split()): a list per word
         old = merged.get(key)
         merged[key] = Statement(
             query=old.query if old else text.strip().rstrip(";"),

@@ -3,24 +3,30 @@ raises on real-world or random text."""
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
 
 from pgops.advisor.model import (
     SKIP_MISSING_RELATION,
     SKIP_MULTIPLE,
     SKIP_PRIVILEGE,
     SKIP_SYNTAX,
+    SKIP_TOO_LARGE,
     SKIP_UTILITY,
     Analysis,
     Constant,
     ParamUse,
     Skipped,
 )
-from pgops.advisor.parse import analyze
+from pgops.advisor.parse import MAX_STATEMENT_CHARS, MAX_STATEMENT_NODES, _ScopeColumns, analyze, parse
 from tests.advisor.helpers import demo_catalog, statement
 
 CATALOG = demo_catalog()
@@ -117,6 +123,46 @@ def test_unusable_statements_are_skipped_with_a_reason():
         assert result.calls == 7  # the skipped statement's weight is kept for the summary
 
 
+def test_sqlglot_log_lines_never_reach_the_root_logger(caplog):
+    caplog.set_level(logging.DEBUG)
+    # sqlglot logs "Applying array index offset" at INFO while parsing a subscript
+    result = analyze(statement("SELECT (array_agg(id))[1] FROM orders WHERE customer_id = $1"), CATALOG)
+    assert isinstance(result, Analysis)
+    assert [record.getMessage() for record in caplog.records if record.name.startswith("sqlglot")] == []
+
+
+def test_a_statement_over_the_size_limits_is_skipped_with_the_limit_it_broke():
+    in_list = "SELECT id FROM orders WHERE customer_id IN (" + ", ".join(["1234567"] * 10_000) + ")"
+    at_limit = analyze(statement(in_list.ljust(MAX_STATEMENT_CHARS)), CATALOG)
+    assert isinstance(at_limit, Analysis) and at_limit.tables[ORDERS].equality == ["customer_id"]
+    over = [in_list.ljust(MAX_STATEMENT_CHARS + 1), "SELECT 1 WHERE 1 IN (" + "1," * 2_500_000 + "1)"]
+    cases = [(text, f"{len(text):,} characters, over the limit of 100,000") for text in over]
+    dense = "SELECT id FROM orders WHERE " + " OR ".join(["id=1"] * 12_000)  # five syntax nodes per term
+    assert len(dense) < MAX_STATEMENT_CHARS and MAX_STATEMENT_NODES == 50_000
+    cases.append((dense, "over the limit of 50,000 syntax nodes"))
+    for text, detail in cases:
+        skipped = analyze(statement(text, calls=7, total_time_ms=70.0), CATALOG)
+        assert isinstance(skipped, Skipped), detail
+        assert (skipped.reason, skipped.detail) == (SKIP_TOO_LARGE, detail)
+        assert (skipped.calls, skipped.total_time_ms) == (7, 70.0)  # its weight still counts in the summary
+        assert skipped.query == text[:1000] + "…"  # --explain and the JSON show its beginning, not megabytes
+
+
+def test_a_run_of_comments_before_a_non_keyword_is_skipped_promptly():
+    """The first-word regex once backtracked exponentially over leading comments: run it in a child process, so
+    a regression fails at the deadline instead of hanging the suite."""
+    probe = (
+        "from pgops.advisor.parse import parse\n"
+        "for text in ('/**/' * 40 + '1', '/* a */ ' * 40 + '1', '/* x */ -- y\\n' * 40 + '(1)'):\n"
+        "    print(parse(text).detail)\n"
+        "print(type(parse('/* a */ ' * 40 + 'SELECT 1')).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["no statement keyword"] * 3 + ["Select"]
+
+
 def _corpus() -> list[str]:
     lines = (Path(__file__).parent / "corpus.sql").read_text().splitlines()
     return [line for line in lines if line.strip() and not line.startswith("--")]
@@ -133,6 +179,40 @@ def test_corpus_of_real_statements_never_raises_and_counts_skips_by_reason():
     assert reasons[SKIP_MISSING_RELATION] >= 3  # TPC-H tables and friends are not in this catalog
     orm = next(r for r in analyzed if '"orders"."status" IN' in r.statement.query)
     assert orm.tables[CUSTOMERS].equality == ["tenant_id"] and orm.tables[ORDERS].sort == ["created_at"]
+
+
+def test_a_long_and_chain_is_analyzed_not_nested_too_deeply():
+    terms = " AND ".join(f"total <> {n}" for n in range(3000))
+    result = analyze(
+        statement(f"SELECT id FROM orders WHERE customer_id = $1 AND {terms} AND status = 'open'"), CATALOG
+    )
+    assert isinstance(result, Analysis), result
+    assert result.tables[ORDERS].equality == ["customer_id", "status"]
+    assert Constant("status", "=", "open") in result.tables[ORDERS].constants
+
+
+_CORRELATED = [
+    "SELECT c.email FROM customers c WHERE EXISTS (SELECT 1 FROM orders o WHERE customer_id = c.id AND total > 1) "
+    "ORDER BY email",
+    "SELECT DISTINCT status AS s FROM orders ORDER BY s, created_at",
+    "SELECT o.id FROM orders o, LATERAL (SELECT e.kind FROM audit.events e WHERE e.customer_id = o.customer_id) l",
+    "SELECT id FROM orders UNION SELECT id FROM customers c WHERE tenant_id IN (SELECT 1 FROM orders WHERE id = c.id)",
+    "SELECT o.*, count(*) OVER (PARTITION BY status ORDER BY total) FROM orders o GROUP BY 1 HAVING sum(total) > 1",
+]
+
+
+def _same_columns_as_sqlglot(query: str) -> None:
+    tree = parse(query)
+    assert isinstance(tree, exp.Expression), tree
+    ours = _ScopeColumns()
+    for scope in traverse_scope(tree):
+        assert [id(c) for c in ours.of(scope)] == [id(c) for c in scope.columns], (query, scope.expression.sql())
+
+
+def test_scope_columns_select_exactly_what_sqlglot_selects():
+    """The linear column selection is sqlglot's own, object for object (a guard for sqlglot upgrades)."""
+    for query in _CORRELATED + [q for q in _corpus() if isinstance(analyze(statement(q), CATALOG), Analysis)]:
+        _same_columns_as_sqlglot(query)
 
 
 _WORDS = st.sampled_from(
@@ -269,3 +349,4 @@ def test_every_extracted_column_belongs_to_the_table_it_is_reported_for(query):
     for number, param in result.params.items():
         if param.column is not None:
             assert param.column in CATALOG.tables[param.table].columns, (query, number, param)
+    _same_columns_as_sqlglot(query)
