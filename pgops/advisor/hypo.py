@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from pgops.advisor.model import Analysis, Candidate, Catalog, ParamUse
+from pgops.advisor.normalize import plannable
 from pgops.advisor.parse import count_parameters
 from pgops.advisor.script import index_definition
 from pgops.errors import PgopsError
@@ -64,7 +64,7 @@ class Planner:
 
     def costs(self, analysis: Analysis) -> Costs:
         """The statement's plan costs under the current (hypothetical) indexes; raises PlanError."""
-        text = plannable(analysis.statement.query)
+        text = analysis.text or plannable(analysis.statement.query)
         count = count_parameters(text)
         if count == 0:
             cost, used = self._explain(sql.SQL(text))
@@ -177,14 +177,6 @@ class Planner:
             ) from None
         self._created = 0
         self._live.clear()
-
-
-# pg_stat_statements turns `interval '1 hour'` into `interval $1`, which no longer parses; `$1::interval` does.
-_TYPED_PARAMETER = re.compile(r"\b(interval|timestamptz|timestamp|date|time)\s+(\$\d+)", re.IGNORECASE)
-
-
-def plannable(text: str) -> str:
-    return _TYPED_PARAMETER.sub(r"\2::\1", text.strip().rstrip(";"))
 
 
 def _index_names(plan: dict) -> Iterator[str]:

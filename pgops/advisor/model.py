@@ -99,6 +99,7 @@ class Analysis:
     tables: dict[TableKey, TableUse]
     params: dict[int, ParamUse]
     has_limit: bool = False
+    text: str = ""  # the statement as parsed and planned: pg_stat_statements' placeholders made valid
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from pgops.advisor.model import (
     TableKey,
     TableUse,
 )
+from pgops.advisor.normalize import plannable
 
 # A statement's parse work is bounded: sqlglot's time and memory grow with the text (its tree takes many times the
 # text's size), and extraction with the syntax nodes. Statements this long are generated (IN lists, multi-row
@@ -92,7 +93,8 @@ def _shortened(text: str) -> str:
 
 def analyze(statement: Statement, catalog: Catalog) -> Analysis | Skipped:
     """Parse and extract in one step; no exception escapes."""
-    tree = parse(statement.query)
+    text = plannable(statement.query) if len(statement.query) <= MAX_STATEMENT_CHARS else statement.query
+    tree = parse(text)
     if isinstance(tree, Skipped):
         return _with_weight(tree, statement)
     try:
@@ -103,7 +105,10 @@ def analyze(statement: Statement, catalog: Catalog) -> Analysis | Skipped:
         return Skipped(statement.query, SKIP_SYNTAX, "nested too deeply", statement.calls, statement.total_time_ms)
     except Exception as exc:  # sqlglot's scope builder can trip on constructs it parses but does not model
         return Skipped(statement.query, SKIP_SYNTAX, _first_line(exc), statement.calls, statement.total_time_ms)
-    return _with_weight(result, statement) if isinstance(result, Skipped) else result
+    if isinstance(result, Skipped):
+        return _with_weight(result, statement)
+    result.text = text
+    return result
 
 
 def _with_weight(skipped: Skipped, statement: Statement) -> Skipped:

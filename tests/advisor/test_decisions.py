@@ -6,8 +6,9 @@ from __future__ import annotations
 import dataclasses
 
 from pgops.advisor.candidates import generate, merge_prefixes, served_by
-from pgops.advisor.hypo import plannable, realistic_values
+from pgops.advisor.hypo import realistic_values
 from pgops.advisor.model import Analysis, Candidate, Constant
+from pgops.advisor.normalize import plannable
 from pgops.advisor.parse import analyze
 from pgops.advisor.redundant import review
 from pgops.advisor.rules import estimate, statement_cost
