@@ -88,8 +88,9 @@ def evaluate(row: dict, installed: str | None, head: str | None) -> list[Check]:
         )
 
     if "hypopg" not in extensions:
+        major = row["server_version_num"] // 10000 if row.get("server_version_num") else "NN"
         checks.append(
-            Check("hypopg", WARNING, "not available: index advice is unvalidated (Debian: postgresql-NN-hypopg)")
+            Check("hypopg", WARNING, f"not available: index advice is unvalidated (Debian: postgresql-{major}-hypopg)")
         )
     elif not extensions["hypopg"]:
         checks.append(Check("hypopg", WARNING, "available but not created here: CREATE EXTENSION hypopg"))
