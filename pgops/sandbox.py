@@ -25,6 +25,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgops.errors import PgopsError
+from pgops.refresh import cron
 
 DEFAULT_DIR = Path(".pgops/sandbox")
 PG_BIN_ENV = "PGOPS_PG_BIN"
@@ -155,7 +156,9 @@ def recreate_database(server_dsn: str, name: str, extensions: Iterable[str] = ()
 
 
 def drop_database(server_dsn: str, name: str) -> None:
+    """Drop database `name` and, first, its pg_cron jobs (pg_cron would fail them every minute, forever)."""
     with psycopg.connect(server_dsn, autocommit=True) as conn:
+        cron.unschedule_database(conn, name)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
