@@ -231,7 +231,8 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
         catalog = read_catalog(session)
         planner = Planner(session, catalog, hypopg_schema(session))
         good = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
-        bad = analyze(statement("SELECT * FROM t WHERE a = $1 AND $2 IS NULL"), catalog)  # $2: unknown type
+        # fails on every version: PREPARE (15) and EXPLAIN (GENERIC_PLAN) (16+) both look the function up
+        bad = analyze(statement("SELECT * FROM t WHERE a = $1 AND b = no_such_function($2)"), catalog)
         assert isinstance(good, Analysis) and isinstance(bad, Analysis)
         with pytest.raises(RuntimeError), planner.session():
             with planner.hypothetical(Candidate(("public", "t"), ("a",))) as (name, size):
@@ -246,6 +247,28 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
         assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
         assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
         assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"  # only our own transactions
+
+
+def test_generic_plan_on_16_costs_parameters_prepare_can_not_type(pg_server, dsn, conn):
+    """EXPLAIN (GENERIC_PLAN) on 16+, PREPARE with force_generic_plan before: 16+ costs a parameter of unknown type
+    (`$2 IS NULL`) that PREPARE rejects; 15 can't run GENERIC_PLAN at all, so an ordinary statement shows which."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
+    conn.execute("ANALYZE t")
+    with psycopg.connect(dsn, autocommit=True) as session:
+        catalog = read_catalog(session)
+        planner = Planner(session, catalog)  # no hypothetical index: plain plans, with or without hypopg
+        ordinary = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
+        untyped = analyze(statement("SELECT * FROM t WHERE a = $1 AND $2 IS NULL"), catalog)
+        assert isinstance(ordinary, Analysis) and isinstance(untyped, Analysis)
+        assert planner.costs(ordinary).generic > 0
+        if pg_server.version_num >= 160000:
+            costs = planner.costs(untyped)
+            assert costs.generic is not None and costs.generic > 0
+        else:
+            with pytest.raises(PlanError, match=r"could not determine data type of parameter \$2"):
+                planner.costs(untyped)
+        assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
 
 
 def test_file_and_log_statements_are_explained_never_executed(demo_dsn, demo_conn, tmp_path):
