@@ -292,6 +292,10 @@ class Sandbox:
             "full_page_writes": "off",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
         }
+        if server_major(Path(state.bindir)) >= 16:
+            # slots kept for roles in pg_use_reserved_connections (16+), as servers that keep some for monitoring
+            # do: pool-report must not count them as usable, and the tests see that it doesn't
+            settings["reserved_connections"] = "2"
         if "pg_cron" not in state.missing:
             # only with pg_cron loaded: without it, cron.database_name would still read as set (a placeholder),
             # and pgops would look for pg_cron's jobs in a database that has none
