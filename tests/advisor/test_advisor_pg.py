@@ -271,6 +271,36 @@ def test_generic_plan_on_16_costs_parameters_prepare_can_not_type(pg_server, dsn
         assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
 
 
+def test_constant_lists_as_pg_stat_statements_records_them_get_their_index(pg_server, dsn, conn):
+    """pg_stat_statements 1.12 (PostgreSQL 18) collapses a list of constants, `IN ($1 /*, ... */)`, so lists of
+    any length are one entry; before, each length is an entry with one parameter per constant. Either way the
+    advisor reads, parses and costs the entries and proposes the index."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 1000, md5(i::text) FROM generate_series(1, 100000) i")
+    conn.execute("ANALYZE t")
+    conn.execute(
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
+    )
+    for start in range(0, 50, 5):
+        conn.execute(f"SELECT id, b FROM t WHERE a IN ({start}, {start + 1}, {start + 2})")
+        conn.execute(f"SELECT id, b FROM t WHERE a IN ({start}, {start + 1}, {start + 2}, {start + 3})")
+    from pgops.advisor.workload import read_pg_stat_statements
+
+    texts = [s.query for s in read_pg_stat_statements(conn, min_calls=1, top=100) if "WHERE a IN" in s.query]
+    if pg_server.version_num >= 180000:
+        assert texts == ["SELECT id, b FROM t WHERE a IN ($1 /*, ... */)"]
+    else:
+        assert sorted(texts) == [
+            "SELECT id, b FROM t WHERE a IN ($1, $2, $3)",
+            "SELECT id, b FROM t WHERE a IN ($1, $2, $3, $4)",
+        ]
+    advice = advise(dsn, settings_for(dsn), AdvisorOptions(min_calls=5))
+    (index,) = advice.recommendations
+    assert (index.candidate.table, index.candidate.columns) == (("public", "t"), ("a",))
+    assert len(index.queries) == len(texts)
+    assert not [s for s in advice.skipped if "WHERE a IN" in s.query]
+
+
 def test_file_and_log_statements_are_explained_never_executed(demo_dsn, demo_conn, tmp_path):
     count_rows = "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM customers)"
     counts = demo_conn.execute(count_rows).fetchone()
