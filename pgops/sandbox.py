@@ -3,6 +3,7 @@
 The cluster listens on loopback only, on a free port, with `trust` authentication (it is throwaway: never
 point it at data you care about). pg_stat_statements and pg_cron are preloaded and hypopg is created when
 they are installed. Started as root, the server runs as the `postgres` user, because initdb refuses root.
+Any major version runs: the binaries come from `--pg-bin`, `PGOPS_PG_BIN`, or the newest found on the machine.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgops.errors import PgopsError
+from pgops.refresh import cron
 
 DEFAULT_DIR = Path(".pgops/sandbox")
+PG_BIN_ENV = "PGOPS_PG_BIN"
 SUPERUSER = "postgres"
 SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
 
@@ -51,8 +54,33 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(digits) or (0,)
 
 
-def find_bindir() -> Path:
-    """The newest PostgreSQL server binaries: `pg_config --bindir`, then the usual install locations."""
+def _has_server(bindir: Path) -> bool:
+    return all((bindir / name).is_file() for name in SERVER_BINARIES)
+
+
+def find_bindir(pg_bin: Path | str | None = None) -> Path:
+    """The server binaries to run: `pg_bin` when given, then `PGOPS_PG_BIN`, then the newest found on the machine
+    (`pg_config --bindir`, then the usual install locations)."""
+    for chosen, origin in ((pg_bin, "--pg-bin"), (os.environ.get(PG_BIN_ENV), PG_BIN_ENV)):
+        if chosen:
+            bindir = Path(chosen).expanduser().absolute()
+            if not _has_server(bindir):
+                raise PgopsError(
+                    f"no PostgreSQL server binaries (initdb, pg_ctl, postgres) in {bindir} (from {origin}): "
+                    "name the bin folder of a PostgreSQL installation"
+                )
+            return bindir
+    for bindir in _candidates():
+        if _has_server(bindir):
+            return bindir
+    raise PgopsError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install them "
+        "(Debian: apt-get install postgresql-15; Homebrew: brew install postgresql@15), "
+        f"put their pg_config on PATH, or name their folder with --pg-bin or {PG_BIN_ENV}"
+    )
+
+
+def _candidates() -> list[Path]:
     candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -61,19 +89,21 @@ def find_bindir() -> Path:
             candidates.append(Path(out.strip()))
     for pattern in _SEARCH_PATTERNS:
         candidates += [Path(p) for p in sorted(glob.glob(pattern), key=_version_key, reverse=True)]
-    for bindir in candidates:
-        if all((bindir / name).is_file() for name in SERVER_BINARIES):
-            return bindir
-    raise PgopsError(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install them "
-        "(Debian: apt-get install postgresql-15; Homebrew: brew install postgresql@15) "
-        "or put their pg_config on PATH"
-    )
+    return candidates
 
 
-def _major(bindir: Path) -> int:
+def server_major(bindir: Path) -> int:
+    """The major version of the server binaries in `bindir` (15, 18...)."""
     out = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True, text=True).stdout
     return int(out.split()[2].split(".")[0])
+
+
+def _bindir_of_major(major: int, preferred: str | None) -> Path | None:
+    """Server binaries of `major` on this machine (the ones that made the cluster first), or None."""
+    for bindir in ([Path(preferred)] if preferred else []) + _candidates():
+        if _has_server(bindir) and server_major(bindir) == major:
+            return bindir
+    return None
 
 
 def _pkglibdir(bindir: Path) -> Path:
@@ -86,7 +116,7 @@ def _pkglibdir(bindir: Path) -> Path:
 
 def missing_extensions(bindir: Path) -> dict[str, str]:
     """Extensions whose shared library is not installed, each with the package that provides it."""
-    libdir, major = _pkglibdir(bindir), _major(bindir)
+    libdir, major = _pkglibdir(bindir), server_major(bindir)
     return {
         name: package.format(major=major)
         for name, (library, _, package) in EXTENSIONS.items()
@@ -126,7 +156,9 @@ def recreate_database(server_dsn: str, name: str, extensions: Iterable[str] = ()
 
 
 def drop_database(server_dsn: str, name: str) -> None:
+    """Drop database `name` and, first, its pg_cron jobs (pg_cron would fail them every minute, forever)."""
     with psycopg.connect(server_dsn, autocommit=True) as conn:
+        cron.unschedule_database(conn, name)
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
@@ -145,13 +177,18 @@ class SandboxStatus:
     url: str | None
     pid: int | None
     missing_extensions: dict[str, str]
+    major: int | None = None  # the cluster's PostgreSQL major version (its data folder's PG_VERSION)
 
 
 class Sandbox:
-    """One cluster in `directory`: `data/` (PGDATA), `server.log`, `sandbox.json` (port, binaries)."""
+    """One cluster in `directory`: `data/` (PGDATA), `server.log`, `sandbox.json` (port, binaries).
 
-    def __init__(self, directory: Path | str = DEFAULT_DIR) -> None:
+    `pg_bin` names the server binaries to start it with (else `PGOPS_PG_BIN`, else the newest found).
+    """
+
+    def __init__(self, directory: Path | str = DEFAULT_DIR, pg_bin: Path | str | None = None) -> None:
         self.directory = Path(directory).absolute()
+        self.pg_bin = pg_bin
         self.data = self.directory / "data"
         self.logfile = self.directory / "server.log"
         self.statefile = self.directory / "sandbox.json"
@@ -165,6 +202,19 @@ class Sandbox:
 
     def _save(self, state: SandboxState) -> None:
         self.statefile.write_text(json.dumps(asdict(state), indent=2) + "\n")
+
+    def data_major(self) -> int | None:
+        """The major version that made the cluster in `data/`, None before it exists."""
+        try:
+            return int((self.data / "PG_VERSION").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def bindir(self) -> Path:
+        """The server binaries this sandbox runs with (psql and the other client programs sit beside them)."""
+        state = self._state()
+        return Path(state.bindir) if state else find_bindir(self.pg_bin)
 
     def url(self, dbname: str = "postgres") -> str:
         state = self._state()
@@ -233,8 +283,6 @@ class Sandbox:
             "unix_socket_directories": "''",
             "max_connections": "300",
             "shared_preload_libraries": f"'{','.join(preload)}'",
-            "cron.database_name": "'postgres'",
-            "cron.use_background_workers": "on",
             "max_worker_processes": "32",
             "pg_stat_statements.track": "'all'",
             "track_io_timing": "on",
@@ -244,6 +292,14 @@ class Sandbox:
             "full_page_writes": "off",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
         }
+        if server_major(Path(state.bindir)) >= 16:
+            # slots kept for roles in pg_use_reserved_connections (16+), as servers that keep some for monitoring
+            # do: pool-report must not count them as usable, and the tests see that it doesn't
+            settings["reserved_connections"] = "2"
+        if "pg_cron" not in state.missing:
+            # only with pg_cron loaded: without it, cron.database_name would still read as set (a placeholder),
+            # and pgops would look for pg_cron's jobs in a database that has none
+            settings |= {"cron.database_name": "'postgres'", "cron.use_background_workers": "on"}
         conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
         (self.data / "pgops_sandbox.conf").write_text("# written by pgops sandbox\n" + conf)
         main_conf = self.data / "postgresql.conf"
@@ -263,12 +319,13 @@ class Sandbox:
 
     def start(self) -> str:
         """Create the cluster if needed and start it; harmless when it already runs. Returns the URL."""
-        bindir = find_bindir()
         state = self._state()
-        if state is None or not (self.data / "PG_VERSION").exists():
-            state = self._create(bindir)
-        elif self._pid() is not None:
+        if state is not None and self.data_major() is not None and self._pid() is not None:
             return self.url()
+        bindir = find_bindir(self.pg_bin)
+        self._check_major(bindir, state)
+        if state is None or self.data_major() is None:
+            state = self._create(bindir)
         else:
             state.bindir, state.missing = str(bindir), missing_extensions(bindir)
             if not _port_is_free(state.port):
@@ -278,6 +335,20 @@ class Sandbox:
         self._pg_ctl(bindir, "-l", str(self.logfile), "-w", "-t", "60", "start")
         self._create_extensions(state)
         return self.url()
+
+    def _check_major(self, bindir: Path, state: SandboxState | None) -> None:
+        """A cluster starts only with its own major's binaries: say which two differ and how to fix it, in one
+        line (pg_ctl itself would only say that the control file "appears to be corrupt")."""
+        made, found = self.data_major(), server_major(bindir)
+        if made is None or made == found:
+            return
+        own = _bindir_of_major(made, state.bindir if state else None)
+        use = f"--pg-bin {own}" if own else f"--pg-bin with PostgreSQL {made}'s bin folder"
+        raise PgopsError(
+            f"the sandbox in {self.directory} was made by PostgreSQL {made}, but the server binaries in {bindir} "
+            f"are PostgreSQL {found}: start it with {use} (or {PG_BIN_ENV}), or remove it to start afresh with "
+            f"PostgreSQL {found}: pgops sandbox stop --remove --dir {self.directory}"
+        )
 
     def stop(self, remove: bool = False) -> bool:
         """Stop the server (fast shutdown, waits until it is gone). Returns whether it was running."""
@@ -299,4 +370,5 @@ class Sandbox:
             url=self.url() if state else None,
             pid=pid,
             missing_extensions=state.missing if state else {},
+            major=self.data_major(),
         )

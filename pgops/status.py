@@ -10,6 +10,7 @@ from pgops import db
 from pgops.config import Settings
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
 from pgops.migrate import current_revision, head_revision
+from pgops.refresh import cron
 from pgops.resources import read_sql
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -40,6 +41,7 @@ def gather(dsn: str, settings: Settings) -> Status:
         cur = conn.execute(read_sql("status/overview.sql"))
         row = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
         row["pg_stat_statements_usable"] = _pg_stat_statements_usable(conn, row)
+        row["orphaned_jobs"] = cron.orphaned_jobs(conn)
     return Status(
         server=row["server_version"],
         database=row["database"],
@@ -88,8 +90,9 @@ def evaluate(row: dict, installed: str | None, head: str | None) -> list[Check]:
         )
 
     if "hypopg" not in extensions:
+        major = row["server_version_num"] // 10000 if row.get("server_version_num") else "NN"
         checks.append(
-            Check("hypopg", WARNING, "not available: index advice is unvalidated (Debian: postgresql-NN-hypopg)")
+            Check("hypopg", WARNING, f"not available: index advice is unvalidated (Debian: postgresql-{major}-hypopg)")
         )
     elif not extensions["hypopg"]:
         checks.append(Check("hypopg", WARNING, "available but not created here: CREATE EXTENSION hypopg"))
@@ -102,6 +105,16 @@ def evaluate(row: dict, installed: str | None, head: str | None) -> list[Check]:
         checks.append(Check("pg_cron", OK, "not loaded: the daemon does the scheduled work"))
     else:
         checks.append(Check("pg_cron", OK, f"preloaded; jobs live in database {row['cron_database']}"))
+    # pg_cron fails a job of a dropped database every run, forever (and logs a FATAL each time)
+    for job in row.get("orphaned_jobs") or []:
+        checks.append(
+            Check(
+                "pg_cron job",
+                WARNING,
+                f"{job.jobname} (job {job.jobid}) is for database {job.database}, which no longer exists, and "
+                f"fails every run: in database {job.cron_database}, run {job.fix}",
+            )
+        )
 
     if row["superuser"]:
         checks.append(Check("privileges", WARNING, f"{row['user']} is a superuser: pgops needs less"))

@@ -3,6 +3,7 @@
 import uuid
 
 import psycopg
+import pytest
 
 
 def test_pg_stat_statements_records_a_query(conn):
@@ -16,6 +17,7 @@ def test_pg_stat_statements_records_a_query(conn):
     assert row is not None and row[0] >= 1
 
 
+@pytest.mark.needs_pg_cron
 def test_pg_cron_schedules_and_unschedules(pg_server, dbname):
     name = f"pgops-test-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server.cron_dsn, autocommit=True) as cron:
@@ -27,6 +29,7 @@ def test_pg_cron_schedules_and_unschedules(pg_server, dbname):
         assert cron.execute("SELECT count(*) FROM cron.job WHERE jobname = %s", (name,)).fetchone() == (0,)
 
 
+@pytest.mark.needs_hypopg
 def test_hypopg_changes_explain(conn):
     conn.execute("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
     conn.execute("ANALYZE t")

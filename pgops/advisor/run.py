@@ -342,4 +342,5 @@ def _hypopg_note(conn: psycopg.Connection, schema: str | None, options: AdvisorO
         return f"hypopg {row[0] if row else '?'} in schema {schema}"
     if not options.use_hypopg:
         return "hypopg not used (--no-hypopg)"
-    return "hypopg is not installed in this database (CREATE EXTENSION hypopg; package postgresql-15-hypopg)"
+    major = conn.info.server_version // 10000  # the package of the server's own major
+    return f"hypopg is not installed in this database (CREATE EXTENSION hypopg; package postgresql-{major}-hypopg)"

@@ -21,7 +21,7 @@ from pgops import demo as demo_app
 from pgops import output
 from pgops.cli.app import app
 from pgops.errors import PgopsError
-from pgops.sandbox import DEFAULT_DIR, Sandbox, find_bindir, recreate_database
+from pgops.sandbox import DEFAULT_DIR, PG_BIN_ENV, Sandbox, recreate_database
 
 DATABASE = "pgops_demo"
 VIEW = "public.fund_stats"
@@ -87,16 +87,20 @@ def demo(
     statements: int = typer.Option(
         1500, "--statements", min=1, max=10_000_000, help="Statements in each run of the workload."
     ),
+    pg_bin: Path | None = typer.Option(
+        None, "--pg-bin", help=f"Server binaries for the sandbox; default: {PG_BIN_ENV}, else the newest installed."
+    ),
 ) -> None:
     """Start a sandbox, load the demo app, run its workload, and show each pgops job on it."""
     _title("a throwaway PostgreSQL")
     output.console.print(f"$ pgops sandbox start --dir {directory}", style="bold", highlight=False)
-    box = Sandbox(directory)
+    box = Sandbox(directory, pg_bin)
     output.console.print(box.start(), highlight=False)
     dsn = box.url(DATABASE)
 
     _title(f"the demo application in database {DATABASE} (scale {scale:g})")
-    recreate_database(box.url(), DATABASE, ("pg_stat_statements", "hypopg"))
+    missing = box.status().missing_extensions  # hypopg may be missing: the advice then comes from pg_stats
+    recreate_database(box.url(), DATABASE, [e for e in ("pg_stat_statements", "hypopg") if e not in missing])
     with psycopg.connect(dsn, autocommit=True) as conn:
         demo_app.load_schema(conn)
         demo_app.generate(conn, scale)
@@ -128,13 +132,16 @@ def demo(
     finally:
         leaked.close()
 
-    _title("index advice from pg_stat_statements, validated with hypopg")
+    _title(
+        "index advice from pg_stat_statements, "
+        + ("estimated from pg_stats" if "hypopg" in missing else "validated with hypopg")
+    )
     script = directory / "fix.sql"
     _pgops(dsn, "advise-indexes", stdout=script)
     output.console.print(Syntax(script.read_text(), "sql", word_wrap=True))
     output.console.print(f"$ psql -v ON_ERROR_STOP=1 -f {script}", style="bold", highlight=False)
     psql = subprocess.run(
-        [str(find_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", str(script)],
+        [str(box.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-f", str(script)],
         capture_output=True,
         text=True,
     )

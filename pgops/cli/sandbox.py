@@ -8,7 +8,7 @@ import typer
 
 from pgops import output
 from pgops.cli.app import app
-from pgops.sandbox import DEFAULT_DIR, Sandbox
+from pgops.sandbox import DEFAULT_DIR, PG_BIN_ENV, Sandbox
 
 sandbox_app = typer.Typer(
     help="A throwaway local PostgreSQL (loopback only, trust auth) for the demo and tests.",
@@ -17,6 +17,12 @@ sandbox_app = typer.Typer(
 app.add_typer(sandbox_app, name="sandbox")
 
 DirOption = typer.Option(DEFAULT_DIR, "--dir", help="Folder holding the cluster, its log and its state.")
+PgBinOption = typer.Option(
+    None,
+    "--pg-bin",
+    help=f"Folder of the server binaries (initdb, pg_ctl, postgres) to run; default: {PG_BIN_ENV}, else the newest "
+    "installed.",
+)
 
 
 def _warn_missing(box: Sandbox) -> None:
@@ -27,9 +33,9 @@ def _warn_missing(box: Sandbox) -> None:
 
 
 @sandbox_app.command()
-def start(directory: Path = DirOption) -> None:
+def start(directory: Path = DirOption, pg_bin: Path | None = PgBinOption) -> None:
     """Create the cluster if needed, start it on a free port, and print its URL (harmless if running)."""
-    box = Sandbox(directory)
+    box = Sandbox(directory, pg_bin)
     url = box.start()
     _warn_missing(box)
     typer.echo(url)
@@ -60,6 +66,7 @@ def status(
             ("state", "running" if info.running else "stopped" if info.created else "not created"),
             ("url", info.url),
             ("pid", info.pid),
+            ("PostgreSQL", info.major),
             *[(f"missing {name}", f"install {pkg}") for name, pkg in info.missing_extensions.items()],
         ]
         output.console.print(output.table("pgops sandbox", ["", ""], rows, show_header=False))

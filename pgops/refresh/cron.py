@@ -10,6 +10,7 @@ refreshes.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -51,8 +52,12 @@ def locate(conn: psycopg.Connection) -> CronPlace | None:
     """Where pg_cron keeps its jobs; None when this role may not see it (cron.database_name is superuser-only)."""
     try:
         with conn.transaction():  # a savepoint when called inside the migration's transaction
+            # current_setting() refuses a role that may not read the setting; pg_settings hides a placeholder (the
+            # setting in postgresql.conf while pg_cron is not loaded), which current_setting() would return
             row = conn.execute(
-                "SELECT current_setting('cron.database_name', true), current_database(), current_user"
+                "SELECT CASE WHEN current_setting('cron.database_name', true) IS NOT NULL THEN "
+                "(SELECT setting FROM pg_settings WHERE name = 'cron.database_name') END, "
+                "current_database(), current_user"
             ).fetchone()
     except psycopg.errors.InsufficientPrivilege:
         return None
@@ -212,6 +217,85 @@ def _unschedule(cron: psycopg.Connection, place: CronPlace) -> CronResult:
     return CronResult(bool(jobs), f"removed {jobs} pg_cron job(s) of {place.database}")
 
 
+@dataclass(frozen=True)
+class OrphanJob:
+    """A pgops job of pg_cron for a database that no longer exists: pg_cron fails it on every run."""
+
+    jobid: int
+    jobname: str
+    database: str  # the database that is gone
+    cron_database: str  # where pg_cron keeps the job (where to run `fix`)
+
+    @property
+    def fix(self) -> str:
+        return f"SELECT cron.unschedule({self.jobid})"
+
+
+# pgops names its jobs `pgops-refresh:<database>` and `pgops-refresh-history:<database>`; the history job runs
+# in pg_cron's own database, so the name says which database a job is for.
+_ORPHANS = """
+SELECT j.jobid, j.jobname,
+       CASE WHEN NOT EXISTS (SELECT FROM pg_database d WHERE d.datname = j.for_database)
+            THEN j.for_database ELSE j.database END
+FROM (SELECT jobid, jobname, database, substr(jobname, strpos(jobname, ':') + 1) AS for_database
+      FROM cron.job WHERE jobname LIKE 'pgops-refresh:%' OR jobname LIKE 'pgops-refresh-history:%') j
+WHERE NOT EXISTS (SELECT FROM pg_database d WHERE d.datname = j.for_database)
+   OR NOT EXISTS (SELECT FROM pg_database d WHERE d.datname = j.database)
+ORDER BY j.jobid
+"""
+
+
+def orphaned_jobs(conn: psycopg.Connection) -> list[OrphanJob] | None:
+    """pgops' pg_cron jobs (of any database, as far as this role may see them) whose database no longer exists;
+    None when pg_cron is not loaded or this role may not read its jobs."""
+    place = locate(conn)
+    if place is None or place.cron_database is None:
+        return None
+    if place.cron_database == place.database:
+        return _orphans(conn, place.cron_database)
+    try:
+        with _cron_connection(conn, place.cron_database) as cron:
+            return _orphans(cron, place.cron_database)
+    except psycopg.OperationalError:
+        return None
+
+
+def _orphans(cron: psycopg.Connection, cron_database: str) -> list[OrphanJob] | None:
+    try:
+        with cron.transaction():
+            rows = cron.execute(_ORPHANS).fetchall()
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return None  # pg_cron not created there, or not ours to read
+    return [OrphanJob(jobid, name, database, cron_database) for jobid, name, database in rows]
+
+
+def unschedule_database(server: psycopg.Connection, database: str) -> int:
+    """Before `database` is dropped: remove its pg_cron jobs and pgops' jobs for it (with their history), which
+    pg_cron would otherwise fail every minute, forever. `server` is any connection of a role that may; returns
+    how many jobs went. Nothing to do without pg_cron."""
+    place = locate(server)
+    if place is None or place.cron_database is None or place.cron_database == database:
+        return 0
+    ours = [f"pgops-refresh:{database}", f"pgops-refresh-history:{database}"]
+    with contextlib.ExitStack() as stack:
+        cron = server
+        if place.cron_database != place.database:
+            cron = stack.enter_context(_cron_connection(server, place.cron_database))
+        try:
+            with cron.transaction():
+                jobs = [
+                    row[0]
+                    for row in cron.execute(
+                        "SELECT jobid FROM cron.job WHERE database = %s OR jobname = ANY(%s)", (database, ours)
+                    )
+                ]
+                cron.execute("DELETE FROM cron.job_run_details WHERE jobid = ANY(%s)", (jobs,))
+                cron.execute("SELECT cron.unschedule(jobid) FROM unnest(%s::bigint[]) AS jobid", (jobs,))
+        except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return 0
+    return len(jobs)
+
+
 def offline_schedule_sql(settings: RefreshSettings) -> str:
     """For `alembic upgrade head --sql`: schedule in this database when pg_cron lives here; otherwise a notice.
 
@@ -228,6 +312,8 @@ BEGIN
             format('DELETE FROM cron.job_run_details WHERE end_time < now() - %L::interval AND jobid IN '
                    '(SELECT jobid FROM cron.job WHERE jobname IN (%L, %L))', {keep},
                    'pgops-refresh:' || current_database(), 'pgops-refresh-history:' || current_database()));
+    ELSIF current_setting('cron.database_name', true) IS NULL THEN
+        RAISE NOTICE 'pg_cron is not loaded on this server: no job scheduled; run `pgops daemon` to process refreshes';
     ELSE
         RAISE NOTICE 'pg_cron is not in this database: in %, run SELECT cron.schedule_in_database(%, %, %, %)',
             current_setting('cron.database_name', true), quote_literal('pgops-refresh:' || current_database()),

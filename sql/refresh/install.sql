@@ -158,6 +158,31 @@ BEGIN
 END
 $$;
 
+-- Why the current role may not refresh a materialized view, with the GRANT that fixes it; NULL when it may. The
+-- server's own rule, and the one place that tells versions apart for it: before PostgreSQL 17 only the owner (or
+-- a member of the owner's role) may refresh; from 17 on, any role with the MAINTAIN privilege on the view, which
+-- the owner has, GRANT MAINTAIN gives, and membership in pg_maintain gives on every relation.
+CREATE FUNCTION pgops.refresh_refusal(p_view regclass) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_owner name := (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = p_view);
+BEGIN
+    IF current_setting('server_version_num')::int >= 170000 THEN
+        IF has_table_privilege(p_view, 'MAINTAIN') THEN
+            RETURN NULL;
+        END IF;
+        RETURN format('role %I may not refresh %s (owned by role %I): GRANT MAINTAIN ON %s TO %I, or '
+                      'GRANT pg_maintain TO %I, or watch it as %I',
+                      current_user, p_view, v_owner, p_view, current_user, current_user, v_owner);
+    END IF;
+    IF pg_has_role(current_user, v_owner, 'USAGE') THEN
+        RETURN NULL;
+    END IF;
+    RETURN format('%s is owned by role %I, and only its owner may refresh it: watch it as %I, or GRANT %I TO %I',
+                  p_view, v_owner, v_owner, v_owner, current_user);
+END
+$$;
+
 -- Register (or re-register with new settings) a materialized view; a user's own migration may call this.
 CREATE FUNCTION pgops.watch(
     p_view regclass,
@@ -170,22 +195,22 @@ DECLARE
     v_schema name;
     v_name name;
     v_kind "char";
-    v_owner name;
     v_populated boolean;
+    v_refusal text;
     deps record;
     old_tables oid[];
     v_id integer;
     t oid;
 BEGIN
-    SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner), c.relispopulated
-    INTO v_schema, v_name, v_kind, v_owner, v_populated
+    SELECT n.nspname, c.relname, c.relkind, c.relispopulated
+    INTO v_schema, v_name, v_kind, v_populated
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_view;
     IF v_kind IS DISTINCT FROM 'm' THEN
         RAISE EXCEPTION '% is not a materialized view', p_view USING ERRCODE = 'wrong_object_type';
     END IF;
-    IF NOT pg_has_role(current_user, v_owner, 'USAGE') THEN
-        RAISE EXCEPTION '% is owned by role %, and only its owner may refresh it: watch it as %, or GRANT % TO %',
-            p_view, v_owner, v_owner, v_owner, current_user USING ERRCODE = 'insufficient_privilege';
+    v_refusal := pgops.refresh_refusal(p_view);
+    IF v_refusal IS NOT NULL THEN
+        RAISE EXCEPTION '%', v_refusal USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF p_concurrently AND NOT pgops.has_concurrent_key(p_view) THEN
         RAISE EXCEPTION '% has no unique index on plain columns without WHERE, so it can''t be refreshed '

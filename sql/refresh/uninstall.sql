@@ -21,6 +21,7 @@ DROP FUNCTION pgops.refresh_backoff(integer, interval, interval);
 DROP FUNCTION pgops.refresh_is_due(timestamptz, timestamptz, interval, interval, timestamptz, timestamptz);
 DROP FUNCTION pgops.unwatch(text);
 DROP FUNCTION pgops.watch(regclass, interval, interval, boolean);
+DROP FUNCTION pgops.refresh_refusal(regclass);
 DROP FUNCTION pgops.sync_table_trigger(oid);
 DROP FUNCTION pgops.set_pending(integer, boolean);
 DROP FUNCTION pgops.pending_flag(integer);

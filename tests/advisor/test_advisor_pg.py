@@ -104,6 +104,7 @@ def _psql(dsn: str, script: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.needs_hypopg
 def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, demo_conn, cli, tmp_path):
     result = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "3", "--format", "json")
     assert result.exit_code == 1, result.stderr  # indexes proposed
@@ -145,6 +146,7 @@ def test_demo_workload_gets_its_indexes_and_runs_faster_after_fix_sql(demo_dsn, 
     assert after_buffers < before_buffers / 5  # the work the statements do, not a timing
 
 
+@pytest.mark.needs_hypopg
 def test_script_formats_explain_and_exit_codes(demo_dsn, demo_conn, cli):
     for _ in range(3):  # a utility statement of the application's: read, and skipped with its reason
         demo_conn.execute("CREATE TEMP TABLE IF NOT EXISTS scratch (id int)")
@@ -213,15 +215,17 @@ def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
 
 
 def test_without_hypopg_rules_over_pg_stats_still_find_the_indexes_and_say_unvalidated(demo_dsn, demo_conn):
-    demo_conn.execute("DROP EXTENSION hypopg")
+    demo_conn.execute("DROP EXTENSION IF EXISTS hypopg")  # a server without it at all runs this too
     advice = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=3))
     assert not advice.hypopg and "hypopg is not installed" in advice.hypopg_note
+    assert f"package postgresql-{demo_conn.info.server_version // 10000}-hypopg" in advice.hypopg_note
     proposed = {(r.candidate.table[1], r.candidate.columns[:2]) for r in advice.recommendations}
     assert ("customers", ("tenant_id", "email")) in proposed
     assert all(not r.validated for r in advice.recommendations)
     assert "-- UNVALIDATED: hypopg is not installed" in render_sql(advice)
 
 
+@pytest.mark.needs_hypopg
 def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, conn):
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
     conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
@@ -230,7 +234,8 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
         catalog = read_catalog(session)
         planner = Planner(session, catalog, hypopg_schema(session))
         good = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
-        bad = analyze(statement("SELECT * FROM t WHERE a = $1 AND $2 IS NULL"), catalog)  # $2: unknown type
+        # fails on every version: PREPARE (15) and EXPLAIN (GENERIC_PLAN) (16+) both look the function up
+        bad = analyze(statement("SELECT * FROM t WHERE a = $1 AND b = no_such_function($2)"), catalog)
         assert isinstance(good, Analysis) and isinstance(bad, Analysis)
         with pytest.raises(RuntimeError), planner.session():
             with planner.hypothetical(Candidate(("public", "t"), ("a",))) as (name, size):
@@ -245,6 +250,58 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
         assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
         assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
         assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"  # only our own transactions
+
+
+def test_generic_plan_on_16_costs_parameters_prepare_can_not_type(pg_server, dsn, conn):
+    """EXPLAIN (GENERIC_PLAN) on 16+, PREPARE with force_generic_plan before: 16+ costs a parameter of unknown type
+    (`$2 IS NULL`) that PREPARE rejects; 15 can't run GENERIC_PLAN at all, so an ordinary statement shows which."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
+    conn.execute("ANALYZE t")
+    with psycopg.connect(dsn, autocommit=True) as session:
+        catalog = read_catalog(session)
+        planner = Planner(session, catalog)  # no hypothetical index: plain plans, with or without hypopg
+        ordinary = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
+        untyped = analyze(statement("SELECT * FROM t WHERE a = $1 AND $2 IS NULL"), catalog)
+        assert isinstance(ordinary, Analysis) and isinstance(untyped, Analysis)
+        assert planner.costs(ordinary).generic > 0
+        if pg_server.version_num >= 160000:
+            costs = planner.costs(untyped)
+            assert costs.generic is not None and costs.generic > 0
+        else:
+            with pytest.raises(PlanError, match=r"could not determine data type of parameter \$2"):
+                planner.costs(untyped)
+        assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
+
+
+def test_constant_lists_as_pg_stat_statements_records_them_get_their_index(pg_server, dsn, conn):
+    """pg_stat_statements 1.12 (PostgreSQL 18) collapses a list of constants, `IN ($1 /*, ... */)`, so lists of
+    any length are one entry; before, each length is an entry with one parameter per constant. Either way the
+    advisor reads, parses and costs the entries and proposes the index."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 1000, md5(i::text) FROM generate_series(1, 100000) i")
+    conn.execute("ANALYZE t")
+    conn.execute(
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
+    )
+    for start in range(0, 50, 5):
+        conn.execute(f"SELECT id, b FROM t WHERE a IN ({start}, {start + 1}, {start + 2})")
+        conn.execute(f"SELECT id, b FROM t WHERE a IN ({start}, {start + 1}, {start + 2}, {start + 3})")
+    from pgops.advisor.workload import read_pg_stat_statements
+
+    texts = [s.query for s in read_pg_stat_statements(conn, min_calls=1, top=100) if "WHERE a IN" in s.query]
+    if pg_server.version_num >= 180000:
+        assert texts == ["SELECT id, b FROM t WHERE a IN ($1 /*, ... */)"]
+    else:
+        assert sorted(texts) == [
+            "SELECT id, b FROM t WHERE a IN ($1, $2, $3)",
+            "SELECT id, b FROM t WHERE a IN ($1, $2, $3, $4)",
+        ]
+    advice = advise(dsn, settings_for(dsn), AdvisorOptions(min_calls=5))
+    (index,) = advice.recommendations
+    assert (index.candidate.table, index.candidate.columns) == (("public", "t"), ("a",))
+    assert len(index.queries) == len(texts)
+    assert not [s for s in advice.skipped if "WHERE a IN" in s.query]
 
 
 def test_file_and_log_statements_are_explained_never_executed(demo_dsn, demo_conn, tmp_path):
@@ -360,6 +417,7 @@ def test_generated_index_statements_are_valid_sql_for_every_shape(dsn, conn):
     assert conn.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'Odd Schema'").fetchone()[0] == 0
 
 
+@pytest.mark.needs_hypopg
 def test_like_prefix_outside_the_c_collation_is_proposed_with_text_pattern_ops(dsn, conn, tmp_path):
     conn.execute('CREATE TABLE people (id int PRIMARY KEY, tenant_id int, email text COLLATE "en-x-icu")')
     conn.execute("INSERT INTO people SELECT i, i % 10, 'user' || i || '@example.com' FROM generate_series(1, 20000) i")
@@ -372,6 +430,7 @@ def test_like_prefix_outside_the_c_collation_is_proposed_with_text_pattern_ops(d
     assert advice.recommendations[0].validated and cost.after < cost.before / 2  # hypopg: the planner uses it
 
 
+@pytest.mark.needs_hypopg
 def test_hypopg_without_execute_privilege_is_one_line_naming_the_grant(demo_dsn, pg_server, demo_conn, cli):
     role = f"advisor_nohypo_{uuid.uuid4().hex[:6]}"
     demo_conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))

@@ -141,7 +141,10 @@ def test_advisor_job_writes_the_script_atomically(cli, migrated_dsn, conn, tmp_p
     require("pgops.advisor.run")
     demo.load_schema(conn)
     demo.generate(conn, scale=0.01)
-    conn.execute("SELECT pg_stat_statements_reset()")  # the load is not the application's workload
+    # As `pgops demo` does: the loader's bulk INSERTs are not the application's workload.
+    conn.execute(
+        "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
+    )
     demo.run_workload(migrated_dsn, statements=300, seed=3)
     output = tmp_path / "advice" / "indexes.sql"  # a folder that does not exist yet
     config = tmp_path / "pgops.toml"

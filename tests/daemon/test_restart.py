@@ -20,7 +20,8 @@ from pgops.config import load_settings
 from pgops.daemon.jobs import load_jobs
 from pgops.daemon.main import Daemon
 from pgops.sandbox import Sandbox
-from tests.daemon.conftest import ROOT, daemon_settings, free_port, http_get, wait_for
+from tests.conftest import sandbox_dir
+from tests.daemon.conftest import daemon_settings, free_port, http_get, wait_for
 from tests.daemon.sample_jobs import ITEMS_DDL
 
 ITEMS = 300  # the drain job does 5 items per 0.1 s: about 6 s of work
@@ -28,7 +29,7 @@ ITEMS = 300  # the drain job does 5 items per 0.1 s: about 6 s of work
 
 @pytest.fixture
 def own_server() -> Iterator[Sandbox]:
-    box = Sandbox(ROOT / ".pgops" / "daemon-restart-sandbox")
+    box = Sandbox(sandbox_dir("daemon-restart-sandbox"))
     url = box.start()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS daemon_test_items, daemon_test_batches")

@@ -209,9 +209,13 @@ def test_saturation_with_role_and_database_limits(cli, pg_server, dbname, dsn, c
     database = usage[("database", dbname)]
     assert (database.used, database.limit, database.left, database.ratio) == (4, 5, 1, 0.8)
     assert database.level == EXIT_WARNING
+    # reserved_connections (16+: slots for pg_use_reserved_connections; pgops' sandbox keeps 2) is not usable either
     max_connections, reserved = conn.execute(
         "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int"
+        " + coalesce((SELECT setting::int FROM pg_settings WHERE name = 'reserved_connections'), 0)"
     ).fetchone()
+    if pg_server.version_num >= 160000 and pg_server.sandbox_dir is not None:
+        assert take_sample(conn).server.reserved_connections == 2
     server = usage[("server", "max_connections")]
     clients = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"

@@ -9,9 +9,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgops import migrate
 from pgops.errors import PgopsError
 from pgops.refresh import process, queue, watch
-from tests.refresh.conftest import FAST
+from tests.refresh.conftest import FAST, differs_from_query, settings_for
 
 
 def _triggers(conn) -> dict[str, list[str]]:
@@ -100,15 +101,62 @@ def test_a_view_owned_by_another_role_names_its_owner(conn, pg_server, dbname, i
         conn.execute(sql.SQL("ALTER MATERIALIZED VIEW ids OWNER TO {}").format(sql.Identifier(owner)))
         conn.execute(sql.SQL("GRANT TRIGGER ON t TO {}").format(sql.Identifier(other)))
         other_dsn = pg_server.database_dsn(dbname, user=other, password="pw")
+        if pg_server.version_num >= 170000:  # MAINTAIN on the view would do too
+            refusal = f"role {other} may not refresh ids \\(owned by role {owner}\\): GRANT MAINTAIN ON ids TO {other}"
+        else:
+            refusal = f"ids is owned by role {owner}, and only its owner may refresh it: .*GRANT {owner} TO {other}"
         with (
             psycopg.connect(other_dsn, autocommit=True) as as_other,
-            pytest.raises(PgopsError, match=f"owned by role {owner}.*GRANT {owner} TO {other}"),
+            pytest.raises(PgopsError, match=refusal),
         ):
             watch.watch(as_other, "ids", installed.refresh, concurrently=False)
     finally:
         conn.execute("DROP MATERIALIZED VIEW IF EXISTS ids")
         conn.execute("DROP TABLE IF EXISTS t")
         for role in (owner, other):
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_maintain_lets_a_role_that_does_not_own_the_view_watch_and_refresh_it_from_17(conn, pg_server, dbname):
+    """From PostgreSQL 17 the MAINTAIN privilege (GRANT MAINTAIN ON the view, or membership in pg_maintain) lets a
+    role refresh a view it does not own, so pgops lets it watch one; before 17 only the owner may, and pgops says
+    whose role to GRANT. The refreshing role runs pgops' migration, as the README asks."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, ops = f"pgops_appowner_{suffix}", f"pgops_ops_{suffix}"
+    for role in (owner, ops):
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(role)))
+    conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(ops)))
+    grants = ["GRANT MAINTAIN ON {view} TO {ops}", "GRANT pg_maintain TO {ops}"]
+    for number in range(len(grants)):  # a table and a view of its own for each grant: only owners drop triggers
+        conn.execute(
+            f"CREATE TABLE t{number} (id integer PRIMARY KEY, n integer); INSERT INTO t{number} VALUES (1, 1);"
+            f"CREATE MATERIALIZED VIEW v{number} AS SELECT id, n FROM t{number};"
+            f"CREATE UNIQUE INDEX ON v{number} (id);"
+        )
+        for relation in (f"t{number}", f"v{number}"):
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(relation), sql.Identifier(owner)))
+        conn.execute(sql.SQL("GRANT TRIGGER ON {} TO {}").format(sql.Identifier(f"t{number}"), sql.Identifier(ops)))
+    ops_dsn = pg_server.database_dsn(dbname, user=ops, password="pw")
+    try:
+        migrate.upgrade(ops_dsn, settings_for(ops_dsn))
+        with psycopg.connect(ops_dsn, autocommit=True) as as_ops:
+            if pg_server.version_num < 170000:
+                with pytest.raises(PgopsError, match=f"v0 is owned by role {owner}.*GRANT {owner} TO {ops}$"):
+                    watch.watch(as_ops, "v0", FAST)
+                return
+            with pytest.raises(PgopsError, match=f"GRANT MAINTAIN ON v0 TO {ops}, or GRANT pg_maintain TO {ops}, or"):
+                watch.watch(as_ops, "v0", FAST)
+            for number, grant in enumerate(grants):
+                view = f"v{number}"
+                conn.execute(grant.format(view=view, ops=ops))
+                assert watch.watch(as_ops, view, FAST).refresh_concurrently
+                conn.execute(f"UPDATE t{number} SET n = 2")
+                assert differs_from_query(conn, f"public.{view}") > 0
+                assert process.refresh_now(as_ops, view, FAST).outcome == "refreshed"  # CONCURRENTLY
+                assert differs_from_query(conn, f"public.{view}") == 0
+    finally:
+        for role in (owner, ops):
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
