@@ -73,3 +73,19 @@ def estimate(analysis: Analysis, candidate: Candidate, catalog: Catalog) -> floa
     heap = 0.0 if covering else min(fetched, table.relpages) * RANDOM_PAGE
     after_table = 2 * RANDOM_PAGE + fetched * (CPU_INDEX_TUPLE + CPU_TUPLE) + heap
     return before - max(scan_cost(table) - after_table, 0.0)
+
+
+def existing_cost(analysis: Analysis, catalog: Catalog) -> tuple[float, frozenset[str]]:
+    """The statement's cost with the indexes it already has (the best any one valid plain B-tree gives it, so a
+    run after its own advice was applied finds the statement served), and the name of that index."""
+    best, used = statement_cost(analysis, catalog), frozenset[str]()
+    for key in analysis.tables:
+        for index in catalog.indexes_on(key):
+            if index.method != "btree" or not index.valid or index.predicate or None in index.key_columns:
+                continue
+            columns = tuple(c for c in index.key_columns if c is not None)
+            candidate = Candidate(key, columns, index.include_columns, (), index.key_opclasses)
+            cost = estimate(analysis, candidate, catalog)
+            if cost < best:
+                best, used = cost, frozenset({index.name})
+    return best, used

@@ -246,7 +246,7 @@ def _baselines(
             analysis = analyses[number]
             used: frozenset[str] = frozenset()
             if planner.hypopg is None:
-                cost, generic[number] = rules.statement_cost(analysis, catalog), None
+                (cost, used), generic[number] = rules.existing_cost(analysis, catalog), None
             else:
                 try:
                     costs = planner.costs(analysis)

@@ -167,7 +167,7 @@ _DURATION = re.compile(
     r"duration: ([\d.]+) ms\s+(statement|execute fetch from|execute|bind|parse)\b[^:]*:\s(.*)", re.DOTALL
 )
 _PID = re.compile(r"\[(\d+)\]")  # the default log_line_prefix, '%m [%p] ', names the backend's process id
-_PARAMETERS = re.compile(r"parameters: (.*)", re.DOTALL)
+_PARAMETERS = re.compile(r"parameters: (.*)", re.DOTALL | re.IGNORECASE)  # "Parameters:" on 18
 _ONE_PARAMETER = re.compile(r"\$(\d+) = (NULL|'(?:[^']|'')*')")
 
 
