@@ -372,6 +372,7 @@ def test_cron_schedule_refuses_what_pg_cron_refuses(schedule):
     assert one_line(str(err.value))
 
 
+@pytest.mark.needs_pg_cron
 def test_cron_schedule_table_agrees_with_the_servers_pg_cron(pg_server):
     """The tables above are pg_cron's answers: ask the server's pg_cron (in a transaction rolled back)."""
     answers = {}

@@ -69,14 +69,17 @@ class Planner:
         if count == 0:
             cost, used = self._explain(sql.SQL(text))
             return Costs(cost, None, used)
-        if self.catalog.server_version >= 160000:
+        try:  # PREPARE with the parameters' types where the statement says them (`= ANY(ARRAY[$1, $2])`)...
+            generic, generic_used = self._prepared(text, ["NULL"] * count, "force_generic_plan", analysis)
+        except PlanError:
+            if self.catalog.server_version < 160000:
+                raise
+            # ...else 16's EXPLAIN (GENERIC_PLAN), which plans a parameter whose type nothing says
             generic, generic_used = self._explain(sql.SQL(text), generic=True)
-        else:
-            generic, generic_used = self._prepared(text, ["NULL"] * count, "force_generic_plan")
         values = realistic_values(analysis, self.catalog, count)
         if values is None:
             return Costs(generic, generic, generic_used)
-        cost, used = self._prepared(text, values, "force_custom_plan")
+        cost, used = self._prepared(text, values, "force_custom_plan", analysis)
         return Costs(cost, generic, used)
 
     def _explain(self, statement: sql.Composable, *, generic: bool = False) -> tuple[float, frozenset[str]]:
@@ -86,7 +89,7 @@ class Planner:
         except psycopg.Error as exc:
             raise PlanError(_message(exc)) from None
 
-    def _prepared(self, text: str, values: list[str], mode: str) -> tuple[float, frozenset[str]]:
+    def _prepared(self, text: str, values: list[str], mode: str, analysis: Analysis) -> tuple[float, frozenset[str]]:
         """Cost through PREPARE/EXECUTE; the prepared statement is deallocated by name (never DEALLOCATE ALL)."""
         label = f"pgops_advisor_{next(_names)}"
         name = sql.Identifier(label)
@@ -94,7 +97,8 @@ class Planner:
         try:
             with self.conn.transaction():
                 self.conn.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Literal(mode)))
-                self.conn.execute(sql.SQL("PREPARE {} AS {}").format(name, sql.SQL(text)))
+                types = sql.SQL(", ").join(sql.SQL(t) for t in parameter_types(analysis, self.catalog, len(values)))
+                self.conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(name, types, sql.SQL(text)))
                 return self._explain_in_transaction(sql.SQL("EXECUTE {}({})").format(name, args))
         except psycopg.Error as exc:
             raise PlanError(_message(exc)) from None
@@ -190,6 +194,23 @@ def _message(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     text = (diag.message_primary if diag and diag.message_primary else str(exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def parameter_types(analysis: Analysis, catalog: Catalog, count: int) -> list[str]:
+    """Each `$n`'s type for PREPARE: its column's type where the statement compares it with one (so that
+    `id = ANY(ARRAY[$1, $2])` plans), `unknown` (inferred from the statement) elsewhere."""
+    types = []
+    for number in range(1, count + 1):
+        use = analysis.params.get(number)
+        table = catalog.tables.get(use.table) if use and use.table else None
+        column = table.columns.get(use.column) if table and use and use.column else None
+        if use and use.op in ("limit", "offset"):
+            types.append("bigint")
+        elif column is None or (use and use.op == "like"):
+            types.append("unknown")
+        else:
+            types.append(column.type + ("[]" if use and use.op == "any" else ""))
+    return types
 
 
 def realistic_values(analysis: Analysis, catalog: Catalog, count: int) -> list[str] | None:

@@ -284,6 +284,7 @@ class Advice:
     duration_s: float = 0.0
     lock_timeout_ms: int = 5000  # the script's SET lock_timeout ([advisor] lock_timeout)
     build_timeout_ms: int = 0  # the script's SET statement_timeout for the builds ([advisor] build_timeout)
+    left_out: dict[str, int] = field(default_factory=dict)  # statements the filters left out, by reason
     unit: str = "ms"  # what saved_ms and total_time_ms count: ms, estimated ms, or cost (no timings in the source)
 
     @property

@@ -357,6 +357,10 @@ class _Extractor:
             if constant is not None or isinstance(right, exp.Null):
                 use.constants.append(Constant(left_col[1], "=", constant))
             self.param(right, left_col, "any" if isinstance(right, exp.Any) else "=")
+            array = right.this.unnest() if isinstance(right, exp.Any) else None
+            if isinstance(array, exp.Array):  # = ANY(ARRAY[$1, $2])
+                for element in array.expressions:
+                    self.param(element, left_col, "=")
         else:
             use.add(use.range, left_col[1])
             self.param(right, left_col, op)

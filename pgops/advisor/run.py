@@ -32,7 +32,7 @@ from pgops.advisor.select import Baseline, Budget, Problem, TableWrites, choose,
 from pgops.advisor.size import estimate_size
 from pgops.advisor.weights import DEFAULT_MS_PER_COST, Planned, Unit, weigh
 from pgops.advisor.whatif import WhatIf
-from pgops.advisor.workload import read_file, read_log, read_pg_stat_statements
+from pgops.advisor.workload import LeftOut, read_file, read_log, read_pg_stat_statements, read_statement_timeout
 from pgops.config import Settings
 from pgops.db import connect
 from pgops.output import progress
@@ -49,8 +49,10 @@ def advise(dsn: str, settings: Settings, options: AdvisorOptions | None = None) 
     try:
         with connect(dsn, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
             _untracked(conn)
-            statements, sources = read_workload(conn, settings, options)
+            left_out: dict[str, int] = {}
+            statements, sources = read_workload(conn, settings, options, left_out)
             advice = analyze_workload(conn, settings, statements, options, sources=sources)
+            advice.left_out = left_out
     except Exception:
         metrics.ADVISOR_RUNS.labels(outcome="error").inc()
         raise
@@ -73,8 +75,10 @@ def _untracked(conn: psycopg.Connection) -> None:
 
 
 def read_workload(
-    conn: psycopg.Connection, settings: Settings, options: AdvisorOptions
+    conn: psycopg.Connection, settings: Settings, options: AdvisorOptions, left_out: dict[str, int] | None = None
 ) -> tuple[list[Statement], list[str]]:
+    """The statements of every source asked for; `left_out` gets, for each filter that left statements of
+    pg_stat_statements out, how many and which option brings them in."""
     statements: list[Statement] = []
     sources: list[str] = []
     if options.from_file:
@@ -82,23 +86,30 @@ def read_workload(
         sources.append(f"file {options.from_file}")
     if options.from_log:
         database = conn.execute(MARK + "SELECT current_database()").fetchone()
-        statements += read_log(options.from_log, database[0] if database else None)
+        statements += read_log(options.from_log, database[0] if database else None, read_statement_timeout(conn))
         sources.append(f"log {options.from_log}")
     use_stats = options.include_pg_stat_statements
     if use_stats or (use_stats is None and not sources):
         cfg = settings.advisor
+        min_calls = options.min_calls if options.min_calls is not None else cfg.min_calls
+        min_total_ms = (
+            options.min_total_time_ms
+            if options.min_total_time_ms is not None
+            else cfg.min_total_time.total_seconds() * 1000
+        )
+        top = options.top if options.top is not None else cfg.top
+        counts = LeftOut()
         statements += read_pg_stat_statements(
-            conn,
-            min_calls=options.min_calls if options.min_calls is not None else cfg.min_calls,
-            min_total_time_ms=(
-                options.min_total_time_ms
-                if options.min_total_time_ms is not None
-                else cfg.min_total_time.total_seconds() * 1000
-            ),
-            top=options.top if options.top is not None else cfg.top,
-            user=options.user,
+            conn, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user, left_out=counts
         )
         sources.append("pg_stat_statements")
+        if left_out is not None:
+            reasons = {
+                f"called fewer than {min_calls} times (--min-calls 1 brings them in)": counts.rare,
+                f"under {min_total_ms:g} ms in all (--min-total-time 0 brings them in)": counts.light,
+                f"past the {top} heaviest (--top {top + counts.past_top} brings them in)": counts.past_top,
+            }
+            left_out.update({reason: count for reason, count in reasons.items() if count})
     return statements, sources
 
 

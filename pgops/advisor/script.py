@@ -156,6 +156,11 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
             script.comment(f"{drop.drop_sql};  -- {drop.kind}: {drop.reason}")
         script.blank()
     if explain:
+        if advice.left_out:
+            script.comment("statements the filters left out")
+            for reason, count in advice.left_out.items():
+                script.comment(f"  {count} {reason}")
+            script.blank()
         if advice.rejected:
             script.comment("rejected candidates")
             for r in advice.rejected:
@@ -173,8 +178,11 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
 
 def summary(advice: Advice) -> str:
     skipped = ", ".join(f"{count} {reason}" for reason, count in advice.skipped_by_reason.items())
+    left_out = "; ".join(f"{count} {reason}" for reason, count in advice.left_out.items())
     return (
-        f"{advice.statements} statements read, {advice.analyzed} analyzed, {len(advice.skipped)} skipped"
+        f"{advice.statements} statements read"
+        + (f" ({sum(advice.left_out.values())} left out: {left_out})" if left_out else "")
+        + f", {advice.analyzed} analyzed, {len(advice.skipped)} skipped"
         + (f" ({skipped})" if skipped else "")
         + f"; {len(advice.recommendations)} indexes proposed, {len(advice.rejected)} candidates rejected, "
         f"{len(advice.drops)} existing indexes to review"

@@ -25,6 +25,15 @@ from pgops.errors import PgopsError
 from pgops.resources import MARK, read_sql
 
 
+@dataclass
+class LeftOut:
+    """Statements of the workload the filters left out: called too rarely, too light, or past --top."""
+
+    rare: int = 0
+    light: int = 0
+    past_top: int = 0
+
+
 def read_pg_stat_statements(
     conn: psycopg.Connection,
     *,
@@ -32,8 +41,10 @@ def read_pg_stat_statements(
     min_total_time_ms: float = 0.0,
     top: int = 500,
     user: str | None = None,
+    left_out: LeftOut | None = None,
 ) -> list[Statement]:
-    """The current database's statements, heaviest total time first."""
+    """The current database's statements, heaviest total time first; `left_out` is filled with what the
+    filters leave out, so the advice can say which option brings them in."""
     row = conn.execute(
         MARK + "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'pg_stat_statements'"
@@ -60,6 +71,8 @@ def read_pg_stat_statements(
         raise PgopsError(
             f"can't read pg_stat_statements ({exc.diag.message_primary}): GRANT pg_read_all_stats TO the pgops role"
         ) from None
+    if left_out is not None and rows:
+        left_out.rare, left_out.light, left_out.past_top = rows[0][0], rows[0][1], rows[0][2]
     return [
         Statement(
             query=text or "",
@@ -71,7 +84,8 @@ def read_pg_stat_statements(
             source="pg_stat_statements",
             queryid=queryid,
         )
-        for queryid, text, calls, total_time, rows_, hit, read in rows
+        for _, _, _, queryid, text, calls, total_time, rows_, hit, read in rows
+        if calls is not None  # the one row of counts alone, when no statement is kept (queryid is hidden from some)
     ]
 
 
@@ -183,7 +197,7 @@ class LogEntry:
     pid: str | None = None  # the backend's process id, when the log names it
 
 
-def read_log(path: Path, database: str | None = None) -> list[Statement]:
+def read_log(path: Path, database: str | None = None, cancel_after_ms: float = 0.0) -> list[Statement]:
     """Slow and cancelled statements from a PostgreSQL log: stderr format, csvlog (`.csv`) or jsonlog.
 
     Statements logged by `log_min_duration_statement` keep their duration; `execute` entries get their
@@ -193,10 +207,11 @@ def read_log(path: Path, database: str | None = None) -> list[Statement]:
     the same backend, and left out when none is logged (it ran under log_min_duration_statement). An `execute
     fetch from` goes on with its portal's execution: its time is added to that execution.
 
-    A statement cancelled by statement_timeout counts with the longest duration the log shows (it ran at least
-    that long, most likely longer). csvlog and jsonlog name each entry's database: entries of other databases
-    than `database` are left out. Bytes that are not UTF-8 (a database in another encoding) become U+FFFD; a
-    log over MAX_INPUT_BYTES or with a NUL byte is refused.
+    A statement cancelled by statement_timeout ran at least that long: it counts `cancel_after_ms` (the timeout
+    the database's sessions get), or the longest duration the log shows when that is longer. csvlog and jsonlog
+    name each entry's database: entries of other databases than `database` are left out. Bytes that are not
+    UTF-8 (a database in another encoding) become U+FFFD; a log over MAX_INPUT_BYTES or with a NUL byte is
+    refused.
     """
     text = _read_text(path, "log file", strict=False)
     if text.lstrip().startswith("{"):
@@ -228,9 +243,29 @@ def read_log(path: Path, database: str | None = None) -> list[Statement]:
                 found.append((statement, duration + pending.pop(key, 0.0), False))
         elif entry.severity == "ERROR" and "due to statement timeout" in entry.message and entry.statement:
             cancelled.append(entry.statement)
-    longest = max((duration for _, duration, _ in found), default=0.0)
+    longest = max([cancel_after_ms, *(duration for _, duration, _ in found)])
     found += [(statement, longest, True) for statement in cancelled]
     return _aggregate(found, source="log")
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
+
+
+def timeout_ms(text: str | None) -> float:
+    """A statement_timeout as configured (`30s`, `'5min'`, `30000`: ms without a unit) in ms; 0 when unreadable."""
+    match = re.fullmatch(r"\s*'?\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*'?\s*", text or "", re.IGNORECASE)
+    if not match or match[2].lower() not in {"", *_UNITS_MS}:
+        return 0.0
+    return float(match[1]) * _UNITS_MS.get(match[2].lower(), 1.0)
+
+
+def read_statement_timeout(conn: psycopg.Connection) -> float:
+    """The statement_timeout the current database's sessions get, in ms (0: none, or not readable)."""
+    try:
+        row = conn.execute(read_sql("advisor/statement_timeout.sql")).fetchone()
+    except psycopg.Error:
+        return 0.0
+    return timeout_ms(row[0] if row else None)
 
 
 def _stderr_entries(lines: list[str]) -> list[LogEntry]:

@@ -165,6 +165,8 @@ def test_script_formats_explain_and_exit_codes(demo_dsn, demo_conn, cli):
     assert text.rstrip().splitlines()[-1].startswith("-- summary: ")
     nothing = cli("--dsn", demo_dsn, "advise-indexes", "--min-calls", "1000000")
     assert nothing.exit_code == 0 and "-- no index proposed" in nothing.stdout
+    summary = nothing.stdout.rstrip().splitlines()[-1]  # what the filter left out, and what brings it in
+    assert re.search(r"left out: \d+ called fewer than 1000000 times \(--min-calls 1 brings them in\)", summary)
 
 
 def test_apply_builds_concurrently_and_a_second_apply_finds_them(demo_dsn, cli, demo_conn):

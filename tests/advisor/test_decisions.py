@@ -14,7 +14,7 @@ from pgops.advisor.redundant import review
 from pgops.advisor.rules import estimate, statement_cost
 from pgops.advisor.script import NAME_LIMIT, index_name
 from pgops.advisor.select import TableWrites, write_overhead
-from pgops.advisor.workload import read_file, read_log, split_statements
+from pgops.advisor.workload import read_file, read_log, split_statements, timeout_ms
 from tests.advisor.helpers import demo_catalog, index, statement
 
 CATALOG = demo_catalog()
@@ -198,6 +198,22 @@ def test_read_log_takes_slow_statements_parameters_and_cancelled_ones(tmp_path):
     cancelled = statements["SELECT count(*) FROM orders WHERE status = 'open'"]
     assert cancelled.cancelled and cancelled.total_time_ms == 1500.25
     assert len(statements) == 3
+    # it ran until the statement_timeout in force cancelled it: at least that long
+    statements = {s.query: s for s in read_log(path, cancel_after_ms=30_000.0)}
+    assert statements["SELECT count(*) FROM orders WHERE status = 'open'"].total_time_ms == 30_000.0
+
+
+def test_statement_timeouts_read_as_postgresql_writes_them():
+    assert [timeout_ms(t) for t in ("30s", "'5min'", "30000", "250ms", "1h", "0", None, "soon")] == [
+        30_000.0,
+        300_000.0,
+        30_000.0,
+        250.0,
+        3_600_000.0,
+        0.0,
+        0.0,
+        0.0,
+    ]
 
 
 def test_read_log_reads_csvlog_and_jsonlog_and_keeps_only_this_database(tmp_path):

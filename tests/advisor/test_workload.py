@@ -16,12 +16,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from pgops import db
 from pgops.advisor import workload
 from pgops.advisor.model import SKIP_TOO_LARGE, Skipped
 from pgops.advisor.parse import analyze
-from pgops.advisor.workload import read_file, read_log
+from pgops.advisor.workload import read_file, read_log, read_statement_timeout
 from pgops.errors import PgopsError
 from pgops.sandbox import Sandbox, find_bindir
 from tests.advisor.helpers import demo_catalog
@@ -206,3 +208,10 @@ def test_parse_bind_and_fetch_time_go_to_the_execution_of_the_same_backend(tmp_p
     )
     statements = {s.query: (s.calls, s.total_time_ms) for s in read_log(log)}
     assert statements == {"SELECT * FROM t WHERE a = '5'": (1, 7.0), "SELECT * FROM t WHERE a = '6'": (1, 170.0)}
+
+
+def test_the_databases_statement_timeout_is_read_not_pgops_own(dsn, conn):
+    conn.execute(sql.SQL("ALTER DATABASE {} SET statement_timeout = '45s'").format(sql.Identifier(conn.info.dbname)))
+    with db.connect(dsn) as pgops_session:  # pgops' own session runs under its own 30 s
+        assert pgops_session.execute("SHOW statement_timeout").fetchone() == ("30s",)
+        assert read_statement_timeout(pgops_session) == 45_000.0

@@ -198,6 +198,7 @@ def test_pg_cron_runs_the_job(pg_server, dbname, dsn, conn, cli):
     assert _jobs(pg_server, dbname) == []
 
 
+@pytest.mark.needs_pg_cron
 def test_a_schedule_this_pg_cron_refuses_is_one_line_naming_the_key(pg_server, dbname, dsn, tmp_path, cli):
     """`N seconds` loads (pg_cron 1.5+ takes it), but an older pg_cron refuses it: one line and exit 3, not a
     Python exception out of the migration, and not a silent fallback that leaves no job."""
