@@ -11,6 +11,9 @@ configurations, interleaved over several rounds (median TPS per configuration):
   pgops 2s     pgops with max-wait 2s (debounce 1s, processor every 0.5s): under continuous writes the view is
                refreshed every ~2s, so the runs include the marking windows, the waits and the refreshes' own CPU
 
+Every phase starts from a settled server: a CHECKPOINT writes out the dirty buffers and a sync the kernel's dirty
+pages, so a phase doesn't measure the writeback of the setup's or an earlier phase's writes.
+
 Besides TPS it prints the server's CPU per transaction (all its processes, from /proc, when the server runs on
 this machine): on a machine shared with other work, TPS moves with their load, CPU per transaction less so.
 
@@ -29,6 +32,7 @@ import statistics
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -176,7 +180,15 @@ def configure(conn: psycopg.Connection, name: str, settings: RefreshSettings) ->
         conn.execute(NO_OP)
     conn.execute("VACUUM accounts")
     conn.execute("VACUUM pgops.refresh_marks")
+    settle(conn)
+
+
+def settle(conn: psycopg.Connection) -> None:
+    """Write out what the setup and earlier phases left dirty (shared buffers, then the kernel's page cache), so
+    that no phase pays for the writeback of another's writes (as bench/cleanup.py does)."""
     conn.execute("CHECKPOINT")
+    os.sync()  # the server's files, where it runs on this machine
+    time.sleep(0.5)  # a moment of quiet before the phase
 
 
 def main() -> None:

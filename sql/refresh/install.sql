@@ -1,6 +1,7 @@
 -- pgops materialized-view refresh: the queue, the stale marks, the trigger function, registration and
 -- processing. Installed by migration 0001 (and printed by `alembic upgrade head --sql`); the daemon calls the
--- same functions, so the rules live here once.
+-- same functions, so the rules live here once. Migration 0002 (0002_upgrade.sql) replaces the pending flag and
+-- the trigger with a trigger function per view, and the functions that use them.
 
 -- One row per watched view: its settings, its state, and the tables whose writes make it stale.
 CREATE TABLE pgops.refresh_views (

@@ -19,7 +19,7 @@ from alembic.config import Config
 from psycopg import sql
 
 from pgops import migrate
-from pgops.refresh import cron, queue, watch
+from pgops.refresh import cron, process, queue, watch
 from tests.refresh.conftest import BASE_SCHEMA, FAST, differs_from_query, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,11 +52,12 @@ def _jobs(pg_server, dbname: str) -> list[tuple[str, str, str]]:
 
 
 def _installed_objects(conn) -> tuple[bool, int, int]:
-    """(pgops schema exists, pgops triggers on user tables, pgops flag sequences)."""
+    """(pgops schema exists, pgops triggers on user tables, views' trigger functions)."""
     return conn.execute(
         "SELECT to_regnamespace('pgops') IS NOT NULL, "
-        "(SELECT count(*) FROM pg_trigger WHERE tgname = 'pgops_refresh_mark'), "
-        "(SELECT count(*) FROM pg_class WHERE relname LIKE 'refresh_pending_%%')"
+        "(SELECT count(*) FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid "
+        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgops'), "
+        "(SELECT count(*) FROM pg_proc WHERE proname LIKE 'refresh\\_mark\\_%%')"
     ).fetchone()
 
 
@@ -64,7 +65,7 @@ def _installed_objects(conn) -> tuple[bool, int, int]:
 def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, alembic_ini, cli):
     config = alembic_ini(dsn)
     command.upgrade(config, "head")
-    assert migrate.current_revision(dsn, settings_for(dsn)) == "0001"
+    assert migrate.current_revision(dsn, settings_for(dsn)) == "0002"
     jobs = _jobs(pg_server, dbname)
     assert [(name, database) for name, database, _ in jobs] == [
         (f"pgops-refresh-history:{dbname}", pg_server.cron_database),
@@ -83,10 +84,10 @@ def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, al
 
     upgraded = cli("--dsn", dsn, "migrate")
     assert upgraded.exit_code == 0, upgraded.stderr
-    assert "not installed → 0001" in upgraded.stderr and "scheduled" in upgraded.stderr
+    assert "not installed → 0002" in upgraded.stderr and "scheduled" in upgraded.stderr
     assert len(_jobs(pg_server, dbname)) == 2
     downgraded = cli("--dsn", dsn, "migrate", "--downgrade", "base")
-    assert downgraded.exit_code == 0 and "0001 → not installed" in downgraded.stderr
+    assert downgraded.exit_code == 0 and "0002 → not installed" in downgraded.stderr
     assert _jobs(pg_server, dbname) == []
 
 
@@ -114,7 +115,7 @@ def test_upgrade_downgrade_upgrade_without_pg_cron(pg_server, dbname, conn, alem
             command.downgrade(alembic_ini(role_dsn), "base")
             assert _installed_objects(as_role) == (False, 0, 0)
             command.upgrade(alembic_ini(role_dsn), "head")
-            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0001"
+            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0002"
             assert _jobs(pg_server, dbname) == []
             watch.watch(as_role, "fund_stats", FAST)
             assert [v.name for v in queue.watched_views(as_role)] == ["public.fund_stats"]
@@ -123,6 +124,69 @@ def test_upgrade_downgrade_upgrade_without_pg_cron(pg_server, dbname, conn, alem
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(dbname)))
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _write_path(conn) -> tuple[dict[str, list[str]], list[int], list[int]]:
+    """(table → the functions its pgops triggers call, with their arguments; views whose 0001 flag is up; views
+    whose 0002 trigger function is the pending one)."""
+    triggers: dict[str, list[str]] = {}
+    for table, function in conn.execute(
+        "SELECT t.tgrelid::regclass::text, p.proname || '(' || encode(t.tgargs, 'escape') || ')' "
+        "FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'pgops' ORDER BY 1, 2"
+    ).fetchall():
+        triggers.setdefault(table, []).append(function.replace("\\000", ","))
+    types = conn.execute(
+        "SELECT coalesce(array_agg(substr(typname, 17)::integer ORDER BY 1), '{}') FROM pg_type "
+        "WHERE typnamespace = 'pgops'::regnamespace AND typname LIKE 'refresh\\_pending\\_%'"
+    ).fetchone()[0]
+    functions = []
+    if conn.execute("SELECT to_regprocedure('pgops.is_pending(integer)') IS NOT NULL").fetchone()[0]:
+        functions = conn.execute(
+            "SELECT coalesce(array_agg(view_id ORDER BY view_id), '{}') FROM pgops.refresh_views "
+            "WHERE pgops.is_pending(view_id)"
+        ).fetchone()[0]
+    return triggers, types, functions
+
+
+def test_0002_converts_an_installed_write_path_both_ways(dsn, conn, settings):
+    """An install at 0001 with a pending view and a clean one: 0002 turns each view's flag into its trigger
+    function's body in the same state (and one trigger per table and view), the downgrade turns it back."""
+    migrate.upgrade(dsn, settings, "0001")
+    conn.execute(BASE_SCHEMA)
+    conn.execute("CREATE MATERIALIZED VIEW fund_names AS SELECT id, name FROM funds")
+    conn.execute("CREATE UNIQUE INDEX ON fund_names (id)")
+    stats = watch.watch(conn, "fund_stats", FAST)  # pending from the start
+    names = watch.watch(conn, "fund_names", FAST)
+    process.refresh_now(conn, "fund_names", FAST)  # clean: its writers mark
+    stats_pair, names_pair = (f"{v.view_id},pgops.refresh_pending_{v.view_id}" for v in (stats, names))
+    at_0001 = (
+        {"funds": [f"mark_stale({stats_pair},{names_pair},)"], "trades": [f"mark_stale({stats_pair},)"]},
+        [stats.view_id],
+        [],
+    )
+    assert _write_path(conn) == at_0001
+
+    migrate.upgrade(dsn, settings)
+    assert migrate.current_revision(dsn, settings) == "0002"
+    assert _write_path(conn) == (
+        {"funds": [f"refresh_mark_{stats.view_id}()", f"refresh_mark_{names.view_id}()"],
+         "trades": [f"refresh_mark_{stats.view_id}()"]},
+        [],
+        [stats.view_id],
+    )  # fmt: skip
+    conn.execute("INSERT INTO funds VALUES (6, 'fund 6')")
+    assert conn.execute("SELECT array_agg(view_id) FROM pgops.refresh_marks").fetchone()[0] == [names.view_id]
+    assert [o.outcome for o in process.process_due(conn, FAST)] == ["waiting", "waiting"]  # names is pending too
+
+    migrate.downgrade(dsn, settings, "0001")
+    assert migrate.current_revision(dsn, settings) == "0001"
+    both = sorted([stats.view_id, names.view_id])
+    assert _write_path(conn) == (at_0001[0], both, [])
+    migrate.upgrade(dsn, settings)
+    assert _write_path(conn)[2] == both
+    migrate.downgrade(dsn, settings)
+    assert _installed_objects(conn) == (False, 0, 0)
 
 
 def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
@@ -135,7 +199,7 @@ def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     notices: list[str] = []
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
     conn.execute(script)
-    assert migrate.current_revision(dsn, settings) == "0001"
+    assert migrate.current_revision(dsn, settings) == "0002"
     if "pg_cron" in pg_server.extensions:  # pg_cron lives in another database: the call to run there
         assert any(f"in {pg_server.cron_database}, run SELECT cron.schedule_in_database" in n for n in notices)
     else:

@@ -148,7 +148,7 @@ def test_a_writer_that_stays_open_postpones_the_refresh_without_losing_it(conn, 
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 555)")
         outcome = process.process_due(conn, short)[0]
         assert outcome.outcome == process.BUSY and "did not finish" in outcome.error
-        assert conn.execute("SELECT to_regclass('pgops.refresh_pending_1') IS NOT NULL").fetchone()[0]  # pending
+        assert conn.execute("SELECT pgops.is_pending(1)").fetchone()[0]
         writer.commit()
     assert [o.outcome for o in process.process_due(conn, short)] == ["refreshed"]
     assert differs_from_query(conn, fund_stats) == 0
@@ -251,14 +251,19 @@ def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(c
     assert differs_from_query(conn, fund_stats) == 0
 
 
-def test_a_missing_pending_flag_means_writers_mark(conn, dsn, fund_stats, settings):
-    """E.g. a restore that lost the flag: writers mark (as if clean), and never fail."""
-    view = watch.watch(conn, fund_stats, settings.refresh)
-    conn.execute(
-        psycopg.sql.SQL("DROP TYPE pgops.{}").format(psycopg.sql.Identifier(f"refresh_pending_{view.view_id}"))
-    )
-    _trade(dsn)
-    assert _marks(conn) == 1
+def test_a_writer_session_runs_the_trigger_function_the_processor_left_it(conn, dsn, fund_stats, settings):
+    """The flag is the trigger function's body: a session that has run the pending body marks in its next
+    transaction once the processor has lowered the flag, and stops marking once it is raised again."""
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    with psycopg.connect(dsn, autocommit=True) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")  # pending from the start
+        assert _marks(conn) == 0
+        process.refresh_now(conn, fund_stats, settings.refresh)  # lowers the flag, refreshes
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 2)")
+        assert _marks(conn) == 1
+        assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["waiting"]  # raises it
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 3)")
+        assert _marks(conn) == 0
 
 
 def test_a_plain_refresh_on_request_records_what_it_costs_next_to_the_concurrent_one(cli, conn, dsn, fund_stats):
