@@ -269,26 +269,24 @@ _UNIT = st.sampled_from(["", "ms", "s", "m", "h", "d", "w", "b", "kB", "MB", "GB
 _TEXT = st.one_of(st.text(max_size=40), st.builds(lambda n, u: n + u, _NUMBER, _UNIT), st.text("0123456789.smhdwkMGTB"))
 
 
+@pytest.mark.parametrize(
+    ("variable", "key", "value_of", "low", "high"),
+    [
+        ("PGOPS_REFRESH_CRON_KEEP_HISTORY", "refresh.cron_keep_history", lambda s: s.refresh.cron_keep_history,
+         timedelta(0), MAX_DURATION),
+        ("PGOPS_ADVISOR_MAX_SIZE", "advisor.max_size", lambda s: s.advisor.max_size, 1, MAX_SIZE),
+    ],
+    ids=["duration", "size"],
+)  # fmt: skip
 @given(text=_TEXT)
-def test_any_duration_text_parses_within_range_or_is_the_config_error(text):
+def test_any_duration_or_size_text_parses_within_range_or_is_the_config_error(variable, key, value_of, low, high, text):
     try:
-        settings = load_settings(env={"PGOPS_REFRESH_CRON_KEEP_HISTORY": text})
+        settings = load_settings(env={variable: text})
     except PgopsError as exc:
-        prefix = "environment variable PGOPS_REFRESH_CRON_KEEP_HISTORY: refresh.cron_keep_history: "
-        assert str(exc).startswith(prefix) and one_line(str(exc)) and len(str(exc)) < 300
+        assert str(exc).startswith(f"environment variable {variable}: {key}: ")
+        assert one_line(str(exc)) and len(str(exc)) < 300
     else:
-        assert timedelta(0) <= settings.refresh.cron_keep_history <= MAX_DURATION
-
-
-@given(text=_TEXT)
-def test_any_size_text_parses_within_range_or_is_the_config_error(text):
-    try:
-        settings = load_settings(env={"PGOPS_ADVISOR_MAX_SIZE": text})
-    except PgopsError as exc:
-        prefix = "environment variable PGOPS_ADVISOR_MAX_SIZE: advisor.max_size: "
-        assert str(exc).startswith(prefix) and one_line(str(exc)) and len(str(exc)) < 300
-    else:
-        assert 1 <= settings.advisor.max_size <= MAX_SIZE
+        assert low <= value_of(settings) <= high
 
 
 _TOML_VALUES = st.one_of(
