@@ -15,7 +15,7 @@ from pgops.advisor.rules import estimate, statement_cost
 from pgops.advisor.script import NAME_LIMIT, index_name
 from pgops.advisor.select import TableWrites, write_overhead
 from pgops.advisor.workload import read_file, read_log, split_statements, timeout_ms
-from tests.advisor.helpers import demo_catalog, index, statement
+from tests.advisor.helpers import column, demo_catalog, index, statement, table
 
 CATALOG = demo_catalog()
 CUSTOMERS, ORDERS = ("public", "customers"), ("public", "orders")
@@ -251,3 +251,18 @@ def test_read_log_reads_csvlog_and_jsonlog_and_keeps_only_this_database(tmp_path
         "not json\n"
     )
     assert sorted(s.query for s in read_log(json_log, "app")) == ["SELECT 1 FROM t", "SELECT 2 FROM t"]
+
+
+def test_two_join_columns_of_one_table_become_a_composite_key_in_both_orders():
+    lineitem = table(
+        "public",
+        "lineitem",
+        3_000_000,
+        [column("l_orderkey"), column("l_partkey", 100_000), column("l_suppkey", 5_000), column("l_quantity", 50)],
+    )
+    partsupp = table("public", "partsupp", 400_000, [column("ps_partkey", 100_000), column("ps_suppkey", 5_000)])
+    catalog = dataclasses.replace(CATALOG, tables={t.key: t for t in (lineitem, partsupp)}, indexes=[])
+    query = "SELECT sum(l_quantity) FROM lineitem JOIN partsupp ON l_partkey = ps_partkey AND l_suppkey = ps_suppkey"
+    found, _ = generate([analyze(statement(query), catalog)], catalog)
+    keys = {c.columns for c in found if c.table == ("public", "lineitem") and not c.include}
+    assert {("l_partkey", "l_suppkey"), ("l_suppkey", "l_partkey"), ("l_partkey",), ("l_suppkey",)} <= keys
