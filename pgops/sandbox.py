@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgops.errors import PgopsError
 from pgops.refresh import cron
+from pgops.resources import read_sql
 
 DEFAULT_DIR = Path(".pgops/sandbox")
 REPLICA_WAIT = 60.0  # seconds a replica may take to start streaming (an empty cluster's takes about one)
@@ -337,10 +338,8 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         with psycopg.connect(self.url(), autocommit=True) as conn:
             while True:
-                rows = conn.execute(
-                    "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"
-                ).fetchall()
-                waiting = wanted - {row[0] for row in rows}
+                rows = conn.execute(read_sql("sandbox/replication.sql")).fetchall()
+                waiting = wanted - {name for name, state in rows if state == "streaming"}
                 if not waiting:
                     return
                 if time.monotonic() > deadline:
@@ -509,8 +508,6 @@ class Sandbox:
             state = "not streaming"
             if streaming:  # the primary runs: ask it
                 with contextlib.suppress(psycopg.Error), psycopg.connect(self.url(), connect_timeout=5) as conn:
-                    row = conn.execute(
-                        "SELECT state FROM pg_stat_replication WHERE application_name = %s", (f"replica-{number}",)
-                    ).fetchone()
-                    state = row[0] if row else state
+                    states = dict(conn.execute(read_sql("sandbox/replication.sql")).fetchall())
+                    state = states.get(f"replica-{number}", state)
         return ReplicaStatus(number, str(box.directory), box.url(), pid is not None, pid, state)
