@@ -187,14 +187,13 @@ def evaluate_replication(found: dict, limits: StatusSettings, xmin_age: int) -> 
             name = standby["application_name"] or f"WAL sender {standby['pid']}"
             where = f" at {standby['client_addr']}" if standby["client_addr"] else ""
             via = f", slot {standby['slot_name']}" if standby["slot_name"] else ""
-            checks.append(
-                Check(
-                    "standby",
-                    _over(standby["replay_lag_seconds"], *lag_limits),
-                    f"{name}{where}: {standby['state']} ({standby['sync_state']}{via}), "
-                    + _lag(standby["replay_lag_bytes"], standby["replay_lag_seconds"]),
+            if standby["state"] is None:  # PostgreSQL shows a WAL sender's columns to pg_read_all_stats only
+                detail = f"{name}{where}: its state and lag need pg_monitor"
+            else:
+                detail = f"{name}{where}: {standby['state']} ({standby['sync_state']}{via}), " + _lag(
+                    standby["replay_lag_bytes"], standby["replay_lag_seconds"]
                 )
-            )
+            checks.append(Check("standby", _over(standby["replay_lag_seconds"], *lag_limits), detail))
             if standby["feedback_xmin"] is not None:
                 # hot_standby_feedback: the standby's oldest snapshot keeps the primary's vacuum from removing rows
                 age = standby["feedback_xmin_age"]

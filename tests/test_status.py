@@ -5,6 +5,7 @@ import time
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pgops import migrate, status
 from pgops.config import StatusSettings, load_settings
@@ -186,6 +187,10 @@ def test_status_on_a_primary_lists_each_standby_with_its_replay_lag(replicas, cl
     [standby] = _named(checks, "standby")
     assert standby["level"] == "ok"
     assert standby["detail"].startswith("replica-1 at 127.0.0.1: streaming (async), replay lag ")
+    with psycopg.connect(replicas.url(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE plain LOGIN")
+    _, checks = _report(cli, make_conninfo(replicas.url(), user="plain"))
+    assert [c["detail"] for c in _named(checks, "standby")] == ["replica-1: its state and lag need pg_monitor"]
 
 
 def test_status_on_a_replica_says_it_is_a_standby_with_its_replay_lag(replicas, cli):
