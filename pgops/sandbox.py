@@ -300,6 +300,11 @@ class Sandbox:
             return
         state = box._state()
         if state is None or box.data_major() is None:
+            if not (Path(primary.bindir) / "pg_basebackup").is_file():
+                raise PgopsError(
+                    f"no pg_basebackup in {primary.bindir}, which a replica is made with: install PostgreSQL's client "
+                    "programs beside the server's, or name a complete installation with --pg-bin"
+                )
             box._prepare_directory()
             if box.data.exists():
                 shutil.rmtree(box.data)  # a base backup that stopped half way
