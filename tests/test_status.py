@@ -67,6 +67,7 @@ def test_status_on_a_real_database_as_a_plain_role(pg_server, conn, dbname, cli)
         conn.execute("GRANT pg_monitor TO pgops_status_probe")
         table = cli("--dsn", pg_server.database_dsn(dbname, user="pgops_status_probe"), "status")
         assert "has pg_monitor" in table.stdout and table.exit_code == EXIT_CRITICAL
+        assert "[/]" not in table.stdout and "│ critical │" in table.stdout  # the state styled, not its markup
         if "pg_cron" in pg_server.extensions:
             assert "jobs live in database postgres" in table.stdout
         else:
