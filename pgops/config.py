@@ -355,6 +355,21 @@ class PoolReportSettings:
     statement_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)
 
 
+SIZE = {"bounds": Bounds(1, MAX_SIZE)}
+
+
+@dataclass(frozen=True)
+class StatusSettings:
+    ORDERED: ClassVar = (("slot_wal_warning", "slot_wal_critical"), ("replay_lag_warning", "replay_lag_critical"))
+
+    # WAL a replication slot keeps on the primary's disk: an inactive slot keeps it until the disk fills
+    slot_wal_warning: ByteSize = field(default=ByteSize(1024**3), metadata=SIZE)
+    slot_wal_critical: ByteSize = field(default=ByteSize(10 * 1024**3), metadata=SIZE)
+    # how far a standby's replay is behind the primary, in time
+    replay_lag_warning: timedelta = field(default=timedelta(minutes=1), metadata=PERIOD)
+    replay_lag_critical: timedelta = field(default=timedelta(minutes=10), metadata=PERIOD)
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     ORDERED: ClassVar = (("pool_min_size", "pool_max_size"),)
@@ -379,6 +394,7 @@ class Settings:
     cleanup: CleanupSettings = field(default_factory=CleanupSettings)
     advisor: AdvisorSettings = field(default_factory=AdvisorSettings)
     pool_report: PoolReportSettings = field(default_factory=PoolReportSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     source: str = "defaults"  # where the settings came from, for messages
 

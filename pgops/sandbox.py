@@ -16,8 +16,9 @@ import pwd
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -26,8 +27,10 @@ from psycopg.conninfo import make_conninfo
 
 from pgops.errors import PgopsError
 from pgops.refresh import cron
+from pgops.resources import read_sql
 
 DEFAULT_DIR = Path(".pgops/sandbox")
+REPLICA_WAIT = 60.0  # seconds a replica may take to start streaming (an empty cluster's takes about one)
 PG_BIN_ENV = "PGOPS_PG_BIN"
 SUPERUSER = "postgres"
 SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
@@ -178,10 +181,23 @@ class SandboxStatus:
     pid: int | None
     missing_extensions: dict[str, str]
     major: int | None = None  # the cluster's PostgreSQL major version (its data folder's PG_VERSION)
+    replicas: list[ReplicaStatus] = field(default_factory=list)
+
+
+@dataclass
+class ReplicaStatus:
+    number: int
+    directory: str
+    url: str
+    running: bool
+    pid: int | None
+    # stopped; streaming (or another pg_stat_replication state) while a standby; promoted once it is a primary
+    state: str
 
 
 class Sandbox:
-    """One cluster in `directory`: `data/` (PGDATA), `server.log`, `sandbox.json` (port, binaries).
+    """One cluster in `directory`: `data/` (PGDATA), `server.log`, `sandbox.json` (port, binaries), and its
+    streaming replicas, each a cluster of the same layout in `replica-<n>/`.
 
     `pg_bin` names the server binaries to start it with (else `PGOPS_PG_BIN`, else the newest found).
     """
@@ -216,7 +232,14 @@ class Sandbox:
         state = self._state()
         return Path(state.bindir) if state else find_bindir(self.pg_bin)
 
-    def url(self, dbname: str = "postgres") -> str:
+    def url(self, dbname: str = "postgres", replica: int | None = None) -> str:
+        if replica is not None:
+            box = self.replica(replica)
+            if box._state() is None:
+                raise PgopsError(
+                    f"no replica {replica} in {self.directory}: run `pgops sandbox start --replicas {replica}` first"
+                )
+            return box.url(dbname)
         state = self._state()
         if state is None:
             raise PgopsError(f"no sandbox in {self.directory}: run `pgops sandbox start` first")
@@ -254,8 +277,95 @@ class Sandbox:
         state = self._state()
         return state is not None and self._pid() is not None
 
+    # -- replicas ------------------------------------------------------------------------------------------
+    def replica(self, number: int) -> Sandbox:
+        """Replica `number` (from 1): a cluster of its own in `replica-<number>/`, made or not."""
+        if number < 1:
+            raise PgopsError(f"replicas are numbered from 1, got {number}")
+        return Sandbox(self.directory / f"replica-{number}", self.pg_bin)
+
+    def replica_numbers(self) -> list[int]:
+        """The replicas made so far (a `replica-<n>/` with its state file)."""
+        found = []
+        for path in self.directory.glob("replica-*"):
+            suffix = path.name.removeprefix("replica-")
+            if suffix.isdigit() and (path / "sandbox.json").exists():
+                found.append(int(suffix))
+        return sorted(found)
+
+    def _start_replica(self, number: int, primary: SandboxState) -> None:
+        """Make replica `number` with pg_basebackup -R if it has no cluster yet, then start it."""
+        box = self.replica(number)
+        if box._pid() is not None:
+            return
+        state = box._state()
+        if state is None or box.data_major() is None:
+            if not (Path(primary.bindir) / "pg_basebackup").is_file():
+                raise PgopsError(
+                    f"no pg_basebackup in {primary.bindir}, which a replica is made with: install PostgreSQL's client "
+                    "programs beside the server's, or name a complete installation with --pg-bin"
+                )
+            box._prepare_directory()
+            if box.data.exists():
+                shutil.rmtree(box.data)  # a base backup that stopped half way
+            self._run(
+                str(Path(primary.bindir) / "pg_basebackup"), "-D", str(box.data), "-R", "-X", "stream",
+                "-c", "fast", "--no-sync", "-d", self._primary_conninfo(primary, number),
+            )  # fmt: skip
+            state = SandboxState(port=free_port(), bindir=primary.bindir, missing=primary.missing)
+        else:
+            state.bindir, state.missing = primary.bindir, primary.missing
+            if not _port_is_free(state.port):
+                state.port = free_port()
+        box._save(state)
+        box._write_conf(state)  # the copy of the primary's says the primary's port
+        box._point_at_primary(self._primary_conninfo(primary, number))
+        box._pg_ctl(Path(state.bindir), "-l", str(box.logfile), "-w", "-t", "60", "start")
+
+    @staticmethod
+    def _primary_conninfo(primary: SandboxState, number: int) -> str:
+        # application_name names the replica in the primary's pg_stat_replication
+        return make_conninfo(
+            host="127.0.0.1", port=str(primary.port), user=SUPERUSER, application_name=f"replica-{number}"
+        )
+
+    def _point_at_primary(self, conninfo: str) -> None:
+        """Rewrite primary_conninfo, which pg_basebackup -R put in postgresql.auto.conf: the primary gets a new
+        port when its old one was taken at a restart."""
+        auto = self.data / "postgresql.auto.conf"
+        lines = [line for line in auto.read_text().splitlines() if not line.startswith("primary_conninfo")]
+        quoted = conninfo.replace("'", "''")
+        auto.write_text("\n".join([*lines, f"primary_conninfo = '{quoted}'"]) + "\n")
+
+    def wait_streaming(self, numbers: Iterable[int], timeout: float = REPLICA_WAIT) -> None:
+        """Poll the primary's pg_stat_replication until each replica streams (or `timeout` seconds pass)."""
+        wanted = {f"replica-{n}" for n in numbers}
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            while True:
+                rows = conn.execute(read_sql("sandbox/replication.sql")).fetchall()
+                waiting = wanted - {name for name, state in rows if state == "streaming"}
+                if not waiting:
+                    return
+                if time.monotonic() > deadline:
+                    raise PgopsError(
+                        f"{', '.join(sorted(waiting))} of {self.directory} not streaming after {timeout:g}s: "
+                        f"see {self.directory}/replica-N/server.log"
+                    )
+                time.sleep(0.1)
+
+    def promote(self, number: int = 1) -> str:
+        """Promote replica `number` to a primary of its own (it stops following), and return its URL."""
+        box = self.replica(number)
+        state = box._state()
+        if state is None or box._pid() is None:
+            raise PgopsError(f"replica {number} of {self.directory} is not running: `pgops sandbox start` first")
+        if (box.data / "standby.signal").exists():
+            box._pg_ctl(Path(state.bindir), "-w", "-t", "60", "promote")
+        return box.url()
+
     # -- commands ------------------------------------------------------------------------------------------
-    def _create(self, bindir: Path) -> SandboxState:
+    def _prepare_directory(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._as_postgres:
             postgres = pwd.getpwnam("postgres")
@@ -266,6 +376,9 @@ class Sandbox:
                     f"the postgres user can't write to {self.directory} (a parent folder is closed to it): "
                     "choose a --dir under a folder others may enter, such as /tmp"
                 )
+
+    def _create(self, bindir: Path) -> SandboxState:
+        self._prepare_directory()
         if not (self.data / "PG_VERSION").exists():
             self._run(
                 str(bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
@@ -317,11 +430,24 @@ class Sandbox:
                 if dbname == "postgres" and "pg_cron" not in state.missing:
                     conn.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
 
-    def start(self) -> str:
-        """Create the cluster if needed and start it; harmless when it already runs. Returns the URL."""
+    def start(self, replicas: int = 0) -> str:
+        """Create the cluster if needed and start it, with replicas 1 to `replicas` and those made before;
+        harmless when it already runs. Waits until every replica streams. Returns the primary's URL."""
+        self._start_primary()
+        numbers = sorted(set(range(1, replicas + 1)) | set(self.replica_numbers()))
+        state = self._state()
+        assert state is not None
+        for number in numbers:
+            self._start_replica(number, state)
+        standbys = [n for n in numbers if (self.replica(n).data / "standby.signal").exists()]
+        if standbys:
+            self.wait_streaming(standbys)
+        return self.url()
+
+    def _start_primary(self) -> None:
         state = self._state()
         if state is not None and self.data_major() is not None and self._pid() is not None:
-            return self.url()
+            return
         bindir = find_bindir(self.pg_bin)
         self._check_major(bindir, state)
         if state is None or self.data_major() is None:
@@ -334,7 +460,6 @@ class Sandbox:
         self._write_conf(state)
         self._pg_ctl(bindir, "-l", str(self.logfile), "-w", "-t", "60", "start")
         self._create_extensions(state)
-        return self.url()
 
     def _check_major(self, bindir: Path, state: SandboxState | None) -> None:
         """A cluster starts only with its own major's binaries: say which two differ and how to fix it, in one
@@ -351,7 +476,10 @@ class Sandbox:
         )
 
     def stop(self, remove: bool = False) -> bool:
-        """Stop the server (fast shutdown, waits until it is gone). Returns whether it was running."""
+        """Stop the replicas, then the server (fast shutdown, waits until each is gone). Returns whether the
+        primary was running."""
+        for number in self.replica_numbers():
+            self.replica(number).stop()
         state = self._state()
         was_running = state is not None and self._pid() is not None
         if was_running:
@@ -371,4 +499,20 @@ class Sandbox:
             pid=pid,
             missing_extensions=state.missing if state else {},
             major=self.data_major(),
+            replicas=[self._replica_status(n, streaming=pid is not None) for n in self.replica_numbers()],
         )
+
+    def _replica_status(self, number: int, streaming: bool) -> ReplicaStatus:
+        box = self.replica(number)
+        pid = box._pid()
+        if pid is None:
+            state = "stopped"
+        elif not (box.data / "standby.signal").exists():
+            state = "promoted"
+        else:
+            state = "not streaming"
+            if streaming:  # the primary runs: ask it
+                with contextlib.suppress(psycopg.Error), psycopg.connect(self.url(), connect_timeout=5) as conn:
+                    states = dict(conn.execute(read_sql("sandbox/replication.sql")).fetchall())
+                    state = states.get(f"replica-{number}", state)
+        return ReplicaStatus(number, str(box.directory), box.url(), pid is not None, pid, state)

@@ -5,15 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
 
 from pgops import db
-from pgops.config import Settings
+from pgops.config import Settings, StatusSettings
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
 from pgops.migrate import current_revision, head_revision
+from pgops.output import human_bytes, human_duration
 from pgops.refresh import cron
 from pgops.resources import read_sql
+from pgops.sqltext import literal
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
+DROP_SLOT = sql.SQL("SELECT pg_drop_replication_slot({})")
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,25 @@ def gather(dsn: str, settings: Settings) -> Status:
         row = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
         row["pg_stat_statements_usable"] = _pg_stat_statements_usable(conn, row)
         row["orphaned_jobs"] = cron.orphaned_jobs(conn)
-    return Status(
-        server=row["server_version"],
-        database=row["database"],
-        user=row["user"],
-        checks=evaluate(row, current_revision(dsn, settings), head_revision(settings)),
-    )
+        replication = _replication(conn, row["in_recovery"])
+    checks = evaluate(row, current_revision(dsn, settings), head_revision(settings))
+    checks += evaluate_replication(replication, settings.status, settings.pool_report.xmin_age)
+    return Status(server=row["server_version"], database=row["database"], user=row["user"], checks=checks)
+
+
+def _replication(conn: psycopg.Connection, in_recovery: bool) -> dict:
+    """What the server says of its replication: its role, its standbys (a primary) or its upstream (a standby),
+    and its slots, each inactive one with the statement that drops it."""
+    cur = conn.cursor(row_factory=dict_row)
+    found: dict = {"standby": in_recovery}
+    if in_recovery:
+        found["upstream"] = cur.execute(read_sql("status/standby.sql")).fetchone()
+    else:
+        found["standbys"] = cur.execute(read_sql("status/standbys.sql")).fetchall()
+    found["slots"] = cur.execute(read_sql("status/slots.sql")).fetchall()
+    for slot in found["slots"]:
+        slot["drop"] = DROP_SLOT.format(literal(slot["slot_name"])).as_string(conn)
+    return found
 
 
 def _pg_stat_statements_usable(conn, row: dict) -> bool:
@@ -128,4 +146,83 @@ def evaluate(row: dict, installed: str | None, head: str | None) -> list[Check]:
         )
     else:
         checks.append(Check("privileges", OK, f"{row['user']} has pg_monitor"))
+    return checks
+
+
+def _worst(*levels: str) -> str:
+    return CRITICAL if CRITICAL in levels else WARNING if WARNING in levels else OK
+
+
+def _over(value: float | None, warning: float, critical: float) -> str:
+    if value is None:
+        return OK
+    return CRITICAL if value >= critical else WARNING if value >= warning else OK
+
+
+def _lag(lag_bytes: int | None, lag_seconds: float | None) -> str:
+    if lag_bytes is None and lag_seconds is None:
+        return "replay lag unknown"  # no WAL received yet, or a role without pg_monitor
+    seconds = human_duration(lag_seconds or 0.0)
+    return f"replay lag {human_bytes(lag_bytes) or 'unknown'}, {seconds}"
+
+
+def evaluate_replication(found: dict, limits: StatusSettings, xmin_age: int) -> list[Check]:
+    """Pure: the role, each standby's lag and the xmin its feedback holds, and each slot's retained WAL."""
+    lag_limits = (limits.replay_lag_warning.total_seconds(), limits.replay_lag_critical.total_seconds())
+    checks = []
+    if found["standby"]:
+        upstream = found.get("upstream") or {}
+        source = (
+            f"streaming from {upstream['sender_host']}:{upstream['sender_port']} ({upstream['receiver_status']})"
+            if upstream.get("receiver_status")
+            else "not streaming (no WAL receiver: archive recovery, or the primary is unreachable)"
+        )
+        lag = _lag(upstream.get("replay_lag_bytes"), upstream.get("replay_lag_seconds"))
+        level = _over(upstream.get("replay_lag_seconds"), *lag_limits)
+        checks.append(Check("role", level, f"standby (read-only), {source}, {lag}"))
+    else:
+        standbys = found.get("standbys") or []
+        checks.append(Check("role", OK, f"primary with {len(standbys)} standby{'s' * (len(standbys) != 1)}"))
+        for standby in standbys:
+            name = standby["application_name"] or f"WAL sender {standby['pid']}"
+            where = f" at {standby['client_addr']}" if standby["client_addr"] else ""
+            via = f", slot {standby['slot_name']}" if standby["slot_name"] else ""
+            if standby["state"] is None:  # PostgreSQL shows a WAL sender's columns to pg_read_all_stats only
+                detail = f"{name}{where}: its state and lag need pg_monitor"
+            else:
+                detail = f"{name}{where}: {standby['state']} ({standby['sync_state']}{via}), " + _lag(
+                    standby["replay_lag_bytes"], standby["replay_lag_seconds"]
+                )
+            checks.append(Check("standby", _over(standby["replay_lag_seconds"], *lag_limits), detail))
+            if standby["feedback_xmin"] is not None:
+                # hot_standby_feedback: the standby's oldest snapshot keeps the primary's vacuum from removing rows
+                age = standby["feedback_xmin_age"]
+                checks.append(
+                    Check(
+                        "standby xmin",
+                        WARNING if age >= xmin_age else OK,
+                        f"{name} holds the primary's xmin back by {age} transactions (hot_standby_feedback, xmin "
+                        f"{standby['feedback_xmin']}): vacuum keeps rows deleted since"
+                        + (": end the standby's long query or transaction" if age >= xmin_age else ""),
+                    )
+                )
+    for slot in found.get("slots") or []:
+        retained = slot["retained_bytes"]
+        level = _over(retained, limits.slot_wal_warning, limits.slot_wal_critical)
+        kept = f"retains {human_bytes(retained) if retained is not None else 'no'} WAL"
+        if slot["wal_status"] == "lost":
+            kept = "lost the WAL it needed (past max_slot_wal_keep_size)"
+        xmin = ""
+        if slot["xmin_age"] is not None:
+            xmin = f", holds xmin back by {slot['xmin_age']} transactions"
+            level = _worst(level, WARNING if slot["xmin_age"] >= xmin_age else OK)
+        kind = slot["slot_type"] + (f" in database {slot['database']}" if slot["database"] else "")
+        if slot["active"]:
+            detail = f"{slot['slot_name']} ({kind}): active (pid {slot['active_pid']}), {kept}{xmin}"
+        else:
+            detail = (
+                f"{slot['slot_name']} ({kind}): inactive, {kept}{xmin}, until a standby uses it again or it is "
+                f"dropped: {slot['drop']}"
+            )
+        checks.append(Check("replication slot", level, detail))
     return checks

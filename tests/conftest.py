@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -160,6 +161,22 @@ def _skip_without_extension(request: pytest.FixtureRequest) -> None:
             server: PgServer = request.getfixturevalue("pg_server")
             if extension not in server.extensions:
                 pytest.skip(f"needs {extension}, which the test server (PostgreSQL {server.version}) lacks")
+
+
+@contextlib.contextmanager
+def replicated_sandbox(replicas: int = 1) -> Iterator[Sandbox]:
+    """A primary with `replicas` streaming replicas, of the caller's own (the shared test server has none), in a
+    folder under /tmp, which the postgres user can reach; stopped and removed afterwards."""
+    try:
+        sandbox.find_bindir()
+    except sandbox.PgopsError as exc:
+        pytest.skip(str(exc))
+    box = Sandbox(tempfile.mkdtemp(prefix="pgops-replicas-"))
+    try:
+        box.start(replicas=replicas)
+        yield box
+    finally:
+        box.stop(remove=True)
 
 
 def create_database(server: PgServer, prefix: str = "pgops_test") -> str:

@@ -154,6 +154,8 @@ BAD_VALUES = [
     ("[pool_report]\nidle_growth_samples = 1\n", "pool_report.idle_growth_samples", "at least 2"),
     ("[pool_report]\nserver_cores = 0\n", "pool_report.server_cores", "at least 1"),
     ("[pool_report]\nxmin_age = -1\n", "pool_report.xmin_age", "at least 1"),
+    ('[status]\nslot_wal_warning = "20GB"\n', "status.slot_wal_warning", "must not be more than slot_wal_critical"),
+    ('[status]\nreplay_lag_critical = "0s"\n', "status.replay_lag_critical", "more than 0s"),
     ("[advisor]\nmax_size = -1\n", "advisor.max_size", "can't be negative"),
     ('[advisor]\nmax_size = "0"\n', "advisor.max_size", "at least 1"),
     ('[advisor]\nmax_size = "9999999999999999999999TB"\n', "advisor.max_size", "out of range"),
@@ -225,7 +227,7 @@ def test_every_numeric_setting_has_bounds():
             if kinds & {int, float, timedelta, ByteSize}:
                 assert isinstance(f.metadata.get("bounds"), Bounds), f"{owner.__name__}.{f.name} has no bounds"
                 checked += 1
-    assert len(sections) == 6 and checked > 50
+    assert len(sections) == 7 and checked > 50
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,8 @@
 import importlib.util
 import json
 import os
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -131,3 +133,49 @@ def test_a_cluster_of_another_major_is_one_line_naming_both_versions_and_the_fix
         assert status["major"] == other_major and status["running"] is False
     finally:
         sandbox.Sandbox(directory).stop(remove=True)
+
+
+def test_a_replica_streams_reads_only_and_promotes(cli):
+    """`--replicas 1`: a standby that sees the primary's writes, its own URL, in the status, and promotable."""
+    directory = Path(tempfile.mkdtemp(prefix="pgops-replicas-"))  # under /tmp: the postgres user can reach it
+    try:
+        started = cli("sandbox", "start", "--dir", directory, "--replicas", "1")
+        assert started.exit_code == 0, started.stderr
+        primary = started.stdout.strip()
+        replica = cli("sandbox", "url", "--dir", directory, "--replica", "1").stdout.strip()
+        assert replica.startswith("postgresql://postgres@127.0.0.1:") and replica != primary
+        with psycopg.connect(primary, autocommit=True) as conn:
+            conn.execute("CREATE TABLE seen (n int)")
+            conn.execute("INSERT INTO seen VALUES (42)")
+            # the insert position: with synchronous_commit = off the write position can still be before the commit
+            written = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
+        with psycopg.connect(replica, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            deadline = time.monotonic() + 30
+            while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn", (written,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the replica never replayed the primary's insert"
+                time.sleep(0.05)
+            assert conn.execute("SELECT n FROM seen").fetchall() == [(42,)]
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("INSERT INTO seen VALUES (1)")
+        status = json.loads(cli("sandbox", "status", "--dir", directory, "--format", "json").stdout)
+        assert [(r["number"], r["state"], r["url"]) for r in status["replicas"]] == [(1, "streaming", replica)]
+        assert "replica 1" in cli("sandbox", "status", "--dir", directory).stdout
+
+        promoted = cli("sandbox", "promote", "--dir", directory, "--replica", "1")
+        assert promoted.exit_code == 0 and promoted.stdout.strip() == replica
+        with psycopg.connect(replica, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+            conn.execute("INSERT INTO seen VALUES (43)")
+        status = json.loads(cli("sandbox", "status", "--dir", directory, "--format", "json").stdout)
+        assert status["replicas"][0]["state"] == "promoted"
+
+        assert cli("sandbox", "stop", "--dir", directory).exit_code == 0
+        assert _postgres_processes(directory) == []  # the replica too
+    finally:
+        sandbox.Sandbox(directory).stop(remove=True)
+
+
+def test_url_of_a_replica_never_made_names_the_fix(tmp_path):
+    with pytest.raises(PgopsError, match="pgops sandbox start --replicas 2"):
+        sandbox.Sandbox(tmp_path / "none").url(replica=2)

@@ -1,14 +1,17 @@
 import json
+import re
+import time
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pgops import migrate, status
-from pgops.config import load_settings
+from pgops.config import StatusSettings, load_settings
 from pgops.errors import EXIT_CRITICAL, EXIT_WARNING
 from pgops.refresh import cron
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, drop_database, replicated_sandbox
 
 ROW = {
     "server_version": "15.18",
@@ -64,6 +67,7 @@ def test_status_on_a_real_database_as_a_plain_role(pg_server, conn, dbname, cli)
         conn.execute("GRANT pg_monitor TO pgops_status_probe")
         table = cli("--dsn", pg_server.database_dsn(dbname, user="pgops_status_probe"), "status")
         assert "has pg_monitor" in table.stdout and table.exit_code == EXIT_CRITICAL
+        assert "[/]" not in table.stdout and "│ critical │" in table.stdout  # the state styled, not its markup
         if "pg_cron" in pg_server.extensions:
             assert "jobs live in database postgres" in table.stdout
         else:
@@ -133,3 +137,128 @@ def test_dropping_a_test_database_unschedules_its_jobs(pg_server):
         drop_database(pg_server, name)
         assert cron_conn.execute(jobs, (name, f"%:{name}")).fetchone()[0] == 0
         assert cron_conn.execute("SELECT count(*) FROM cron.job WHERE jobid = %s", (other,)).fetchone()[0] == 0
+
+
+def test_evaluate_replication_levels_from_the_thresholds():
+    limits = StatusSettings()
+    standby = {
+        "pid": 7, "application_name": "", "client_addr": None, "state": "streaming", "sync_state": "async",
+        "slot_name": "s1", "replay_lag_bytes": 5 * 1024**2, "replay_lag_seconds": 700.0,
+        "feedback_xmin": None, "feedback_xmin_age": None,
+    }  # fmt: skip
+    slot = {
+        "slot_name": "s2", "slot_type": "logical", "database": "app", "active": False, "active_pid": None,
+        "wal_status": "extended", "retained_bytes": 2 * 1024**3, "xmin_age": None, "drop": "DROP...",
+    }  # fmt: skip
+    checks = status.evaluate_replication({"standby": False, "standbys": [standby], "slots": [slot]}, limits, 10**6)
+    assert [(c.name, c.level) for c in checks] == [
+        ("role", "ok"),
+        ("standby", "critical"),  # 700 s behind, over the 10 min default
+        ("replication slot", "warning"),  # 2GB kept, over the 1GB default
+    ]
+    assert checks[1].detail == "WAL sender 7: streaming (async, slot s1), replay lag 5.0 MB, 11.7m"
+    assert checks[2].detail.startswith("s2 (logical in database app): inactive, retains 2.0 GB WAL,")
+    lost = status.evaluate_replication({"standby": False, "slots": [{**slot, "wal_status": "lost"}]}, limits, 10**6)
+    assert "lost the WAL it needed" in lost[1].detail
+    unknown = status.evaluate_replication({"standby": True, "upstream": None, "slots": []}, limits, 10**6)
+    assert unknown[0].detail.startswith("standby (read-only), not streaming (no WAL receiver")
+
+
+# -- replication: a primary and a streaming replica of this module's own ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicas():
+    with replicated_sandbox(1) as box:
+        yield box
+
+
+def _report(cli, url: str) -> tuple[int, list[dict]]:
+    result = cli("--dsn", url, "status", "--format", "json")
+    return result.exit_code, json.loads(result.stdout)["checks"]
+
+
+def _named(checks: list[dict], name: str) -> list[dict]:
+    return [c for c in checks if c["name"] == name]
+
+
+def test_status_on_a_primary_lists_each_standby_with_its_replay_lag(replicas, cli):
+    _, checks = _report(cli, replicas.url())
+    assert _named(checks, "role") == [{"name": "role", "level": "ok", "detail": "primary with 1 standby"}]
+    [standby] = _named(checks, "standby")
+    assert standby["level"] == "ok"
+    assert standby["detail"].startswith("replica-1 at 127.0.0.1: streaming (async), replay lag ")
+    with psycopg.connect(replicas.url(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE plain LOGIN")
+    _, checks = _report(cli, make_conninfo(replicas.url(), user="plain"))
+    assert [c["detail"] for c in _named(checks, "standby")] == ["replica-1: its state and lag need pg_monitor"]
+
+
+def test_status_on_a_replica_says_it_is_a_standby_with_its_replay_lag(replicas, cli):
+    _, checks = _report(cli, replicas.url(replica=1))
+    [role] = _named(checks, "role")
+    primary_port = replicas.url().rsplit(":", 1)[1].split("/")[0]
+    assert role["level"] == "ok"
+    assert role["detail"].startswith(f"standby (read-only), streaming from 127.0.0.1:{primary_port} (streaming), ")
+    assert "replay lag " in role["detail"]
+    assert _named(checks, "standby") == []
+
+
+def test_an_inactive_slot_is_reported_with_the_wal_it_retains_and_its_drop(replicas, cli, monkeypatch):
+    with psycopg.connect(replicas.url(), autocommit=True) as conn:
+        conn.execute("SELECT pg_create_physical_replication_slot('pgops_test_slot', true)")  # reserves WAL now
+        try:
+            conn.execute("CREATE TABLE filler AS SELECT generate_series(1, 10000) AS n")  # WAL the slot keeps
+            conn.execute("DROP TABLE filler")
+            _, checks = _report(cli, replicas.url())
+            [slot] = [c for c in _named(checks, "replication slot") if c["detail"].startswith("pgops_test_slot ")]
+            assert slot["level"] == "ok"  # under the 1GB default
+            assert re.fullmatch(
+                r"pgops_test_slot \(physical\): inactive, retains [\d.]+ [kM]B WAL, until a standby uses it again or "
+                r"it is dropped: SELECT pg_drop_replication_slot\('pgops_test_slot'\)",
+                slot["detail"],
+            ), slot["detail"]
+
+            monkeypatch.setenv("PGOPS_STATUS_SLOT_WAL_WARNING", "1kB")
+            code, checks = _report(cli, replicas.url())
+            assert [c["level"] for c in _named(checks, "replication slot")] == ["warning"]
+            monkeypatch.setenv("PGOPS_STATUS_SLOT_WAL_CRITICAL", "2kB")
+            code, checks = _report(cli, replicas.url())
+            assert [c["level"] for c in _named(checks, "replication slot")] == ["critical"] and code == EXIT_CRITICAL
+
+            conn.execute(slot["detail"].rsplit(": ", 1)[1])  # the fix the check ends with
+            assert _named(_report(cli, replicas.url())[1], "replication slot") == []
+        finally:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active")
+
+
+def test_the_standby_holding_the_primarys_xmin_is_named(replicas, cli, monkeypatch):
+    """hot_standby_feedback: a snapshot open on the replica keeps the primary's vacuum from removing rows."""
+    with psycopg.connect(replicas.url(replica=1), autocommit=True) as replica:
+        replica.execute("ALTER SYSTEM SET hot_standby_feedback = on")
+        replica.execute("ALTER SYSTEM SET wal_receiver_status_interval = '1s'")  # feedback every second
+        replica.execute("SELECT pg_reload_conf()")
+        try:
+            with psycopg.connect(replicas.url(replica=1)) as reader:  # a long transaction on the replica
+                reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                reader.execute("SELECT count(*) FROM pg_class").fetchone()
+                with psycopg.connect(replicas.url(), autocommit=True) as primary:
+                    for _ in range(5):
+                        primary.execute("SELECT txid_current()")  # transactions the held xmin falls behind
+                monkeypatch.setenv("PGOPS_POOL_REPORT_XMIN_AGE", "5")
+                deadline = time.monotonic() + 30
+                while True:
+                    held = _named(_report(cli, replicas.url())[1], "standby xmin")
+                    if held and held[0]["level"] == "warning":
+                        break
+                    assert time.monotonic() < deadline, held
+                    time.sleep(0.2)
+                assert re.fullmatch(
+                    r"replica-1 holds the primary's xmin back by \d+ transactions \(hot_standby_feedback, xmin \d+\): "
+                    r"vacuum keeps rows deleted since: end the standby's long query or transaction",
+                    held[0]["detail"],
+                ), held[0]["detail"]
+        finally:
+            replica.execute("ALTER SYSTEM RESET hot_standby_feedback")
+            replica.execute("ALTER SYSTEM RESET wal_receiver_status_interval")
+            replica.execute("SELECT pg_reload_conf()")

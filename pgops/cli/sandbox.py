@@ -33,10 +33,18 @@ def _warn_missing(box: Sandbox) -> None:
 
 
 @sandbox_app.command()
-def start(directory: Path = DirOption, pg_bin: Path | None = PgBinOption) -> None:
-    """Create the cluster if needed, start it on a free port, and print its URL (harmless if running)."""
+def start(
+    directory: Path = DirOption,
+    pg_bin: Path | None = PgBinOption,
+    replicas: int = typer.Option(
+        0, "--replicas", min=0, max=16, help="Streaming replicas to run too (pg_basebackup -R), each on its own port."
+    ),
+) -> None:
+    """Create the cluster if needed, start it on a free port, and print its URL (harmless if running).
+
+    Replicas made before start again too; the command returns once every standby streams."""
     box = Sandbox(directory, pg_bin)
-    url = box.start()
+    url = box.start(replicas=replicas)
     _warn_missing(box)
     typer.echo(url)
 
@@ -46,7 +54,7 @@ def stop(
     directory: Path = DirOption,
     remove: bool = typer.Option(False, "--remove", help="Also delete the cluster's folder."),
 ) -> None:
-    """Stop the server and wait until no process is left."""
+    """Stop the replicas and the server, and wait until no process is left."""
     was_running = Sandbox(directory).stop(remove=remove)
     output.err_console.print("stopped" if was_running else "not running", highlight=False)
 
@@ -68,6 +76,7 @@ def status(
             ("pid", info.pid),
             ("PostgreSQL", info.major),
             *[(f"missing {name}", f"install {pkg}") for name, pkg in info.missing_extensions.items()],
+            *[(f"replica {r.number}", f"{r.state}  {r.url}" + (f"  pid {r.pid}" * bool(r.pid))) for r in info.replicas],
         ]
         output.console.print(output.table("pgops sandbox", ["", ""], rows, show_header=False))
     if not info.running:
@@ -75,6 +84,18 @@ def status(
 
 
 @sandbox_app.command()
-def url(directory: Path = DirOption) -> None:
+def url(
+    directory: Path = DirOption,
+    replica: int | None = typer.Option(None, "--replica", min=1, help="A replica's URL instead of the primary's."),
+) -> None:
     """Print the sandbox's database URL (for PGOPS_DATABASE_URL or psql)."""
-    typer.echo(Sandbox(directory).url())
+    typer.echo(Sandbox(directory).url(replica=replica))
+
+
+@sandbox_app.command()
+def promote(
+    directory: Path = DirOption,
+    replica: int = typer.Option(1, "--replica", min=1, help="The replica to promote."),
+) -> None:
+    """Promote a replica to a primary (for failover tests) and print its URL; it stops following the old one."""
+    typer.echo(Sandbox(directory).promote(replica))

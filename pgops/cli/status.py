@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import typer
+from rich.text import Text
 
 from pgops import output, status
 from pgops.cli.app import app, state
@@ -22,7 +23,8 @@ def status_command(
     if fmt is output.Format.json:
         output.print_json({**dataclasses.asdict(report), "exit_code": report.exit_code})
     else:
-        rows = [(c.name, f"[{STYLE[c.level]}]{c.level}[/]", c.detail) for c in report.checks]
+        # a styled Text: the table prints a plain string cell as it is, markup included
+        rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
         title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
         output.console.print(output.table(title, ["check", "state", "detail"], rows))
     raise typer.Exit(report.exit_code)
