@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import typer
+from rich.markup import escape
 
 from pgops import output
 from pgops.cleanup.policy import describe_condition, one_off_policy, policy_summary, resolve_policies
@@ -12,6 +13,7 @@ from pgops.cleanup.runner import BatchResult, CleanupResult, run_policy, validat
 from pgops.cli.app import FormatOption, app, duration_option, state
 from pgops.config import INT4_MAX, INT8_MAX, CleanupPolicy
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
+from pgops.sqltext import printable
 
 cleanup_app = typer.Typer(help="Batched cleanup of expired rows without long locks.", no_args_is_help=True)
 app.add_typer(cleanup_app, name="cleanup")
@@ -51,7 +53,7 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
         )
         for r in results:
             if r.plan:
-                output.console.print(f"\n[bold]{r.policy}[/] batch plan:", highlight=False)
+                output.console.print(f"\n[bold]{escape(printable(r.policy))}[/] batch plan:", highlight=False)
                 output.console.print(r.plan, markup=False, highlight=False)
     else:
         rows = [
