@@ -1,5 +1,5 @@
 -- Every statement of the current database in pg_stat_statements (pgops' own left out), heaviest total time first:
--- one snapshot, so the shares of the total add up. {statements}: sql/pg_stat_statements/statements.sql.
+-- one snapshot, so the shares of the total add up. The statements: sql/pg_stat_statements/statements.sql.
 WITH workload AS (
     {statements}
 )
