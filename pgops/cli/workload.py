@@ -25,7 +25,11 @@ _KIND_LABEL = {N_PLUS_ONE: "N+1 suspect", HEAVY: "heavy statement"}
 
 
 def as_json(report: WorkloadReport) -> dict[str, Any]:
-    return {**dataclasses.asdict(report), "status": report.status_name, "exit_code": report.status}
+    """The report as JSON; a queryid is a string: a 64-bit hash, which readers that use doubles (jq) would round."""
+    data = dataclasses.asdict(report)
+    for entry in data["top"] + data["suspects"]:
+        entry["queryid"] = None if entry["queryid"] is None else str(entry["queryid"])
+    return {**data, "status": report.status_name, "exit_code": report.status}
 
 
 def _plural(count: int, word: str) -> str:
@@ -86,6 +90,8 @@ def render(report: WorkloadReport) -> RenderableType:
         ),
         Text(""),
     ]
+    if report.visibility:
+        parts += [Text(report.visibility, style="yellow"), Text("")]
     if not report.statement_count:
         parts.append(Text("pg_stat_statements holds no statement of this database yet"))
         return RenderGroup(*parts)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pgops.config import WorkloadSettings
 from pgops.errors import EXIT_OK, EXIT_WARNING
 from pgops.pool_report.analyze import mask_query
-from pgops.workload.read import Snapshot, StatementStats
+from pgops.workload.read import HIDDEN_QUERY, Snapshot, StatementStats
 
 N_PLUS_ONE = "n+1 suspect"
 HEAVY = "heavy"
@@ -54,6 +54,8 @@ class WorkloadReport:
     suspects: list[StatementCost]  # N+1 suspects by total time, at most `top` of them
     suspect_count: int  # all of them, also those past `top`
     thresholds: dict[str, float] = field(default_factory=dict)
+    hidden_statements: int = 0  # other roles' statements whose text this role may not see
+    visibility: str | None = None  # what is hidden and the GRANT that shows it
 
     @property
     def status(self) -> int:
@@ -186,6 +188,14 @@ def decide(snapshot: Snapshot, settings: WorkloadSettings) -> WorkloadReport:
     total_ms = sum(s.total_time_ms for s in ranked)
     costs = [_cost(rank, stats, total_ms, settings) for rank, stats in enumerate(ranked, start=1)]
     suspects = [c for c in costs if c.kind == N_PLUS_ONE]
+    # their figures still count (and can make a suspect): only the text, and so the fix's verb, is unknown
+    hidden = sum(1 for s in ranked if s.query == HIDDEN_QUERY)
+    visibility = (
+        f"the text of {hidden:,} statement{'' if hidden == 1 else 's'} of other roles is hidden from "
+        f"{snapshot.role or 'this role'}: GRANT pg_read_all_stats TO {snapshot.role or 'it'} shows it"
+        if hidden
+        else None
+    )
     return WorkloadReport(
         database=snapshot.database,
         sampled_at=snapshot.sampled_at,
@@ -203,4 +213,6 @@ def decide(snapshot: Snapshot, settings: WorkloadSettings) -> WorkloadReport:
             "suspect_min_share": settings.suspect_min_share,
             "heavy_mean_time_ms": settings.heavy_mean_time.total_seconds() * 1000,
         },
+        hidden_statements=hidden,
+        visibility=visibility,
     )

@@ -15,6 +15,9 @@ from psycopg.rows import dict_row
 from pgops import pg_stat_statements
 from pgops.resources import read_sql
 
+# What pg_stat_statements shows for another role's statement to a role without pg_read_all_stats.
+HIDDEN_QUERY = "<insufficient privilege>"
+
 
 @dataclass(frozen=True)
 class StatementStats:
@@ -43,6 +46,7 @@ class Snapshot:
     sampled_at: datetime
     statements: list[StatementStats] = field(default_factory=list)  # heaviest total time first
     stats_reset: datetime | None = None  # PostgreSQL 14+: since when the figures count
+    role: str = ""  # the role that read it
 
 
 def take_snapshot(conn: psycopg.Connection) -> Snapshot:
@@ -68,6 +72,15 @@ def take_snapshot(conn: psycopg.Connection) -> Snapshot:
         reset = None
         if extension.server_version_num >= 140000:
             query = sql.SQL(read_sql("workload/stats_reset.sql")).format(schema=sql.Identifier(extension.schema))
-            row = cur.execute(query).fetchone()
+            try:
+                row = cur.execute(query).fetchone()
+            except psycopg.errors.UndefinedTable:  # the extension predates 1.9 (not updated after an upgrade)
+                row = None
             reset = row["stats_reset"] if row else None
-    return Snapshot(database=info["database"], sampled_at=info["sampled_at"], statements=statements, stats_reset=reset)
+    return Snapshot(
+        database=info["database"],
+        sampled_at=info["sampled_at"],
+        statements=statements,
+        stats_reset=reset,
+        role=info["role"],
+    )

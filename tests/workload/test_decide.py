@@ -126,3 +126,13 @@ def test_times_read_well():
     assert [milliseconds(v) for v in (0.031, 2.5, 31.04, 12_300, 270_000, 8_640_000)] == [
         "0.031 ms", "2.50 ms", "31.0 ms", "12.3 s", "4.5 min", "2.4 h",
     ]  # fmt: skip
+
+
+def test_statements_hidden_from_the_role_still_count_and_the_report_names_the_grant():
+    hidden = stats("<insufficient privilege>", 12_000, 600.0, 12_000)
+    report = decide(dataclasses.replace(snapshot(hidden, BACKGROUND), role="watcher"), SETTINGS)
+    assert report.suspect_count == 1 and report.hidden_statements == 1
+    assert report.visibility == (
+        "the text of 1 statement of other roles is hidden from watcher: GRANT pg_read_all_stats TO watcher shows it"
+    )
+    assert decide(snapshot(BACKGROUND), SETTINGS).visibility is None

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from datetime import timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from rich.console import Console
 
 from pgops import workload
@@ -90,6 +93,7 @@ def test_the_json_has_every_field_and_exit_code_1(shop, cli):
     } <= set(data)
     (first, *_) = data["suspects"]
     assert first["query"] == LOOP and first["kind"] == "n+1 suspect" and first["reason"] and first["fix"]
+    assert isinstance(first["queryid"], str) and int(first["queryid"])  # 64 bits: a double would round it
     fields = {"rank", "queryid", "query", "calls", "total_time_ms", "mean_time_ms", "share", "rows", "rows_per_call",
               "shared_blks_hit", "shared_blks_read", "kind", "reason", "fix"}  # fmt: skip
     assert all(set(entry) == fields for entry in data["top"] + data["suspects"])
@@ -136,3 +140,21 @@ def test_without_pg_stat_statements_it_says_what_to_do(dsn, conn, cli):
     result = cli("--dsn", dsn, "workload")
     assert result.exit_code == 3
     assert "pg_stat_statements is not installed in this database: run CREATE EXTENSION" in result.stderr
+
+
+def test_a_role_without_pg_read_all_stats_sees_the_figures_and_is_told_the_grant(shop, pg_server, cli):
+    role = f"workload_role_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        try:
+            url = make_conninfo(shop, user=role)
+            result = cli("--dsn", url, "workload", "--format", "json")
+            assert result.exit_code == 1, result.stderr
+            data = json.loads(result.stdout)
+            assert data["suspects"][0]["query"] == "<insufficient privilege>" and data["suspects"][0]["calls"] == 1000
+            assert data["hidden_statements"] >= 1
+            assert f"GRANT pg_read_all_stats TO {role}" in data["visibility"]
+            view = cli("--dsn", url, "workload")
+            assert f"GRANT pg_read_all_stats TO {role}" in " ".join(view.stdout.split())
+        finally:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
