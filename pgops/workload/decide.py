@@ -100,10 +100,42 @@ def shown_query(query: str, settings: WorkloadSettings) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_WORD = re.compile(r"\w+")
+# What a join, a batch or EXPLAIN can change; a SAVEPOINT per row or a one-off CREATE INDEX is neither kind.
+_QUERIES = frozenset({"select", "insert", "update", "delete", "merge", "with", "values", "table"})
+
+
+def verb(query: str) -> str:
+    """The statement's first word, lower case, past leading comments and parentheses ("" when there is none).
+
+    A scan, not a regular expression: a pattern repeating over comments backtracks exponentially on a run of
+    them (the advisor's first-word match did)."""
+    i, n = 0, len(query)
+    while i < n:
+        if query[i].isspace() or query[i] == "(":
+            i += 1
+        elif query.startswith("/*", i):
+            end = query.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+        elif query.startswith("--", i):
+            end = query.find("\n", i)
+            i = n if end == -1 else end + 1
+        else:
+            break
+    match = _WORD.match(query, i)
+    return match[0].lower() if match else ""
+
+
+def is_query(query: str) -> bool:
+    """A query or DML statement, or one whose text is hidden (its figures alone then decide)."""
+    return query == HIDDEN_QUERY or verb(query) in _QUERIES
+
+
 def is_n_plus_one(stats: StatementStats, share: float, settings: WorkloadSettings) -> bool:
     """Called very often, about one row per call, each call tiny, and together a large share of the time."""
     return (
-        stats.calls >= settings.suspect_min_calls
+        is_query(stats.query)
+        and stats.calls >= settings.suspect_min_calls
         and stats.rows_per_call <= settings.suspect_max_rows_per_call
         and stats.mean_time_ms <= settings.suspect_max_mean_time.total_seconds() * 1000
         and share >= settings.suspect_min_share
@@ -111,7 +143,7 @@ def is_n_plus_one(stats: StatementStats, share: float, settings: WorkloadSetting
 
 
 def is_heavy(stats: StatementStats, settings: WorkloadSettings) -> bool:
-    return stats.mean_time_ms >= settings.heavy_mean_time.total_seconds() * 1000
+    return is_query(stats.query) and stats.mean_time_ms >= settings.heavy_mean_time.total_seconds() * 1000
 
 
 def n_plus_one_reason(stats: StatementStats, share: float, settings: WorkloadSettings) -> str:
@@ -124,20 +156,16 @@ def n_plus_one_reason(stats: StatementStats, share: float, settings: WorkloadSet
     )
 
 
-_FIRST_WORD = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*(\w+)", re.DOTALL)
-
-
 def n_plus_one_fix(query: str) -> str:
     """What usually replaces the loop, by what the statement does."""
-    match = _FIRST_WORD.match(query)
-    verb = match[1].lower() if match else ""
-    if verb == "insert":
+    action = verb(query)
+    if action == "insert":
         return (
             "insert the rows in one statement: a multi-row VALUES, INSERT ... SELECT FROM unnest($1, ...) with "
             "arrays, or COPY"
         )
-    if verb in ("update", "delete"):
-        return f"{verb} the rows in one statement: WHERE id = ANY($1) with an array of the keys"
+    if action in ("update", "delete"):
+        return f"{action} the rows in one statement: WHERE id = ANY($1) with an array of the keys"
     return (
         "fetch the rows in one statement: join this table in the query that yields the keys (an ORM's eager "
         "loading), or pass every key at once: WHERE id = ANY($1) with an array"
@@ -146,7 +174,7 @@ def n_plus_one_fix(query: str) -> str:
 
 def heavy_reason(stats: StatementStats, settings: WorkloadSettings) -> str:
     return (
-        f"{stats.calls:,} calls, {milliseconds(stats.mean_time_ms)} mean (at least "
+        f"{stats.calls:,} call{'' if stats.calls == 1 else 's'}, {milliseconds(stats.mean_time_ms)} mean (at least "
         f"{_limit_ms(settings.heavy_mean_time.total_seconds() * 1000)}), {stats.rows_per_call:,.1f} rows/call"
     )
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from pgops.config import WorkloadSettings
 from pgops.errors import EXIT_OK, EXIT_WARNING
-from pgops.workload.decide import HEAVY, N_PLUS_ONE, decide, milliseconds, n_plus_one_fix
+from pgops.workload.decide import HEAVY, N_PLUS_ONE, decide, milliseconds, n_plus_one_fix, verb
 from pgops.workload.read import Snapshot, StatementStats
 
 SETTINGS = WorkloadSettings()
@@ -136,3 +136,15 @@ def test_statements_hidden_from_the_role_still_count_and_the_report_names_the_gr
         "the text of 1 statement of other roles is hidden from watcher: GRANT pg_read_all_stats TO watcher shows it"
     )
     assert decide(snapshot(BACKGROUND), SETTINGS).visibility is None
+
+
+def test_utility_statements_are_neither_suspects_nor_heavy():
+    savepoints = stats("SAVEPOINT s1", 12_000, 600.0, 0)  # an ORM's savepoint per row: no join would remove it
+    index = stats("CREATE INDEX CONCURRENTLY ON orders (customer_id)", 1, 60_000.0, 0)
+    report = decide(snapshot(savepoints, index, BACKGROUND), SETTINGS)
+    assert report.suspects == [] and all(c.kind is None for c in report.top)
+
+
+def test_the_verb_is_read_past_comments_parentheses_and_in_linear_time():
+    assert verb("/* app */ -- loop\n ( SELECT 1)") == "select" and verb("  ") == "" and verb("/* open") == ""
+    assert verb("/**/" * 50_000 + " x") == "x" and verb("/* a */ --" * 20_000) == ""
