@@ -112,7 +112,11 @@ def workload(
     ctx: typer.Context,
     fmt: output.Format = typer.Option(output.Format.table, "--format", help="table or json."),
     top: int | None = typer.Option(
-        None, "--top", min=1, max=INT4_MAX, help="How many statements (and suspects) to list (default: [workload] top)."
+        None,
+        "--top",
+        min=1,
+        max=INT4_MAX,
+        help="How many statements (and suspects) to list (default: \\[workload] top).",
     ),
     show_queries: bool = typer.Option(False, "--show-queries", help="Show queries with their constants."),
 ) -> None:
