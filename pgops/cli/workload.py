@@ -43,7 +43,8 @@ def _figures(cost: StatementCost) -> list[Text]:
         f"{milliseconds(cost.mean_time_ms)} mean"
     )
     second = Text(
-        f"{cost.rows_per_call:,.1f} rows/call · {cost.shared_blks_read:,} blocks read, {cost.shared_blks_hit:,} hit"
+        f"{cost.rows_per_call:,.1f} rows/call · shared blocks: {cost.shared_blks_read:,} read, "
+        f"{cost.shared_blks_hit:,} hit"
     )
     return [first, second]
 
