@@ -371,6 +371,30 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
+class WorkloadSettings:
+    """`pgops workload`: how many statements to show, and the thresholds a statement must pass, all of them, to be
+    an N+1 suspect (or a heavy statement)."""
+
+    ORDERED: ClassVar = (("suspect_max_mean_time", "heavy_mean_time"),)
+
+    top: int = field(default=10, metadata=COUNT)
+    # an N+1 suspect is called at least this often ...
+    suspect_min_calls: int = field(default=1000, metadata={"bounds": Bounds(1, INT8_MAX)})
+    # ... returns about one row per call (a lookup by key; 0 when it finds nothing) ...
+    suspect_max_rows_per_call: float = field(default=1.5, metadata={"bounds": Bounds(0.0, 1e9)})
+    # ... each call is this fast ...
+    suspect_max_mean_time: timedelta = field(default=timedelta(milliseconds=1), metadata=PERIOD)
+    # ... and all its calls together take at least this share of all statement time
+    suspect_min_share: float = field(default=0.01, metadata=RATIO)
+    # a statement whose calls take this long on average is heavy: its cost is in each call, not in their number
+    heavy_mean_time: timedelta = field(default=timedelta(milliseconds=20), metadata=PERIOD)
+    mask_queries: bool = True
+    # a query is cut to this many characters (at least 4, for the ellipsis)
+    query_length: int = field(default=200, metadata={"bounds": Bounds(4, 1024**2)})
+    statement_timeout: timedelta = field(default=timedelta(seconds=10), metadata=TIMEOUT)
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     ORDERED: ClassVar = (("pool_min_size", "pool_max_size"),)
 
@@ -395,6 +419,7 @@ class Settings:
     advisor: AdvisorSettings = field(default_factory=AdvisorSettings)
     pool_report: PoolReportSettings = field(default_factory=PoolReportSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
+    workload: WorkloadSettings = field(default_factory=WorkloadSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     source: str = "defaults"  # where the settings came from, for messages
 

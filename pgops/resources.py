@@ -31,3 +31,8 @@ def read_sql(name: str) -> str:
 
 def migrations_dir() -> Path:
     return data_root() / "migrations"
+
+
+def read_sql_part(name: str) -> str:
+    """The text of `sql/<name>`, a part composed into a marked statement (so it carries no mark of its own)."""
+    return sql_path(name).read_text()

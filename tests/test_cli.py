@@ -58,6 +58,8 @@ def test_console_script_runs():
         ["pool-report", "--terminate-idle-in-transaction-over!", "99999999999d"],
         ["refresh", "watch", "v", "--debounce!", "99999999999d"],
         ["systemd-unit", "--watchdog-sec!", "99999999999"],
+        ["workload", "--top!", "0"],
+        ["workload", "--format!", "xml"],
     ],
     ids=lambda args: " ".join(args).replace("!", ""),
 )

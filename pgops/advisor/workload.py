@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg import errors as pgerrors
-from psycopg import sql
 
+from pgops import pg_stat_statements
 from pgops.advisor.model import Statement
 from pgops.errors import PgopsError
-from pgops.resources import MARK, read_sql
+from pgops.resources import read_sql
 
 
 @dataclass
@@ -45,32 +44,10 @@ def read_pg_stat_statements(
 ) -> list[Statement]:
     """The current database's statements, heaviest total time first; `left_out` is filled with what the
     filters leave out, so the advice can say which option brings them in."""
-    row = conn.execute(
-        MARK + "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
-        "WHERE e.extname = 'pg_stat_statements'"
-    ).fetchone()
-    if row is None:
-        raise PgopsError(
-            "pg_stat_statements is not installed in this database: run CREATE EXTENSION pg_stat_statements "
-            "(package postgresql-contrib; it must be in shared_preload_libraries), or pass --from-file/--from-log"
-        )
-    version = conn.execute(MARK + "SELECT current_setting('server_version_num')::int").fetchone()
-    total = "total_exec_time" if version and version[0] >= 130000 else "total_time"
-    query = sql.SQL(read_sql("advisor/pg_stat_statements.sql")).format(
-        schema=sql.Identifier(row[0]), total_time=sql.Identifier(total)
-    )
+    extension = pg_stat_statements.locate(conn, otherwise="or pass --from-file/--from-log")
     params = {"min_calls": min_calls, "min_total_time": min_total_time_ms, "top": top, "user": user}
-    try:
-        rows = conn.execute(query, params).fetchall()
-    except pgerrors.ObjectNotInPrerequisiteState as exc:
-        raise PgopsError(
-            f"pg_stat_statements can't be read ({exc.diag.message_primary}): add it to shared_preload_libraries "
-            "and restart PostgreSQL"
-        ) from None
-    except pgerrors.InsufficientPrivilege as exc:
-        raise PgopsError(
-            f"can't read pg_stat_statements ({exc.diag.message_primary}): GRANT pg_read_all_stats TO the pgops role"
-        ) from None
+    with pg_stat_statements.readable():
+        rows = conn.execute(pg_stat_statements.query("advisor/pg_stat_statements.sql", extension), params).fetchall()
     if left_out is not None and rows:
         left_out.rare, left_out.light, left_out.past_top = rows[0][0], rows[0][1], rows[0][2]
     return [

@@ -14,6 +14,7 @@ from pgops.cli import pool_report as _pool_report  # noqa: F401
 from pgops.cli import refresh as _refresh  # noqa: F401
 from pgops.cli import sandbox as _sandbox  # noqa: F401
 from pgops.cli import status as _status  # noqa: F401
+from pgops.cli import workload as _workload  # noqa: F401
 from pgops.cli.app import app
 from pgops.errors import EXIT_ERROR, PgopsError, first_line, redact
 from pgops.output import err_console
