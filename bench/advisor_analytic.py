@@ -17,11 +17,14 @@ queries are converted from DuckDB's dialect with sqlglot (bench/tpcds.py); one t
 is left out and listed. pgops is called only through its command line (`python -m pgops`), so this keeps
 working while the advisor's internals change.
 
-Measurement, per configuration: every index except the primary keys is dropped, the configuration's indexes
-are built, every table and index is read into the OS page cache (pg_prewarm) so each configuration starts
-warm, then the queries run one after another on one connection, --runs times; a query's time is the median of
-its runs, and a query cancelled by --timeout counts as the timeout. Statistics are not refreshed between
-configurations (plain indexes need none), so the plans differ only by the indexes.
+Measurement: the loaded database, primary keys only, is the first configuration; the workload runs on it
+once (which fills pg_stat_statements for the third), then the advisor and the reference are asked, each
+other configuration gets a copy of the database (CREATE DATABASE ... TEMPLATE: the same rows and statistics,
+so plans differ only by the indexes) with its indexes built, and every table and index of the four is read
+into the OS page cache (pg_prewarm). The workload then runs --runs times on all four side by side: each
+query on every configuration back to back, before the next query, so that a busy spell of this shared
+machine lands on all of them alike. A query's time is the median of its runs; a query cancelled by
+--timeout counts as the timeout, and is not run again on that configuration.
 
     .venv/bin/python bench/advisor_analytic.py                    # own sandbox in .pgops/bench-analytic
     .venv/bin/python bench/advisor_analytic.py --sf 0.1 --queries 3,7,19 --timeout 10
@@ -157,23 +160,24 @@ class Outcome:
     status: str  # ok, timeout, or the error
 
 
+def run_query(conn: psycopg.Connection, query: tpcds.Query, timeout_s: float) -> Outcome:
+    started = time.perf_counter()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query.text)
+            cur.fetchall()
+        return Outcome(time.perf_counter() - started, "ok")
+    except psycopg.errors.QueryCanceled:
+        return Outcome(timeout_s, "timeout")
+    except psycopg.Error as exc:
+        return Outcome(time.perf_counter() - started, f"error: {exc.diag.message_primary}")
+
+
 def run_workload(dsn: str, queries: list[tpcds.Query], timeout_s: float) -> dict[int, Outcome]:
     """Each query once, in order, on one connection; a cancelled query counts as the timeout."""
-    outcomes: dict[int, Outcome] = {}
     options = f"-c statement_timeout={int(timeout_s * 1000)}"
     with psycopg.connect(dsn, autocommit=True, options=options) as conn:
-        for query in queries:
-            started = time.perf_counter()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(query.text)
-                    cur.fetchall()
-                outcomes[query.number] = Outcome(time.perf_counter() - started, "ok")
-            except psycopg.errors.QueryCanceled:
-                outcomes[query.number] = Outcome(timeout_s, "timeout")
-            except psycopg.Error as exc:
-                outcomes[query.number] = Outcome(time.perf_counter() - started, f"error: {exc.diag.message_primary}")
-    return outcomes
+        return {query.number: run_query(conn, query, timeout_s) for query in queries}
 
 
 @dataclass
@@ -221,6 +225,7 @@ def psql(dsn: str, script: Path) -> float:
 @dataclass
 class Configuration:
     label: str
+    dsn: str  # a database of its own: a copy of the loaded one, with this configuration's indexes
     build_s: float = 0.0
     indexes: list[BuiltIndex] = field(default_factory=list)
     runs: list[dict[int, Outcome]] = field(default_factory=list)
@@ -249,25 +254,50 @@ class Configuration:
         return [n for n in self.runs[0] if self.status(n).startswith("error")]
 
 
-def measure(
-    dsn: str, label: str, script: Path | None, queries: list[tpcds.Query], args: argparse.Namespace
-) -> Configuration:
-    """Drop every secondary index, apply `script` with psql (when given), warm, and run the workload."""
-    config = Configuration(label)
-    with housekeeping(dsn) as conn:
+def copy_database(server: str, source: str, name: str) -> str:
+    """A copy of database `source` named `name` (statistics included, so plans differ only by indexes)."""
+    drop_database(server, name)
+    with psycopg.connect(server, autocommit=True) as conn:
+        strategy = sql.SQL(" STRATEGY FILE_COPY") if conn.info.server_version >= 150000 else sql.SQL("")
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(sql.Identifier(name), sql.Identifier(source), strategy)
+        )
+    return make_conninfo(server, dbname=name)
+
+
+def build(config: Configuration, script: Path | None) -> None:
+    """Apply `script` with psql to the configuration's database, which has the primary keys only."""
+    with housekeeping(config.dsn) as conn:
         drop_secondary_indexes(conn)
         if script is not None:
-            say(f"{label}: applying {script.name} with psql")
-            config.build_s = psql(dsn, script)
+            say(f"{config.label}: applying {script.name} with psql")
+            config.build_s = psql(config.dsn, script)
         config.indexes = secondary_indexes(conn)
-        if not prewarm(conn):
-            say(f"{label}: no pg_prewarm: a first run of the workload warms the caches")
-            run_workload(dsn, queries, args.timeout)
-    for run in range(args.runs):
-        say(f"{label}: workload run {run + 1}/{args.runs} ({len(queries)} queries, timeout {args.timeout:g} s)")
-        config.runs.append(run_workload(dsn, queries, args.timeout))
-    say(f"{label}: {config.total_s:.1f} s, {len(config.slow())} queries over {SLOW_S:g} s")
-    return config
+
+
+def run_side_by_side(configs: list[Configuration], queries: list[tpcds.Query], args: argparse.Namespace) -> None:
+    """--runs runs of the workload on every configuration, interleaved: each query runs on every
+    configuration's database back to back (in an order that rotates from query to query) before the next
+    query, so that a busy spell of this shared machine lands on all of them alike. A query cancelled in one
+    run is not run again on that configuration: it counts as the timeout in every run."""
+    options = f"-c statement_timeout={int(args.timeout * 1000)}"
+    with ExitStack() as stack:
+        conns = [stack.enter_context(psycopg.connect(c.dsn, autocommit=True, options=options)) for c in configs]
+        for run in range(args.runs):
+            say(f"workload run {run + 1}/{args.runs}: {len(queries)} queries x {len(configs)} configurations")
+            for config in configs:
+                config.runs.append({})
+            for position, query in enumerate(queries):
+                for k in range(len(configs)):
+                    i = (position + k) % len(configs)
+                    config, conn = configs[i], conns[i]
+                    if any(earlier[query.number].status == "timeout" for earlier in config.runs[:-1]):
+                        config.runs[-1][query.number] = Outcome(args.timeout, "timeout")
+                        continue
+                    config.runs[-1][query.number] = run_query(conn, query, args.timeout)
+            for config in configs:
+                total = sum(o.seconds for o in config.runs[-1].values())
+                say(f"  {config.label}: {total:.1f} s")
 
 
 # -- output -------------------------------------------------------------------------------------------------
@@ -311,7 +341,7 @@ def report(
     file, pgss, ref = configs["file"], configs["pgss"], configs["ref"]
     out.append(
         f"TPC-DS sf={args.sf:g}: {len(queries)} queries run, timeout {args.timeout:g} s, {args.runs} run(s) each "
-        f"(median), warm (pg_prewarm) before each configuration"
+        f"(median), side by side, warm (pg_prewarm)"
     )
     if left_out:
         out.append("left out: " + "; ".join(f"q{q.number} ({q.left_out})" for q in left_out))
@@ -419,16 +449,19 @@ def main() -> None:
         queries_sql.write_text(tpcds.queries_file(queries))
         say(f"{len(queries)} queries in {queries_sql}; left out: {', '.join(f'q{q.number}' for q in left_out) or '-'}")
 
-        configs: dict[str, Configuration] = {}
         runs: dict[str, AdvisorRun] = {}
-        # 1. no index; its workload runs also fill pg_stat_statements for (3), read before anything else runs
+        base = str(conninfo_to_dict(dsn)["dbname"])
+        # The loaded database, with its primary keys only, is configuration (1); the workload runs on it once,
+        # which warms the caches and fills pg_stat_statements for (3), read before any other statement runs.
         with housekeeping(dsn) as conn:
             drop_secondary_indexes(conn)
             conn.execute("SELECT pg_stat_statements_reset()")
-        configs["none"] = measure(dsn, "no index (PKs only)", None, queries, args)
+        say(f"the workload once on {base}, for pg_stat_statements ({len(queries)} queries)")
+        first = run_workload(dsn, queries, args.timeout)
+        say(f"  {sum(o.seconds for o in first.values()):.1f} s")
         runs["pgss"] = advise(dsn, "pgss", ["--min-calls", "1"], args.out)
         runs["pgss-default"] = advise(dsn, "pgss-default", [], args.out)
-        # 2. and 4. are advised on the same index-less database
+        # (2) and (4) are advised on the same database, without index
         runs["file"] = advise(dsn, "file", ["--from-file", str(queries_sql)], args.out)
         say("per-query reference: one best index per statement with hypopg")
         with housekeeping(dsn) as conn:
@@ -438,12 +471,27 @@ def main() -> None:
             reference_sql = args.out / "reference.sql"
             reference_sql.write_text(per_query_index.script(conn, choices))
 
-        configs["file"] = measure(dsn, "fix.sql --from-file", args.out / "fix-file.sql", queries, args)
-        runs["file-second"] = advise(dsn, "file-second", ["--from-file", str(queries_sql)], args.out)
-        configs["pgss"] = measure(dsn, "fix.sql pg_stat_statements", args.out / "fix-pgss.sql", queries, args)
-        configs["ref"] = measure(dsn, "per-query reference", reference_sql, queries, args)
-        with housekeeping(dsn) as conn:
-            drop_secondary_indexes(conn)
+        configs = {"none": Configuration("no index (PKs only)", dsn)}
+        scripts = {
+            "file": ("fix.sql --from-file", args.out / "fix-file.sql"),
+            "pgss": ("fix.sql pg_stat_statements", args.out / "fix-pgss.sql"),
+            "ref": ("per-query reference", reference_sql),
+        }
+        for key, (label, script) in scripts.items():
+            say(f"{label}: copying {base} to {base}_{key}")
+            copy = copy_database(server, base, f"{base}_{key}")
+            if not args.keep:
+                stack.callback(drop_database, server, f"{base}_{key}")
+            configs[key] = Configuration(label, copy)
+            build(configs[key], script)
+        runs["file-second"] = advise(configs["file"].dsn, "file-second", ["--from-file", str(queries_sql)], args.out)
+        for config in configs.values():
+            with housekeeping(config.dsn) as conn:
+                warmed = prewarm(conn)
+            if not warmed:
+                say(f"{config.label}: no pg_prewarm: a first run of the workload warms the caches")
+                run_workload(config.dsn, queries, args.timeout)
+        run_side_by_side(list(configs.values()), queries, args)
 
         text = report(args, queries, left_out, configs, runs, choices)
         elapsed = time.perf_counter() - started
