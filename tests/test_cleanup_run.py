@@ -373,6 +373,13 @@ ESCAPING_WHERE = [
     ("$a$)$a$ <> '' ) OR (true", "closes a parenthesis it did not open"),
     ("E'\\'' ) OR (true", "closes a parenthesis it did not open"),
     ("(true", "leaves 1 parenthesis open"),
+    # it turns standard_conforming_strings off, so the next batch reads '\' as an escaped quote: live rows went
+    (
+        "set_config('standard_conforming_strings', 'off', false) IS NOT NULL AND note <> '\\' "
+        "AND note <> ') OR true OR (true --'",
+        "has a backslash in a '...' string",
+    ),
+    ("note = $1", "holds a parameter"),
     ("true; DELETE FROM items", "holds a ';'"),
     ("'open", "does not read as SQL"),
     ("/* true) OR (true", "does not read as SQL"),

@@ -16,7 +16,6 @@ from psycopg import sql
 from pgops import crontab
 from pgops.config import CleanupPolicy, Settings, parse_duration
 from pgops.errors import PgopsError
-from pgops.sqltext import printable
 
 CRON_DATABASE = "@cron"  # `database` value meaning "wherever pg_cron keeps its tables" (cron.database_name)
 EXPIRY_TYPES = {"timestamp", "timestamptz", "date"}
@@ -85,7 +84,7 @@ def check_where(where: str, text: str) -> None:
     strings as the server reads them with standard_conforming_strings on, which pgops' sessions set): every
     parenthesis or bracket it closes must be one it opened, it ends with none open, and holds no `;`. Then it
     must parse as the single expression of `SELECT (...)`. So `true) OR (1=1` can't widen what is deleted."""
-    label = f"{where}: where {printable(text)!r}"
+    label = f"{where}: where {text!r}"  # repr: one line, control characters escaped
     if len(text) > MAX_WHERE_LENGTH:
         raise PgopsError(f"{where}: where is {len(text):,} characters; at most {MAX_WHERE_LENGTH:,} are accepted")
     try:
@@ -102,6 +101,15 @@ def check_where(where: str, text: str) -> None:
                 raise PgopsError(f"{label} closes a parenthesis it did not open (at character {token.start + 1})")
         elif token.name == _SEMICOLON:
             raise PgopsError(f"{label} holds a ';': it must be one expression")
+        elif token.name == "PARAM":
+            raise PgopsError(f"{label} holds a parameter ({text[token.start : token.end + 1]}): write the value")
+        elif token.name == "SCONST" and text[token.start] == "'" and "\\" in text[token.start : token.end + 1]:
+            # With standard_conforming_strings off (a statement may turn it off), `\'` ends no string: the same
+            # text would read differently. E'...' and dollar quotes read alike either way.
+            raise PgopsError(
+                f"{label} has a backslash in a '...' string, which reads differently when standard_conforming_strings"
+                " is off: write it as E'...' or $$...$$"
+            )
     if depth:
         raise PgopsError(f"{label} leaves {depth} parenthesis open")
     if all(token.name in _COMMENTS for token in tokens):
