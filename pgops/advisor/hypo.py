@@ -58,6 +58,7 @@ class Planner:
         self.hypopg = hypopg
         self._created = 0
         self._live: dict[Candidate, int] = {}
+        self._types: dict[str, list[str]] = {}  # the parameter types a statement planned with
         conn.read_only = True
 
     # -- costs -------------------------------------------------------------------------------------------------
@@ -69,18 +70,34 @@ class Planner:
         if count == 0:
             cost, used = self._explain(sql.SQL(text))
             return Costs(cost, None, used)
-        try:  # PREPARE with the parameters' types where the statement says them (`= ANY(ARRAY[$1, $2])`)...
-            generic, generic_used = self._prepared(text, ["NULL"] * count, "force_generic_plan", analysis)
-        except PlanError:
-            if self.catalog.server_version < 160000:
-                raise
-            # ...else 16's EXPLAIN (GENERIC_PLAN), which plans a parameter whose type nothing says
-            generic, generic_used = self._explain(sql.SQL(text), generic=True)
+        generic, generic_used = self._generic(text, count, analysis)
         values = realistic_values(analysis, self.catalog, count)
         if values is None:
             return Costs(generic, generic, generic_used)
-        cost, used = self._prepared(text, values, "force_custom_plan", analysis)
+        try:
+            cost, used = self._prepared(text, values, "force_custom_plan", self._types.get(text, []))
+        except PlanError:
+            return Costs(generic, generic, generic_used)  # the values do not fit: the generic plan decides
         return Costs(cost, generic, used)
+
+    def _generic(self, text: str, count: int, analysis: Analysis) -> tuple[float, frozenset[str]]:
+        """The generic plan, through PREPARE with each parameter's type: its column's where the statement
+        compares it with one, else the first of _FALLBACK_TYPES the statement plans with (remembered)."""
+        known = parameter_types(analysis, self.catalog, count)
+        tried = [self._types[text]] if text in self._types else _typings(known)
+        failure: PlanError | None = None
+        for types in tried:
+            try:
+                result = self._prepared(text, ["NULL"] * count, "force_generic_plan", types)
+            except PlanError as exc:
+                failure = failure or exc
+                continue
+            self._types[text] = types
+            return result
+        if self.catalog.server_version < 160000:
+            assert failure is not None
+            raise failure
+        return self._explain(sql.SQL(text), generic=True)  # 16+: the server infers what it can
 
     def _explain(self, statement: sql.Composable, *, generic: bool = False) -> tuple[float, frozenset[str]]:
         try:
@@ -89,7 +106,7 @@ class Planner:
         except psycopg.Error as exc:
             raise PlanError(_message(exc)) from None
 
-    def _prepared(self, text: str, values: list[str], mode: str, analysis: Analysis) -> tuple[float, frozenset[str]]:
+    def _prepared(self, text: str, values: list[str], mode: str, types: list[str]) -> tuple[float, frozenset[str]]:
         """Cost through PREPARE/EXECUTE; the prepared statement is deallocated by name (never DEALLOCATE ALL)."""
         label = f"pgops_advisor_{next(_names)}"
         name = sql.Identifier(label)
@@ -97,8 +114,10 @@ class Planner:
         try:
             with self.conn.transaction():
                 self.conn.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Literal(mode)))
-                types = sql.SQL(", ").join(sql.SQL(t) for t in parameter_types(analysis, self.catalog, len(values)))
-                self.conn.execute(sql.SQL("PREPARE {} ({}) AS {}").format(name, types, sql.SQL(text)))
+                declared = sql.SQL(", ").join(sql.SQL(t) for t in types) if types else None
+                prepare = "PREPARE {} ({}) AS {}" if declared else "PREPARE {} AS {}"
+                parts = (name, declared, sql.SQL(text)) if declared else (name, sql.SQL(text))
+                self.conn.execute(sql.SQL(prepare).format(*parts))
                 return self._explain_in_transaction(sql.SQL("EXECUTE {}({})").format(name, args))
         except psycopg.Error as exc:
             raise PlanError(_message(exc)) from None
@@ -194,6 +213,17 @@ def _message(exc: psycopg.Error) -> str:
     diag = getattr(exc, "diag", None)
     text = (diag.message_primary if diag and diag.message_primary else str(exc)).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+# Types tried, in order, for a parameter nothing in the statement types: a constant compared with no column is
+# most often a number (`d_month_seq BETWEEN $1 AND $1 + $2`: unknown + unknown is ambiguous), sometimes text.
+_FALLBACK_TYPES = ("unknown", "integer", "numeric", "text")
+
+
+def _typings(known: list[str]) -> list[list[str]]:
+    if "unknown" not in known:
+        return [known]
+    return [[fallback if t == "unknown" else t for t in known] for fallback in _FALLBACK_TYPES]
 
 
 def parameter_types(analysis: Analysis, catalog: Catalog, count: int) -> list[str]:
