@@ -251,6 +251,12 @@ def test_partitioned_table_cleans_each_partition_and_offers_to_drop_expired_ones
     assert "LockRows" in dry.plan and "Delete on logs_now" in dry.plan
     assert conn.execute("SELECT count(*) FROM logs").fetchone()[0] == 360
 
+    # a row the policy's `where` leaves NULL is kept by every batch: its partition is not one to drop whole
+    conn.execute("UPDATE logs SET path = NULL WHERE id = 1 AND created_at < '2001-01-01'")
+    keeps_nulls = dataclasses.replace(policy, where="path <> '/x'")
+    assert run_policy(dsn, "logs", keeps_nulls, Settings(), dry_run=True).expired_partitions == []
+    conn.execute("UPDATE logs SET path = '/a' WHERE path IS NULL")
+
     tables: set[str] = set()
     result = run_policy(dsn, "logs", policy, Settings(), on_batch=lambda b: tables.add(b.table))
     assert tables == {"public.logs_old", "public.logs_now"}

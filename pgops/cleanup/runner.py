@@ -451,7 +451,8 @@ def _expired_partitions(conn: psycopg.Connection, checked: Checked) -> list[str]
             continue
         row = conn.execute(
             sql.SQL(
-                "SELECT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {t} WHERE {c} IS NULL OR NOT ({cond}))"
+                # IS NOT TRUE: a row whose `where` is NULL stays, as in every batch, so its partition can't go
+                "SELECT EXISTS (SELECT 1 FROM {t}) AND NOT EXISTS (SELECT 1 FROM {t} WHERE ({cond}) IS NOT TRUE)"
             ).format(t=leaf.relation.ident, c=column, cond=condition(checked.policy))
         ).fetchone()
         if row and row[0]:
