@@ -8,6 +8,7 @@ exception is a bug and shows a traceback only with `--debug`. Every line pgops p
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, unquote
 
 # Exit codes follow the monitoring-plugin convention so cron and alert tooling can read them.
 EXIT_OK = 0
@@ -37,25 +38,35 @@ _secrets: set[str] = set()
 
 
 def split_url(dsn: str) -> tuple[str, str | None, str] | None:
-    """`scheme://`, the user information (up to the last `@` before any `?`) and the rest; None if not a URL."""
+    """`scheme://`, the user information and the rest; None if not a URL.
+
+    The user information runs to the last `@`, so that an unencoded `/` or `@` in a password stays in it, when
+    what comes before reads as `user:...` (or holds no `/`): `postgresql://host/d@b` has none."""
     match = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*://)(.*)\Z", dsn.strip(), re.DOTALL)
     if not match:
         return None
     scheme, rest = match.groups()
-    head, mark, query = rest.partition("?")
-    if "@" not in head:
+    at = rest.rfind("@")
+    if at < 0:
         return scheme, None, rest
-    userinfo, _, hostpart = head.rpartition("@")
-    return scheme, userinfo, hostpart + mark + query
+    userinfo = rest[:at]
+    if not re.match(r"[^:/@?#]*:", userinfo) and ("/" in userinfo or "?" in userinfo):
+        return scheme, None, rest
+    return scheme, userinfo, rest[at + 1 :]
 
 
 def passwords_in(dsn: str) -> list[str]:
-    """The passwords a connection string holds, as written (URL user information or `password=`)."""
-    found = [m.group(2).strip("'") for m in _KEYWORD_PASSWORD.finditer(dsn)]
+    """The passwords a connection string holds, as written and as libpq reads them (percent-decoded, unescaped):
+    `password=` keywords, the URL's user information and its `password` query parameter."""
+    found = [re.sub(r"\\(.)", r"\1", m.group(2)[1:-1]) if m.group(2).startswith("'") else m.group(2)
+             for m in _KEYWORD_PASSWORD.finditer(dsn)]  # fmt: skip
     parts = split_url(dsn)
     if parts and parts[1] and ":" in parts[1]:
         found.append(parts[1].split(":", 1)[1])
-    return [secret for secret in found if secret]
+    if parts:
+        query = parts[2].partition("?")[2]
+        found += [value for key, values in parse_qs(query).items() if key == "password" for value in values]
+    return [variant for secret in found if secret for variant in {secret, unquote(secret)}]
 
 
 def remember_secrets(dsn: str) -> None:

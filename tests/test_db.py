@@ -38,6 +38,18 @@ def test_redact_hides_a_password_up_to_the_last_at_and_every_password_it_was_giv
     assert db.describe("postgresql://u:Zm9v/s3cret@127.0.0.1:1/db") == "127.0.0.1:1/db as u"
 
 
+def test_passwords_are_remembered_as_libpq_reads_them():
+    for dsn, secret in [
+        ("postgresql://u:p%40ssword@h/db", "p@ssword"),  # percent-decoded
+        ("postgresql://h/db?password=qu3ry-pw&sslmode=require", "qu3ry-pw"),  # a query parameter
+        ("host=h password='it\\'s secret'", "it's secret"),  # a keyword string's escapes
+        ("postgresql://u:pa?ssword@host/db", "pa?ssword"),  # a '?' before the '@'
+    ]:
+        db.check_url(dsn)
+        assert db.redact(f"libpq said: <{secret}> is wrong") == "libpq said: <***> is wrong", dsn
+    assert db.describe("postgresql://host/d@b") == "host:5432/d@b"  # an '@' in a database name is no password
+
+
 def test_the_users_options_are_kept_and_pgops_limits_win(dsn, monkeypatch):
     with db.connect(psycopg.conninfo.make_conninfo(dsn, options="-c search_path=app,public -c lock_timeout=9s")) as c:
         assert c.execute("SHOW search_path").fetchone() == ("app,public",)
