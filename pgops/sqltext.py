@@ -84,6 +84,14 @@ class Script:
     def comment(self, text: str = "") -> None:
         self._lines.append(comment(text))
 
+    def commented(self, statement: sql.Composable, prefix: str = "", note: str = "") -> None:
+        """A statement to review, commented out, as it would run: its composed text is one printable line
+        (names as `U&"..."`), so it is written as it is, not escaped again; the note is escaped."""
+        text = statement.as_string(None) + ";"  # type: ignore[arg-type]
+        if not text.isprintable():
+            text = printable(text)
+        self._lines.append(f"-- {printable(prefix)}{text}" + (f"  -- {printable(note)}" if note else ""))
+
     def statement(self, statement: sql.Composable, context: object = None) -> None:
         self._lines.append(statement.as_string(context) + ";")  # type: ignore[arg-type]
 

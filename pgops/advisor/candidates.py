@@ -105,9 +105,9 @@ def _for_table(
     shapes += [[column] for column in sorted(use.searched & usable)]  # every single column a step may grow from
     candidates: list[Candidate] = []
     for column in use.like:
-        if column in usable and column not in equality:
+        if column in usable and column not in equality and len(equality) < MAX_KEY_COLUMNS:
             opclasses = (*([None] * len(equality)), table.columns[column].pattern_opclass)
-            candidates.append(Candidate(use.table, (*equality, column)[:MAX_KEY_COLUMNS], (), (), opclasses))
+            candidates.append(Candidate(use.table, (*equality, column), (), (), opclasses))
     for shape in shapes:
         columns = tuple(dict.fromkeys(shape))[:MAX_KEY_COLUMNS]
         if not columns:

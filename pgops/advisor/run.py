@@ -189,9 +189,11 @@ def analyze_workload(
                 ),
             )
     recommendations = []
+    taken = {name for _, name in catalog.tables} | {index.name for index in catalog.indexes}
     for choice in selection.chosen:
         candidate = choice.candidate
-        name = index_name(candidate)
+        name = index_name(candidate, taken)
+        taken.add(name)
         writes, write_ms, ends_hot = overhead(candidate)
         recommendations.append(
             Recommendation(
@@ -319,12 +321,17 @@ def table_writes(analyses: list[Analysis]) -> dict[tuple[str, str], TableWrites]
 
 
 def _reference(analyses: list[Analysis], baselines: dict[int, Baseline], catalog: Catalog, unit: Unit) -> float:
-    """What the thresholds are shares of, the same before and after the advice is applied: the measured time, or
-    with plan cost alone, what the statements cost as sequential scans of their tables (their plan cost moves
-    with the indexes, so a second run would find the rest of the steps worth more)."""
+    """What the thresholds are shares of, as steady as can be before and after the advice is applied: the
+    measured time, or with plan cost alone a cost that the applied indexes lower as little as possible (the plan
+    cost itself falls with them, so a second run would find the rest of the steps worth more)."""
     if unit is not Unit.cost:
         return sum(a.statement.total_time_ms for a in analyses)
-    return sum(rules.statement_cost(analyses[n], catalog) * analyses[n].statement.calls for n in baselines)
+    # Per statement the larger of its scan cost and its plan cost now: a plan the indexes did not change keeps
+    # its cost as in the first run, one they cut counts at least as scans.
+    return sum(
+        max(rules.statement_cost(analyses[n], catalog), base.cost) * analyses[n].statement.calls
+        for n, base in baselines.items()
+    )
 
 
 def _covered_rows(catalog: Catalog, candidate: Candidate) -> float:

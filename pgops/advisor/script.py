@@ -23,8 +23,10 @@ from pgops.sqltext import Script, identifier, literal
 NAME_LIMIT = 63  # NAMEDATALEN - 1 bytes
 
 
-def index_name(candidate: Candidate) -> str:
-    """Deterministic and within 63 bytes; a short digest of the definition keeps variants apart."""
+def index_name(candidate: Candidate, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """Deterministic and within 63 bytes; a short digest of the definition keeps variants apart, and a name that
+    is `taken` (a relation of the schema, or another proposal) gets it too, so `IF NOT EXISTS` never mistakes
+    another index for this one."""
     base = "_".join([candidate.table[1], *candidate.columns])
     digest = hashlib.sha1(candidate.describe().encode()).hexdigest()[:6]
     if candidate.include or candidate.predicate or any(candidate.opclasses):
@@ -34,10 +36,14 @@ def index_name(candidate: Candidate) -> str:
     else:
         suffix = "_idx"
     base = re.sub(r"[^A-Za-z0-9_]", "_", base)
-    if len((base + suffix).encode()) > NAME_LIMIT:
+    if len((base + suffix).encode()) > NAME_LIMIT or base + suffix in taken:
         suffix = f"_{digest}_idx"
         base = base.encode()[: NAME_LIMIT - len(suffix)].decode(errors="ignore")
-    return base + suffix
+    name, number = base + suffix, 1
+    while name in taken:  # the digest of another definition collided: count on
+        number += 1
+        name = f"{base[: NAME_LIMIT - len(suffix) - len(str(number)) - 1]}_{number}{suffix}"
+    return name
 
 
 def _predicate(constant: Constant) -> sql.Composable:
@@ -108,6 +114,9 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
     Every name and text from the database goes into a comment through `Script.comment`, every statement is a
     composed one: a DBA runs this file as superuser."""
     script = Script()
+    # Before any text from the database: this file is UTF-8, and psycopg wrote its literals for these settings.
+    script.statement(sql.SQL("SET client_encoding = 'UTF8'"))
+    script.statement(sql.SQL("SET standard_conforming_strings = on"))
     script.comment(f"pgops advise-indexes for database {advice.database}")
     script.comment(f"generated {advice.generated_at:%Y-%m-%d %H:%M:%S %Z} in {advice.duration_s:.1f}s")
     script.comment(f"sources: {', '.join(advice.sources)}")
@@ -148,12 +157,12 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
                 f"{query.after:,.1f}{generic}: {_one_line(query.query)}"
             )
         script.statement(sql.SQL(rec.create_sql))
-        script.comment(f"rollback: {rec.drop_sql};")
+        script.commented(sql.SQL(rec.drop_sql), "rollback: ")
         script.blank()
     if advice.drops:
         script.comment("existing indexes to review (commented out: check each before dropping)")
         for drop in advice.drops:
-            script.comment(f"{drop.drop_sql};  -- {drop.kind}: {drop.reason}")
+            script.commented(sql.SQL(drop.drop_sql), note=f"{drop.kind}: {drop.reason}")
         script.blank()
     if explain:
         if advice.left_out:

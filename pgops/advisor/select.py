@@ -180,7 +180,8 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             counter += 1
             heapq.heappush(queue, (-_ratio(net, added), step.new.describe(), counter, step))
 
-    for seed in dict.fromkeys(problem.seeds):
+    seeds = list(dict.fromkeys(problem.seeds))
+    for seed in seeds:
         push(Step(seed))
     while queue:
         _, _, _, step = heapq.heappop(queue)
@@ -207,6 +208,17 @@ def choose(problem: Problem, budget: Budget) -> Selection:
         search.take(step)
         for extension in problem.extensions(step.new):
             push(Step(extension, step.new))
+        # An index on another table may now be worth more than its bound says (a join that can now start from
+        # this one's rows): the lazy queue assumes savings only shrink, so those sharing statements with this
+        # step are costed again. Indexes on the same table only compete with it: their bounds still hold.
+        touched = set(problem.statements_of(step.new))
+        for seed in seeds:
+            if (
+                seed.table != step.new.table
+                and seed not in search.config
+                and touched & set(problem.statements_of(seed))
+            ):
+                push(Step(seed))
     pruned = _prune(problem, search, budget)
     outcome.chosen = _explain(problem, search.config)
     outcome.rejected = pruned + _rejections(problem, search, budget, {r.index for r in pruned})

@@ -266,3 +266,12 @@ def test_two_join_columns_of_one_table_become_a_composite_key_in_both_orders():
     found, _ = generate([analyze(statement(query), catalog)], catalog)
     keys = {c.columns for c in found if c.table == ("public", "lineitem") and not c.include}
     assert {("l_partkey", "l_suppkey"), ("l_suppkey", "l_partkey"), ("l_partkey",), ("l_suppkey",)} <= keys
+
+
+def test_an_index_name_already_taken_is_not_proposed_again():
+    candidate = Candidate(ORDERS, ("customer_id",))
+    plain = index_name(candidate)
+    assert plain == "orders_customer_id_idx"
+    other = index_name(candidate, {plain})  # a partial or broken index of that name exists: IF NOT EXISTS would skip
+    assert other != plain and other.startswith("orders_customer_id_") and len(other.encode()) <= NAME_LIMIT
+    assert index_name(candidate, {plain, other}) not in {plain, other}

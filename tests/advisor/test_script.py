@@ -73,8 +73,8 @@ def test_names_and_texts_from_the_database_never_become_statements(schema, table
     value = value.replace("\x00", "")  # a text value from the server never holds NUL either
     script = render_sql(advice_with(schema, table, column, include, value, text, index), explain=True)
     statements = [raw.stmt for raw in pglast.parser.parse_sql(script)]
-    assert [type(s).__name__ for s in statements] == ["VariableSetStmt", "VariableSetStmt", "IndexStmt"]
-    create = statements[2]
+    assert [type(s).__name__ for s in statements] == [*["VariableSetStmt"] * 4, "IndexStmt"]
+    create = statements[4]
     assert (create.relation.schemaname, create.relation.relname) == (schema, table)
     assert [p.name for p in create.indexParams] == [column]
     assert [p.name for p in create.indexIncludingParams] == [include]
@@ -88,6 +88,8 @@ def test_a_newline_in_a_column_name_stays_in_its_comment():
     evil = "email\nALTER ROLE lowpriv SUPERUSER; --"
     script = render_sql(advice_with("public", "t", evil, "x", "v", "SELECT 1", "idx\nDROP TABLE t; --"))
     statements = [line for line in script.splitlines() if line and not line.startswith("--")]
-    assert [line.split(" ")[0] for line in statements] == ["SET", "SET", "CREATE"]  # each on one line
-    assert 'U&"email\\+00000aALTER ROLE lowpriv SUPERUSER; --"' in statements[2]
+    assert [line.split(" ")[0] for line in statements] == ["SET", "SET", "SET", "SET", "CREATE"]  # one line each
+    assert 'U&"email\\+00000aALTER ROLE lowpriv SUPERUSER; --"' in statements[4]
+    # a statement to review is written as it would run: uncommented, it drops that very index
+    assert '-- DROP INDEX CONCURRENTLY IF EXISTS "public".U&"idx\\+00000aDROP TABLE t; --";  -- unused: ' in script
     assert "-- 1. public.t (email\\nALTER ROLE lowpriv SUPERUSER; --)" in script  # readable, and escaped
