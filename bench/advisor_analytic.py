@@ -445,6 +445,8 @@ def main() -> None:
                 raise SystemExit("hypopg is not installed in the database: the per-query reference needs it")
         queries = [q for q in checked if not q.left_out]
         left_out = [q for q in checked if q.left_out]
+        if not queries:
+            raise SystemExit(f"no query to run: --queries {args.queries} names none of TPC-DS's 1-99 that runs")
         queries_sql = args.out / "queries.sql"
         queries_sql.write_text(tpcds.queries_file(queries))
         say(f"{len(queries)} queries in {queries_sql}; left out: {', '.join(f'q{q.number}' for q in left_out) or '-'}")
