@@ -66,7 +66,11 @@ def test_once_runs_every_builtin_job_on_the_demo(cli, migrated_dsn, conn, tmp_pa
     assert all(run["outcome"] == "ok" for run in outcomes.values()), outcomes
     assert "refreshed" in outcomes["refresh"]["detail"]
     assert expired_sessions(conn) == 0
-    assert (tmp_path / "advice.sql").read_text().startswith("-- pgops")
+    assert (
+        (tmp_path / "advice.sql")
+        .read_text()
+        .startswith("SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\n-- pgops")
+    )
     assert any(metric.name.startswith("pgops_pool") for metric in REGISTRY.collect())
 
 
@@ -155,7 +159,7 @@ def test_advisor_job_writes_the_script_atomically(cli, migrated_dsn, conn, tmp_p
     assert run["job"] == "advisor" and run["outcome"] == "ok", run
     assert run["detail"].endswith(f"script written to {output}")
     script = output.read_text()
-    assert script.startswith("-- pgops")
+    assert script.startswith("SET client_encoding") and "\n-- pgops advise-indexes" in script
     assert "CREATE INDEX" in script  # the demo misses indexes on purpose
     assert [p.name for p in output.parent.iterdir()] == ["indexes.sql"]  # no temporary file left behind
 

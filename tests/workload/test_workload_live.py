@@ -122,7 +122,11 @@ def test_the_view_fits_the_terminal_without_cutting_anything(shop, loop_ms, widt
     console.print(render(report))
     text = console.export_text()
     assert all(len(line) <= width for line in text.splitlines())
-    assert "…" not in text and "..." not in text
+    # figures and reasons are never cut; a long statement's text may be, at query_length (other tests' statements
+    # in this database's pg_stat_statements can be long)
+    assert not [
+        line for line in text.splitlines() if ("…" in line or "..." in line) and ("why:" in line or " call" in line)
+    ]
     assert LOOP in text  # whole, on one line: 40 characters after the rank
     assert "N+1 suspects, by total time" in text and "why: 1,000 calls (at least 1,000)" in text.replace("\n   ", " ")
     for figure in (f"{c.calls:,} call" for c in report.top):
