@@ -15,7 +15,6 @@ class WhatIf:
         self.catalog = catalog
         self.analyses = analyses
         self.baseline = baseline
-        self.generic: dict[tuple[int, frozenset[Candidate]], float | None] = {}
         self._cache: dict[tuple[int, frozenset[Candidate]], float] = {}
         self.planned = 0  # planner calls made, for the summary and the tests
 
@@ -43,5 +42,4 @@ class WhatIf:
             costs = self.planner.costs(analysis)
         except PlanError:
             return self.baseline[number]
-        self.generic[(number, indexes)] = costs.generic
         return min(costs.cost, self.baseline[number])  # an index the plan would not use costs nothing
