@@ -65,7 +65,7 @@ def _installed_objects(conn) -> tuple[bool, int, int]:
 def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, alembic_ini, cli):
     config = alembic_ini(dsn)
     command.upgrade(config, "head")
-    assert migrate.current_revision(dsn, settings_for(dsn)) == "0002"
+    assert migrate.current_revision(dsn, settings_for(dsn)) == "0003"
     jobs = _jobs(pg_server, dbname)
     assert [(name, database) for name, database, _ in jobs] == [
         (f"pgops-refresh-history:{dbname}", pg_server.cron_database),
@@ -84,10 +84,10 @@ def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, al
 
     upgraded = cli("--dsn", dsn, "migrate")
     assert upgraded.exit_code == 0, upgraded.stderr
-    assert "not installed → 0002" in upgraded.stderr and "scheduled" in upgraded.stderr
+    assert "not installed → 0003" in upgraded.stderr and "scheduled" in upgraded.stderr
     assert len(_jobs(pg_server, dbname)) == 2
     downgraded = cli("--dsn", dsn, "migrate", "--downgrade", "base")
-    assert downgraded.exit_code == 0 and "0002 → not installed" in downgraded.stderr
+    assert downgraded.exit_code == 0 and "0003 → not installed" in downgraded.stderr
     assert _jobs(pg_server, dbname) == []
 
 
@@ -115,7 +115,7 @@ def test_upgrade_downgrade_upgrade_without_pg_cron(pg_server, dbname, conn, alem
             command.downgrade(alembic_ini(role_dsn), "base")
             assert _installed_objects(as_role) == (False, 0, 0)
             command.upgrade(alembic_ini(role_dsn), "head")
-            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0002"
+            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0003"
             assert _jobs(pg_server, dbname) == []
             watch.watch(as_role, "fund_stats", FAST)
             assert [v.name for v in queue.watched_views(as_role)] == ["public.fund_stats"]
@@ -168,7 +168,7 @@ def test_0002_converts_an_installed_write_path_both_ways(dsn, conn, settings):
     assert _write_path(conn) == at_0001
 
     migrate.upgrade(dsn, settings)
-    assert migrate.current_revision(dsn, settings) == "0002"
+    assert migrate.current_revision(dsn, settings) == "0003"
     assert _write_path(conn) == (
         {"funds": [f"refresh_mark_{stats.view_id}()", f"refresh_mark_{names.view_id}()"],
          "trades": [f"refresh_mark_{stats.view_id}()"]},
@@ -189,6 +189,53 @@ def test_0002_converts_an_installed_write_path_both_ways(dsn, conn, settings):
     assert _installed_objects(conn) == (False, 0, 0)
 
 
+def _trigger_states(conn) -> dict[str, str]:
+    return dict(
+        conn.execute(
+            "SELECT t.tgrelid::regclass::text || ':' || p.proname, t.tgenabled::text FROM pg_trigger t "
+            "JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.pronamespace = 'pgops'::regnamespace ORDER BY 1"
+        ).fetchall()
+    )
+
+
+def test_0003_keeps_watched_views_working_both_ways(dsn, conn, settings):
+    """Views watched at 0002 (one pending, one clean) keep their flags through 0003, whose processor then disables
+    the pending view's triggers; the downgrade enables them again, and 0002's processor loses no write."""
+    migrate.upgrade(dsn, settings, "0002")
+    conn.execute(BASE_SCHEMA)
+    conn.execute("CREATE MATERIALIZED VIEW fund_names AS SELECT id, name FROM funds")
+    conn.execute("CREATE UNIQUE INDEX ON fund_names (id)")
+    slow = dataclasses.replace(FAST, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    stats = watch.watch(conn, "fund_stats", slow)  # pending from the start
+    names = watch.watch(conn, "fund_names", slow)
+    process.refresh_now(conn, "fund_names", slow)  # clean: its writers mark
+    s, n = f"refresh_mark_{stats.view_id}", f"refresh_mark_{names.view_id}"
+    enabled = {f"funds:{s}": "O", f"funds:{n}": "O", f"trades:{s}": "O"}
+    assert _trigger_states(conn) == enabled and _write_path(conn)[2] == [stats.view_id]
+
+    migrate.upgrade(dsn, settings)
+    assert migrate.current_revision(dsn, settings) == "0003"
+    assert _trigger_states(conn) == enabled and _write_path(conn)[2] == [stats.view_id]
+    conn.execute("UPDATE funds SET name = 'renamed' WHERE id = 1")
+    assert conn.execute("SELECT array_agg(view_id) FROM pgops.refresh_marks").fetchone()[0] == [names.view_id]
+    assert [o.outcome for o in process.process_due(conn, slow)] == ["waiting", "waiting"]
+    assert set(_trigger_states(conn).values()) == {"D"}
+    conn.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 500)")  # no trigger runs: no mark
+
+    migrate.downgrade(dsn, settings, "0002")
+    assert migrate.current_revision(dsn, settings) == "0002"
+    assert _trigger_states(conn) == enabled and _write_path(conn)[2] == sorted([stats.view_id, names.view_id])
+    for view in ("fund_stats", "fund_names"):
+        assert process.refresh_now(conn, view, slow).outcome == process.REFRESHED
+        assert differs_from_query(conn, f"public.{view}") == 0
+    conn.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 501)")  # clean again under 0002: marks
+    assert conn.execute("SELECT array_agg(view_id) FROM pgops.refresh_marks").fetchone()[0] == [stats.view_id]
+
+    migrate.upgrade(dsn, settings)
+    migrate.downgrade(dsn, settings)
+    assert _installed_objects(conn) == (False, 0, 0)
+
+
 def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     settings = settings_for(dsn, dataclasses.replace(FAST, cron_schedule="*/5 * * * *"))
     script = migrate.upgrade_sql(settings)
@@ -199,7 +246,7 @@ def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     notices: list[str] = []
     conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
     conn.execute(script)
-    assert migrate.current_revision(dsn, settings) == "0002"
+    assert migrate.current_revision(dsn, settings) == "0003"
     if "pg_cron" in pg_server.extensions:  # pg_cron lives in another database: the call to run there
         assert any(f"in {pg_server.cron_database}, run SELECT cron.schedule_in_database" in n for n in notices)
     else:

@@ -7,14 +7,17 @@ import dataclasses
 import json
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from psycopg import sql
 
+from pgops import migrate
 from pgops.refresh import process, queue, watch
-from tests.refresh.conftest import differs_from_query
+from tests.refresh.conftest import FAST, differs_from_query, settings_for
 
 
 def _view(conn, name="public.fund_stats") -> queue.WatchedView:
@@ -264,6 +267,97 @@ def test_a_writer_session_runs_the_trigger_function_the_processor_left_it(conn, 
         assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["waiting"]  # raises it
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 3)")
         assert _marks(conn) == 0
+
+
+def _trigger_states(conn) -> dict[str, str]:
+    """Table → its pgops trigger's pg_trigger.tgenabled ('O' enabled, 'D' disabled)."""
+    rows = conn.execute(
+        "SELECT t.tgrelid::regclass::text, t.tgenabled::text FROM pg_trigger t "
+        "JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.pronamespace = 'pgops'::regnamespace ORDER BY 1"
+    ).fetchall()
+    return dict(rows)
+
+
+def test_a_pending_refresh_disables_the_triggers_and_lowering_it_enables_them(conn, dsn, fund_stats, settings):
+    """While a refresh is pending the processor disables the view's triggers (writers call no trigger function),
+    and enables them again before the refresh, so the writes after it mark."""
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    process.refresh_now(conn, fund_stats, settings.refresh)
+    assert _trigger_states(conn) == {"funds": "O", "trades": "O"}
+    _trade(dsn)
+    assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["waiting"]
+    assert _trigger_states(conn) == {"funds": "D", "trades": "D"}
+    assert conn.execute("SELECT pgops.is_pending(1)").fetchone()[0]
+    _trade(dsn, 31)
+    assert _marks(conn) == 0 and differs_from_query(conn, fund_stats) > 0
+
+    assert process.refresh_now(conn, fund_stats, settings.refresh).outcome == process.REFRESHED
+    assert _trigger_states(conn) == {"funds": "O", "trades": "O"}
+    assert differs_from_query(conn, fund_stats) == 0
+    _trade(dsn, 32)
+    assert _marks(conn) == 1
+
+
+def test_an_open_writer_keeps_the_triggers_enabled_without_holding_up_the_processor(conn, dsn, fund_stats, settings):
+    """Disabling waits for the table's writers only a moment: with one still open, the empty body stands in for
+    the pending flag and the next run disables the triggers. Enabling them waits for a writer that skipped."""
+    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")
+        started = time.monotonic()
+        assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["waiting"]
+        assert time.monotonic() - started < settings.refresh.lock_timeout.total_seconds() / 2
+        assert _trigger_states(conn) == {"funds": "O", "trades": "O"}  # all of a view's tables, or none
+        assert conn.execute("SELECT pgops.is_pending(1)").fetchone()[0]
+        writer.commit()
+    assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["waiting"]
+    assert _trigger_states(conn) == {"funds": "D", "trades": "D"}
+
+    with psycopg.connect(dsn) as writer:
+        writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 888)")  # no trigger call, no mark
+        committer = threading.Timer(0.5, writer.commit)
+        committer.start()
+        started = time.monotonic()
+        outcome = process.refresh_now(conn, fund_stats, settings.refresh)
+        committer.join()
+    assert outcome.outcome == process.REFRESHED and time.monotonic() - started >= 0.45
+    assert differs_from_query(conn, fund_stats) == 0
+
+
+def test_a_role_that_may_not_alter_the_tables_keeps_the_empty_body(conn, pg_server, dbname):
+    """A role with the TRIGGER privilege on a table it does not own (enough to watch a view it owns over that
+    table; it runs pgops' migration, as the README asks) can't disable triggers: the pending body alone is the
+    flag there, and nothing is lost."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, ops = f"pgops_tables_{suffix}", f"pgops_views_{suffix}"
+    for role in (owner, ops):
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(role)))
+    conn.execute("CREATE TABLE t (id integer PRIMARY KEY, n integer NOT NULL)")
+    conn.execute(sql.SQL("ALTER TABLE t OWNER TO {}").format(sql.Identifier(owner)))
+    conn.execute(sql.SQL("GRANT SELECT, TRIGGER ON t TO {}").format(sql.Identifier(ops)))
+    conn.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(ops)))
+    conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(ops)))
+    ops_dsn = pg_server.database_dsn(dbname, user=ops, password="pw")
+    try:
+        migrate.upgrade(ops_dsn, settings_for(ops_dsn))
+        with psycopg.connect(ops_dsn, autocommit=True) as as_ops:
+            as_ops.execute("CREATE MATERIALIZED VIEW t_sum AS SELECT 1 AS k, coalesce(sum(n), 0) AS n FROM t")
+            as_ops.execute("CREATE UNIQUE INDEX ON t_sum (k)")
+            slow = dataclasses.replace(FAST, debounce=timedelta(seconds=30))
+            watch.watch(as_ops, "t_sum", slow, max_wait=timedelta(minutes=5))
+            assert process.refresh_now(as_ops, "t_sum", slow).outcome == process.REFRESHED
+            conn.execute("INSERT INTO t VALUES (1, 5)")
+            assert [o.outcome for o in process.process_due(as_ops, slow)] == ["waiting"]
+            assert _trigger_states(conn) == {"t": "O"}
+            conn.execute("INSERT INTO t VALUES (2, 6)")  # skips its mark: the body is the empty one
+            assert _marks(conn) == 0
+            assert process.refresh_now(as_ops, "t_sum", slow).outcome == process.REFRESHED
+            assert differs_from_query(conn, "public.t_sum") == 0
+    finally:
+        conn.execute("DROP TABLE t CASCADE")  # the view reads it, the trigger calls ops' function
+        for role in (ops, owner):
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
 def test_a_plain_refresh_on_request_records_what_it_costs_next_to_the_concurrent_one(cli, conn, dsn, fund_stats):
