@@ -127,3 +127,17 @@ DAEMON_JOB_LAST_SUCCESS = Gauge(
 DAEMON_JOB_RUNNING = Gauge("pgops_daemon_job_running", "1 while this daemon runs the job", ["job"])
 DAEMON_HEALTHY = Gauge("pgops_daemon_healthy", "1 while the scheduler runs and the database answers")
 DAEMON_DATABASE_UP = Gauge("pgops_daemon_database_up", "1 when the last health check reached the database")
+
+# -- targets: the servers the daemon works on ------------------------------------------------------------------
+# `target` is a configured target's name (bounded by the configuration), never a host from the server.
+TARGET_WRITABLE = Gauge(
+    "pgops_target_writable",
+    "1 when the target's server took writes at the last check (a primary), 0 when read-only (a standby)",
+    ["target"],
+)
+TARGET_SWITCHES = Counter(
+    "pgops_target_switches_total", "Times the daemon found the target's URL leading to another server", ["target"]
+)
+DAEMON_PAUSED_JOBS = Gauge(
+    "pgops_daemon_paused_jobs", "Primary-only jobs (refresh, cleanup) waiting for the target to take writes", ["target"]
+)

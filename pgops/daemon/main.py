@@ -16,9 +16,11 @@ from typing import NoReturn
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
+from psycopg_pool import ConnectionPool
 
 from pgops import db, metrics, migrate
 from pgops.config import Settings
+from pgops.daemon.failover import ServerWatch
 from pgops.daemon.guard import Coordinator
 from pgops.daemon.http import Health, HealthServer, parse_listen
 from pgops.daemon.jobs import Job, load_jobs
@@ -49,18 +51,32 @@ class Daemon:
         self.jobs = jobs
         self.notifier = notifier or Notifier()
         self.stop_event = threading.Event()
-        self.pool = db.make_pool(
-            settings.dsn,
-            settings.database,
-            min_size=settings.daemon.pool_min_size,
-            max_size=settings.daemon.pool_max_size,
-            name="pgops-daemon",
-        )
+        self.pool = self._make_pool()
         self.coordinator = Coordinator(settings.dsn, settings.database)
-        self.runner = JobRunner(settings, self.pool, self.coordinator, self.stop_event, self.notifier)
+        self.server_watch = ServerWatch("default", on_primary=self._renew_pool)
+        self.runner = JobRunner(
+            settings, self.pool, self.coordinator, self.stop_event, self.notifier, self.server_watch
+        )
         self.scheduler: BackgroundScheduler | None = None
         self.http: HealthServer | None = None
         self._database_was_ok = True
+
+    def _make_pool(self) -> ConnectionPool:
+        return db.make_pool(
+            self.settings.dsn,
+            self.settings.database,
+            min_size=self.settings.daemon.pool_min_size,
+            max_size=self.settings.daemon.pool_max_size,
+            name="pgops-daemon",
+        )
+
+    def _renew_pool(self) -> None:
+        """A primary again (a failover, a promotion): a fresh pool connects to it at once, where the old one would
+        first wait out the reconnection backoff (up to 30 s) it grew while no server took writes."""
+        old, self.pool = self.pool, self._make_pool()
+        self.pool.open(wait=False)
+        self.runner.pool = self.pool
+        old.close(timeout=1)  # its sessions still in use close when their runs hand them back
 
     def _pause(self, seconds: float) -> None:
         if self.stop_event.wait(seconds):
@@ -96,7 +112,7 @@ class Daemon:
         scheduler_running = self.scheduler is not None and self.scheduler.running and not self.stop_event.is_set()
         reasons = [] if scheduler_running else ["scheduler not running"]
         try:
-            self.coordinator.ping()
+            self.server_watch.seen(self.coordinator.server())
             database_ok = True
         except Exception as exc:
             database_ok = False
@@ -113,6 +129,7 @@ class Daemon:
             scheduler_running=scheduler_running,
             database_ok=database_ok,
             running_jobs=self.runner.running,
+            targets=[self.server_watch.health()],
         )
 
     def status_line(self, health: Health | None = None) -> str:

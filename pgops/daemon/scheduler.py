@@ -9,6 +9,7 @@ failing job stops neither the daemon nor the other jobs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+import psycopg
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -25,6 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from pgops import crontab, db, metrics
 from pgops.config import Settings
+from pgops.daemon.failover import Server, ServerWatch, read_server
 from pgops.daemon.guard import Coordinator, run_lock
 from pgops.daemon.jobs import Cron, Every, Job, JobContext
 from pgops.daemon.systemd import Notifier
@@ -44,6 +47,7 @@ class Outcome(StrEnum):
     done = "done"  # another daemon already ran this period
     stopped = "stopped"  # the daemon is stopping: the run ended early or never started
     busy = "busy"  # not started: the job's previous run in this daemon is still going
+    paused = "paused"  # a primary-only job on a read-only server (a standby): it waits for a primary
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def log_level(result: RunResult, previous: RunResult | None) -> int:
     such as a refresh every 5 s finding nothing due) is debug, so journald keeps the lines that matter."""
     if result.outcome is Outcome.failed:
         return logging.ERROR
-    if result.outcome in (Outcome.locked, Outcome.done):
+    if result.outcome in (Outcome.locked, Outcome.done, Outcome.paused):  # a pause is logged when it starts
         return logging.DEBUG
     unchanged = previous is not None and (previous.outcome, previous.detail) == (result.outcome, result.detail)
     return logging.DEBUG if unchanged and result.outcome is Outcome.ok else logging.INFO
@@ -100,12 +104,14 @@ class JobRunner:
         coordinator: Coordinator,
         stop: threading.Event,
         notifier: Notifier,
+        watch: ServerWatch | None = None,
     ) -> None:
         self.settings = settings
-        self.pool = pool
+        self.pool = pool  # replaced by the daemon when the target's URL leads to another server
         self.coordinator = coordinator
         self.stop = stop
         self.notifier = notifier
+        self.watch = watch or ServerWatch("default")
         self.last: dict[str, RunResult] = {}
         self._running: dict[str, float] = {}
         self._changed = threading.Condition()
@@ -162,7 +168,27 @@ class JobRunner:
             raise
 
     def _attempt(self, job: Job, period: datetime | None) -> tuple[Outcome, str]:
-        with self.pool.connection(timeout=POOL_WAIT) as conn:
+        if job.primary_only and self.watch.paused:
+            # last seen on a read-only server: ask where the URL leads now, before waiting on the pool
+            server = self.coordinator.server()
+            self.watch.seen(server)
+            if not server.writable:
+                return self._paused(job, server)
+        with contextlib.ExitStack() as stack:
+            try:
+                conn = stack.enter_context(self.pool.connection(timeout=POOL_WAIT))
+            except Exception as exc:
+                standby = self._read_only_server() if job.primary_only and db.is_transient(exc) else None
+                if standby is None:
+                    raise
+                return self._paused(job, standby)
+            if job.primary_only:
+                server = read_server(conn)
+                self.watch.seen(server)
+                if not server.writable:
+                    conn.close()  # the pool replaces it, connecting through the URL's hosts again
+                    return self._paused(job, server)
+                self.watch.resume(job.name, server)
             context = JobContext(job.name, self.settings.dsn, self.settings, conn, self.stop.is_set)
             if not job.exclusive:
                 return Outcome.ok, job.run(context) or ""
@@ -177,6 +203,21 @@ class JobRunner:
                     if period is not None:
                         self.coordinator.release(job.name)  # the period's work is not done: let it run again
                     raise
+        raise AssertionError("unreachable")
+
+    def _read_only_server(self) -> Server | None:
+        """No pooled session: when the reason is that only a read-only server answers (the primary is gone, the
+        standby not promoted yet), that server; None for an outage, which the usual retries handle."""
+        try:
+            server = self.coordinator.server()
+        except psycopg.Error:
+            return None
+        self.watch.seen(server)
+        return None if server.writable else server
+
+    def _paused(self, job: Job, server: Server) -> tuple[Outcome, str]:
+        self.watch.pause(job.name, server)
+        return Outcome.paused, f"{server.describe()} takes no writes"
 
     def _finish(self, job: Job, outcome: Outcome, started: float, detail: str) -> RunResult:
         seconds = time.monotonic() - started

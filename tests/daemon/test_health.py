@@ -39,9 +39,14 @@ def test_healthz_metrics_and_a_watchdog_that_stops_when_the_scheduler_does(migra
         assert notify_socket.wait("READY", "1")["STATUS"].startswith("idle, 2 job(s) scheduled")
         status, body = http_get(f"{base}/healthz")
         assert status == 200
-        assert json.loads(body) | {"running_jobs": []} == {
+        health = json.loads(body)
+        [target] = health.pop("targets")
+        assert health | {"running_jobs": []} == {
             "ok": True, "reason": "ok", "scheduler_running": True, "database_ok": True, "running_jobs": []
         }  # fmt: skip
+        assert (target["name"], target["role"], target["switched_at"], target["paused_jobs"]) == (
+            "default", "primary", None, []
+        )  # fmt: skip
         wait_for(lambda: tick_runs(base) > ticks_before, 5, "a tick run counted in /metrics")
         assert "process_resident_memory_bytes" in http_get(f"{base}/metrics")[1]
         assert http_get(f"{base}/nothing-here")[0] == 404
