@@ -67,6 +67,7 @@ class TargetHealth:
     """One target as /healthz shows it."""
 
     name: str
+    database_ok: bool  # the last health check reached it
     server: str | None  # host:port the daemon's session is on now; None before the first connection
     role: str | None
     connected_since: str | None  # when the daemon first saw this server (UTC)
@@ -163,11 +164,12 @@ class ServerWatch:
                 extra={"job": job, "target": self.target, "server": server.address, "paused_seconds": round(waited, 3)},
             )
 
-    def health(self) -> TargetHealth:
+    def health(self, database_ok: bool = True) -> TargetHealth:
         with self._lock:
             server, previous = self.server, self.previous
             return TargetHealth(
                 name=self.target,
+                database_ok=database_ok,
                 server=server.address if server else None,
                 role=server.role if server else None,
                 connected_since=_iso(self.connected_since),

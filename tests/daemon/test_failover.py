@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from pgops.daemon.jobs import load_jobs
 from pgops.daemon.main import Daemon
 from pgops.refresh.watch import watch
 from pgops.sandbox import Sandbox, recreate_database
+from tests.conftest import replicated_sandbox
 from tests.daemon.conftest import free_port, http_get, wait_for
 
 APP = "failover_app"
@@ -56,10 +56,9 @@ CREATE INDEX ON tokens (expires_at);
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Sandbox]:
-    """A primary and one streaming replica, with pgops migrated in APP and the test's view and table."""
-    box = Sandbox(Path(tempfile.mkdtemp(prefix="pgops-failover-")))  # under /tmp: the postgres user reaches it
-    try:
-        box.start(replicas=1)
+    """A primary and one streaming replica of this test's own, pgops migrated in APP with the test's view and
+    table."""
+    with replicated_sandbox(1) as box:
         url = recreate_database(box.url(), APP)
         (tmp_path / "pgops.toml").write_text(CONFIG)
         settings = load_settings(tmp_path / "pgops.toml", env={}, dsn=url)
@@ -69,8 +68,6 @@ def cluster(tmp_path: Path) -> Iterator[Sandbox]:
             watch(conn, "trade_totals", settings.refresh, concurrently=False)
             add_tokens(conn, expired=0, live=LIVE)
         yield box
-    finally:
-        box.stop(remove=True)
 
 
 def add_tokens(conn: psycopg.Connection, *, expired: int, live: int = 0) -> None:
@@ -91,12 +88,12 @@ def app_state(url: str) -> tuple[int, int, int, int]:
     return trades, total, expired, live
 
 
-def wait_replayed(primary: str, replica: str) -> None:
+def wait_replayed(box: Sandbox) -> None:
     """Replication is asynchronous: wait until the replica replayed everything the primary wrote so far."""
-    with psycopg.connect(primary, autocommit=True) as conn:
+    with psycopg.connect(box.url(), autocommit=True) as conn:
         # the insert position: with synchronous_commit = off the write position can still be before a commit
         written = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
-    with psycopg.connect(replica, autocommit=True) as conn:
+    with psycopg.connect(box.url(replica=1), autocommit=True) as conn:  # its postgres database: APP may be to come
         wait_for(
             lambda: conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (written,)).fetchone()[0],
             30,
@@ -114,7 +111,8 @@ def port_of(url: str) -> int:
 
 
 def rows_deleted() -> float:
-    return REGISTRY.get_sample_value("pgops_cleanup_rows_deleted_total", {"policy": "tokens"}) or 0.0
+    labels = {"target": "default", "policy": "tokens"}
+    return REGISTRY.get_sample_value("pgops_cleanup_rows_deleted_total", labels) or 0.0
 
 
 def target_health(base: str) -> dict:
@@ -162,7 +160,7 @@ def test_refresh_and_cleanup_follow_the_promoted_replica_and_lose_nothing(cluste
         )
         holder.execute("INSERT INTO trades (amount) VALUES (10)")
         add_tokens(holder, expired=EXPIRED_DURING)
-        wait_replayed(primary, replica)
+        wait_replayed(cluster)
         assert app_state(primary) == (1, 1, EXPIRED_DURING, LIVE)  # still to do: a refresh and a cleanup
 
         stop_primary(cluster)
@@ -207,17 +205,17 @@ def metric(base: str, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
-def test_on_a_standby_refresh_and_cleanup_pause_then_resume_when_it_is_promoted(cluster, cli, start_daemon):
+def test_on_a_standby_refresh_and_cleanup_pause_then_resume_when_it_is_promoted(cluster, start_daemon):
     primary, replica = cluster.url(APP), cluster.url(APP, replica=1)
     with psycopg.connect(primary, autocommit=True) as conn:
         conn.execute("INSERT INTO trades (amount) VALUES (7)")
         add_tokens(conn, expired=EXPIRED_DURING)
-    wait_replayed(primary, replica)
+    wait_replayed(cluster)
 
     daemon = start_daemon(replica, "writing_jobs", tables=CONFIG)  # the standby's own URL: one host, any role
     base = daemon.base_url
     default = {"target": "default"}
-    runs = {"job": "refresh", "outcome": "paused"}
+    runs = {**default, "job": "refresh", "outcome": "paused"}
     wait_for(lambda: (metric(base, "pgops_daemon_job_runs_total", runs) or 0) >= 4, 30, "refresh paused 4 times")
     assert metric(base, "pgops_target_writable", default) == 0
     assert metric(base, "pgops_daemon_paused_jobs", default) == 2
@@ -228,8 +226,7 @@ def test_on_a_standby_refresh_and_cleanup_pause_then_resume_when_it_is_promoted(
     assert all(line["level"] == "warning" and line["role"] == "standby" for line in paused)
     assert app_state(replica) == (0, 0, EXPIRED_DURING, LIVE)
 
-    promoted = cli("sandbox", "promote", "--dir", cluster.directory, "--replica", "1")
-    assert promoted.exit_code == 0, promoted.stderr
+    cluster.promote(1)  # what `pgops sandbox promote` runs
     wait_for(lambda: app_state(replica) == (1, 7, 0, LIVE), RESUME_WITHIN, "refresh and cleanup after the promotion")
     wait_for(lambda: metric(base, "pgops_daemon_paused_jobs", default) == 0, 10, "no paused jobs")
     assert metric(base, "pgops_target_writable", default) == 1

@@ -328,7 +328,7 @@ def test_export_keeps_labels_bounded():
     export_metrics(analyze(sample(backends), SETTINGS), top_n=1)
 
     def value(metric: str, **labels: str) -> float | None:
-        return REGISTRY.get_sample_value(metric, labels)
+        return REGISTRY.get_sample_value(metric, {"target": "default", **labels})
 
     assert value("pgops_pool_connections", application="a", state="idle") == 5
     assert value("pgops_pool_connections", application=OTHER, state="idle") == 5
