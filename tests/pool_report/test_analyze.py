@@ -346,9 +346,13 @@ def test_export_keeps_labels_bounded():
 
 
 def test_export_idle_growth_keeps_the_top_growers():
+    def growing(application: str) -> float | None:
+        labels = {"target": "default", "application": application}
+        return REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", labels)
+
     export_idle_growth([Growth("a", (1, 2, 3)), Growth("b", (1, 5, 9)), Growth("", (0, 1, 2))], top_n=2)
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "b"}) == 9
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "a"}) == 3
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "(unnamed)"}) is None
+    assert growing("b") == 9
+    assert growing("a") == 3
+    assert growing("(unnamed)") is None
     export_idle_growth([], top_n=2)
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "b"}) is None
+    assert growing("b") is None
