@@ -165,6 +165,16 @@ def holders(primary: Identity, peers: Sequence[Target], settings: Settings) -> l
     return found
 
 
+def holders_of(conn: psycopg.Connection, peers: Sequence[Target], settings: Settings) -> list[Holder]:
+    """`holders` for the primary at `conn`; none when its system identifier can't be read (the report goes on)."""
+    try:
+        primary = identity(conn)
+    except PgopsError as exc:
+        log.debug("no standby sessions: %s", exc.message)
+        return []
+    return holders(primary, peers, settings)
+
+
 def holder_of(application_name: str | None, feedback_xmin: str | None, found: Sequence[Holder]) -> Holder | None:
     """The standby target behind a WAL sender: the one whose oldest snapshot is the xmin it reports, else the one
     whose WAL receiver carries its application_name."""

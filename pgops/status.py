@@ -52,7 +52,7 @@ def gather(dsn: str, settings: Settings, peers: Sequence[Target] = ()) -> Status
         row["orphaned_jobs"] = cron.orphaned_jobs(conn)
         found = _replication(conn, row["in_recovery"])
         if peers and any(standby["feedback_xmin"] is not None for standby in found.get("standbys") or []):
-            near = replication.holders(replication.identity(conn), peers, settings)
+            near = replication.holders_of(conn, peers, settings)
             for standby in found["standbys"]:
                 standby["holder"] = replication.holder_of(standby["application_name"], standby["feedback_xmin"], near)
     checks = evaluate(row, current_revision(dsn, settings), head_revision(settings))

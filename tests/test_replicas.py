@@ -23,6 +23,14 @@ from pgops.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_WARNING
 from pgops.pool_report.analyze import standby_usage
 from pgops.replication import Holder, holder_of, receiver_name
 
+
+@pytest.fixture(autouse=True)
+def _no_url_in_the_environment(monkeypatch):
+    """A URL in the environment would be the only target: these tests name theirs in a pgops.toml."""
+    monkeypatch.delenv("PGOPS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+
 # -- pure parts ---------------------------------------------------------------------------------------------------
 
 

@@ -57,7 +57,7 @@ def _standbys(conn: psycopg.Connection, settings: Settings, peers: Sequence[Targ
     rows = cur.execute(read_sql("status/standbys.sql")).fetchall()
     held: dict[int, str] = {}
     if peers and any(row["feedback_xmin"] is not None for row in rows):
-        near = replication.holders(replication.identity(conn), peers, settings)
+        near = replication.holders_of(conn, peers, settings)
         for row in rows:
             holder = replication.holder_of(row["application_name"], row["feedback_xmin"], near)
             if holder is not None:
