@@ -411,6 +411,51 @@ class DaemonSettings:
     plugins: list[str] = field(default_factory=list)  # "module:function" returning extra jobs
 
 
+TARGET_NAME = re.compile(r"[a-z0-9_-]{1,63}")  # a plain word: a metrics label, a JSON key, a heading
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server pgops works on: `[targets.NAME] url = ...`. Its role (primary or standby) is read from the
+    server each time, never configured: a failover changes it."""
+
+    name: str
+    url: str = field(repr=False)  # holds the password
+
+
+def _targets(value: Any) -> tuple[Target, ...]:
+    """`[targets.NAME]` tables, in file order; each error names `targets.NAME[.url]`."""
+    from pgops.db import check_url  # db imports this module
+
+    if not isinstance(value, Mapping):
+        raise PgopsError(f"targets: expected a table of [targets.NAME] tables, got {_shown(value)}")
+    found = []
+    for name, table in value.items():
+        where = f"targets.{name}"
+        if not TARGET_NAME.fullmatch(name):
+            raise PgopsError(
+                f"targets.{_shown(name)}: a target's name is 1 to 63 of a-z, 0-9, '_' and '-' (it labels metrics)"
+            )
+        if not isinstance(table, Mapping):
+            raise PgopsError(f"{where}: expected a table with url = ..., got {_shown(table)}")
+        unknown = sorted(set(table) - {"url"})
+        if unknown:
+            raise PgopsError(f"{where}.{unknown[0]}: unknown key (known here: url)")
+        if "url" not in table:
+            raise PgopsError(f"{where}: missing required key url")
+        url = table["url"]
+        try:
+            url = _scalar(url, str)
+            not_empty(url)
+            check_url(url)
+        except ValueError as exc:
+            raise PgopsError(f"{where}.url: {exc}") from None
+        except PgopsError as exc:
+            raise PgopsError(f"{where}.url: {exc.message}") from None
+        found.append(Target(name, url))
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -422,15 +467,43 @@ class Settings:
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     source: str = "defaults"  # where the settings came from, for messages
+    # not keys of a section: `[targets.NAME]` tables, and whether the URL came from --dsn or the environment
+    configured_targets: tuple[Target, ...] = ()
+    url_given: bool = False
 
     @property
     def dsn(self) -> str:
-        if not self.database.url:
+        """The URL of commands that work on one server: --dsn or the environment, else `[database] url`, else the
+        first `[targets.NAME]`."""
+        if self.database.url:
+            return self.database.url
+        if self.configured_targets:
+            return self.configured_targets[0].url
+        raise PgopsError(
+            "no database URL: pass --dsn, set PGOPS_DATABASE_URL or DATABASE_URL, "
+            "or set [database] url or [targets.NAME] url in pgops.toml"
+        )
+
+    def targets(self) -> tuple[Target, ...]:
+        """The servers to work on, in file order; without `[targets]`, or with a URL given by --dsn or the
+        environment, that one URL as the target named "default"."""
+        if self.configured_targets and not self.url_given:
+            return self.configured_targets
+        return (Target("default", self.dsn),)
+
+    def target(self, name: str) -> Target:
+        """The target of this name, or the config error listing the known names."""
+        known = self.targets()
+        for target in known:
+            if target.name == name:
+                return target
+        names = ", ".join(t.name for t in known)
+        if self.configured_targets and self.url_given:
             raise PgopsError(
-                "no database URL: pass --dsn, set PGOPS_DATABASE_URL or DATABASE_URL, "
-                "or set [database] url in pgops.toml"
+                f"no target named {_shown(name)}: a URL from --dsn, PGOPS_DATABASE_URL or DATABASE_URL is the "
+                f"only target, named default ({self.source} names {', '.join(t.name for t in self.configured_targets)})"
             )
-        return self.database.url
+        raise PgopsError(f"{self.source}: no target named {_shown(name)} (known: {names})")
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
@@ -531,7 +604,9 @@ def _key(where: str, name: str) -> str:
 
 def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    known = {f.name for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
+    if cls is Settings:
+        known.add("targets")  # read by _targets before the sections
     unknown = sorted(set(data) - known)
     if unknown:
         raise PgopsError(f"{_key(where, unknown[0])}: unknown key (known here: {', '.join(sorted(known))})")
@@ -546,11 +621,12 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
 
 
 _NOT_SETTINGS = {"PGOPS_CONFIG", "PGOPS_TEST_DSN", "PGOPS_DATABASE_URL"}
+_NOT_KEYS = {"source", "configured_targets", "url_given"}  # Settings fields no file or variable sets
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """`PGOPS_POOL_REPORT_WARNING=0.8` → {"pool_report": {"warning": "0.8"}}."""
-    sections = sorted((f.name for f in dataclasses.fields(Settings) if f.name != "source"), key=len, reverse=True)
+    sections = sorted((f.name for f in dataclasses.fields(Settings) if f.name not in _NOT_KEYS), key=len, reverse=True)
     overrides: dict[str, dict[str, str]] = {}
     for name, value in env.items():
         if not name.startswith("PGOPS_") or name in _NOT_SETTINGS:
@@ -600,7 +676,7 @@ def load_settings(
     """Read the file (from `path`, `PGOPS_CONFIG`, or `./pgops.toml` when present), then the environment.
 
     The database URL comes from `dsn` (the `--dsn` option), `PGOPS_DATABASE_URL`, `DATABASE_URL`, and
-    finally `[database] url` in the file, in that order.
+    finally `[database] url` in the file, in that order; one given outside the file is the only target.
     """
     env = os.environ if env is None else env
     explicit = path or env.get("PGOPS_CONFIG")
@@ -620,9 +696,10 @@ def load_settings(
     if env_url:
         data.setdefault("database", {})["url"] = env_url
     try:
+        targets = _targets(data.pop("targets")) if "targets" in data else ()
         settings = _build(Settings, data, "")
     except PgopsError as exc:
         key = exc.message.split(":", 1)[0]
         origin = f"environment variable {from_env[key]}" if key in from_env else source
         raise PgopsError(f"{origin}: {exc.message}") from None
-    return dataclasses.replace(settings, source=source)
+    return dataclasses.replace(settings, source=source, configured_targets=targets, url_given=bool(env_url))

@@ -195,3 +195,15 @@ def run_workload(dsn: str, statements: int = 3000, clients: int = 4, seed: int |
     if errors:
         raise errors[0]
     return WorkloadResult(statements, counts["reads"], counts["writes"], time.monotonic() - start)
+
+
+def support_lookups(dsn: str, statements: int, seed: int | None = None) -> int:
+    """The support desk's searches by customer name, sent to a read replica: a read the primary never sees, so
+    only advice merged from the replica's pg_stat_statements finds the index it needs."""
+    rnd = random.Random(seed)
+    sizes = _sizes(dsn)
+    with psycopg.connect(dsn, autocommit=True, application_name="support-desk") as conn:
+        for _ in range(statements):
+            name = f"Customer {rnd.randint(1, sizes.customers)}"
+            conn.execute("SELECT id, tenant_id, email FROM customers WHERE name = %s", (name,)).fetchall()
+    return statements

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from pgops import db
-from pgops.config import Settings, StatusSettings
+from pgops import db, replication
+from pgops.config import Settings, StatusSettings, Target
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
 from pgops.migrate import current_revision, head_revision
 from pgops.output import human_bytes, human_duration
@@ -41,15 +42,21 @@ class Status:
         return EXIT_CRITICAL if CRITICAL in levels else EXIT_WARNING if WARNING in levels else EXIT_OK
 
 
-def gather(dsn: str, settings: Settings) -> Status:
+def gather(dsn: str, settings: Settings, peers: Sequence[Target] = ()) -> Status:
+    """The checks of the server at `dsn`; on a primary, `peers` (the other targets) that are its standbys are
+    asked which of their sessions holds the xmin their feedback reports."""
     with db.connect(dsn, settings.database) as conn:
         cur = conn.execute(read_sql("status/overview.sql"))
         row = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
         row["pg_stat_statements_usable"] = _pg_stat_statements_usable(conn, row)
         row["orphaned_jobs"] = cron.orphaned_jobs(conn)
-        replication = _replication(conn, row["in_recovery"])
+        found = _replication(conn, row["in_recovery"])
+        if peers and any(standby["feedback_xmin"] is not None for standby in found.get("standbys") or []):
+            near = replication.holders_of(conn, peers, settings)
+            for standby in found["standbys"]:
+                standby["holder"] = replication.holder_of(standby["application_name"], standby["feedback_xmin"], near)
     checks = evaluate(row, current_revision(dsn, settings), head_revision(settings))
-    checks += evaluate_replication(replication, settings.status, settings.pool_report.xmin_age)
+    checks += evaluate_replication(found, settings.status, settings.pool_report.xmin_age)
     return Status(server=row["server_version"], database=row["database"], user=row["user"], checks=checks)
 
 
@@ -197,13 +204,18 @@ def evaluate_replication(found: dict, limits: StatusSettings, xmin_age: int) -> 
             if standby["feedback_xmin"] is not None:
                 # hot_standby_feedback: the standby's oldest snapshot keeps the primary's vacuum from removing rows
                 age = standby["feedback_xmin_age"]
+                holder = standby.get("holder")  # read on the standby, when it is a target
+                fix = ": end the standby's long query or transaction" if age >= xmin_age else ""
+                if holder is not None and holder.pid is not None and age >= xmin_age:
+                    fix = f": end it there (SELECT pg_terminate_backend({holder.pid}))"
                 checks.append(
                     Check(
                         "standby xmin",
                         WARNING if age >= xmin_age else OK,
                         f"{name} holds the primary's xmin back by {age} transactions (hot_standby_feedback, xmin "
                         f"{standby['feedback_xmin']}): vacuum keeps rows deleted since"
-                        + (": end the standby's long query or transaction" if age >= xmin_age else ""),
+                        + (f"; the oldest snapshot is {holder.describe()}" if holder is not None else "")
+                        + fix,
                     )
                 )
     for slot in found.get("slots") or []:

@@ -168,15 +168,25 @@ def replicated_sandbox(replicas: int = 1) -> Iterator[Sandbox]:
     """A primary with `replicas` streaming replicas, of the caller's own (the shared test server has none), in a
     folder under /tmp, which the postgres user can reach; stopped and removed afterwards."""
     try:
-        sandbox.find_bindir()
+        bindir = sandbox.find_bindir()
     except sandbox.PgopsError as exc:
         pytest.skip(str(exc))
+    if not (bindir / "pg_basebackup").is_file():
+        pytest.skip(f"no pg_basebackup in {bindir}: a streaming replica is made with it")
     box = Sandbox(tempfile.mkdtemp(prefix="pgops-replicas-"))
     try:
         box.start(replicas=replicas)
         yield box
     finally:
         box.stop(remove=True)
+
+
+@pytest.fixture(scope="session")
+def replicas() -> Iterator[Sandbox]:
+    """A primary with one streaming replica (replica-1), shared by the session's replication tests: each works in a
+    database of its own, or drops what it makes."""
+    with replicated_sandbox(1) as box:
+        yield box
 
 
 def create_database(server: PgServer, prefix: str = "pgops_test") -> str:

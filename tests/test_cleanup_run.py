@@ -57,7 +57,7 @@ def counts(conn: psycopg.Connection) -> tuple[int, int]:
 
 
 def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return REGISTRY.get_sample_value(name, {"target": "default", **labels}) or 0.0
 
 
 # (expired, live) shapes that make a run walk the heap (most rows match) or the index (few do)

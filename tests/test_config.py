@@ -17,6 +17,7 @@ from pgops.config import (
     ByteSize,
     CleanupPolicy,
     Settings,
+    Target,
     load_settings,
     parse_duration,
     parse_size,
@@ -386,3 +387,90 @@ def test_cron_schedule_table_agrees_with_the_servers_pg_cron(pg_server):
                 answers[schedule] = False
     assert [s for s in PG_CRON_ACCEPTS + PGOPS_IS_STRICTER if not answers[s]] == []
     assert [s for s in PG_CRON_REFUSES if answers[s]] == []
+
+
+# -- targets ---------------------------------------------------------------------------------------------------
+
+
+TWO_TARGETS = (
+    '[targets.primary]\nurl = "postgresql://app:s3cret-pw@db1/app"\n'
+    '[targets.replica-1]\nurl = "postgresql://app@db2/app"\n'
+)
+
+
+def test_targets_in_file_order(tmp_path):
+    path = write(tmp_path, '[targets.zeta]\nurl = "postgresql://z/app"\n' + TWO_TARGETS)
+    settings = load_settings(path, env={})
+    assert settings.targets() == (
+        Target("zeta", "postgresql://z/app"),
+        Target("primary", "postgresql://app:s3cret-pw@db1/app"),
+        Target("replica-1", "postgresql://app@db2/app"),
+    )
+    assert settings.target("replica-1").url == "postgresql://app@db2/app"
+    assert "s3cret" not in repr(settings.targets())  # a target's repr never shows its password
+    assert settings.dsn == "postgresql://z/app"  # one-server commands: the first target, without [database] url
+    with_database = write(tmp_path, '[database]\nurl = "postgresql://main/app"\n' + TWO_TARGETS)
+    settings = load_settings(with_database, env={})
+    assert settings.dsn == "postgresql://main/app"
+    assert [t.name for t in settings.targets()] == ["primary", "replica-1"]
+
+
+def test_no_targets_is_one_target_named_default(tmp_path):
+    settings = load_settings(write(tmp_path, '[database]\nurl = "postgresql://file/db"\n'), env={})
+    assert settings.targets() == (Target("default", "postgresql://file/db"),)
+    assert settings.target("default").url == "postgresql://file/db"
+    assert load_settings(env={"DATABASE_URL": "postgresql://env/db"}).targets() == (
+        Target("default", "postgresql://env/db"),
+    )
+    with pytest.raises(PgopsError, match="no database URL"):
+        load_settings(env={}).targets()
+
+
+@pytest.mark.parametrize(
+    ("dsn", "env"),
+    [("postgresql://option/db", {}), (None, {"PGOPS_DATABASE_URL": "postgresql://option/db"})],
+)
+def test_an_explicit_url_is_the_one_target(tmp_path, dsn, env):
+    settings = load_settings(write(tmp_path, TWO_TARGETS), dsn=dsn, env=env)
+    assert settings.targets() == (Target("default", "postgresql://option/db"),)
+    with pytest.raises(PgopsError, match=r"no target named 'primary': a URL from --dsn.* names primary, replica-1"):
+        settings.target("primary")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[targets.Primary]\nurl = "postgresql://h/d"\n', "targets.'Primary': a target's name is 1 to 63 of a-z"),
+        ('[targets."a b"]\nurl = "postgresql://h/d"\n', "targets.'a b': a target's name"),
+        ('[targets."x\\ny"]\nurl = "postgresql://h/d"\n', "targets.'x\\ny': a target's name"),
+        ("[targets.db1]\n", "targets.db1: missing required key url"),
+        ('[targets.db1]\nurl = "postgresql://h/d"\nport = 5\n', "targets.db1.port: unknown key (known here: url)"),
+        ("[targets.db1]\nurl = 5\n", "targets.db1.url: expected a string, got 5"),
+        ('[targets.db1]\nurl = " "\n', "targets.db1.url: must not be empty"),
+        ('targets = "db1"\n', "targets: expected a table of [targets.NAME] tables"),
+        ('targets.db1 = "postgresql://h/d"\n', "targets.db1: expected a table with url = ..."),
+        (
+            '[targets.db1]\nurl = "postgresql://app:pa/ss@h/d"\n',
+            "targets.db1.url: invalid database URL 'postgresql://app:***@h/d': its user or password holds",
+        ),
+    ],
+)
+def test_bad_targets_name_the_key_and_file(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(PgopsError) as err:
+        load_settings(path, env={})
+    assert str(err.value) == f"{path}: {message}" or str(err.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(err.value)
+    assert "pa/ss" not in str(err.value)
+
+
+def test_unknown_target_names_the_known_ones(tmp_path):
+    path = write(tmp_path, TWO_TARGETS)
+    with pytest.raises(PgopsError) as err:
+        load_settings(path, env={}).target("replica")
+    assert str(err.value) == f"{path}: no target named 'replica' (known: primary, replica-1)"
+
+
+def test_unknown_top_level_key_lists_targets(tmp_path):
+    with pytest.raises(PgopsError, match=r"target: unknown key \(known here: .*status, targets, workload\)"):
+        load_settings(write(tmp_path, "[target]\n"), env={})

@@ -1,10 +1,14 @@
 import re
+import tempfile
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from pgops import demo
+from pgops import demo, sandbox
 from pgops.cli.demo import DATABASE
+from pgops.errors import PgopsError
+from pgops.sandbox import Sandbox
 from tests.conftest import drop_database
 
 
@@ -63,3 +67,32 @@ def test_pgops_demo_runs_every_job_end_to_end(pg_server, cli):
     finally:
         cli("--dsn", pg_server.database_dsn(DATABASE), "migrate", "--downgrade", "base")  # its pg_cron job
         drop_database(pg_server, DATABASE)
+
+
+def test_pgops_demo_with_a_replica_shows_the_replica_part(cli):
+    """`pgops demo --replicas 1`: the replica's reads in the merged advice, its feedback and a slot in status."""
+    try:
+        bindir = sandbox.find_bindir()
+    except PgopsError as exc:
+        pytest.skip(str(exc))
+    if not (bindir / "pg_basebackup").is_file():
+        pytest.skip(f"no pg_basebackup in {bindir}: a streaming replica is made with it")
+    directory = Path(tempfile.mkdtemp(prefix="pgops-demo-replicas-"))  # under /tmp: the postgres user reaches it
+    try:
+        result = cli("demo", "--dir", directory, "--scale", "0.02", "--statements", "300", "--replicas", "1")
+        assert result.exit_code == 0, result.stderr
+        out = " ".join(result.stdout.replace("│", " ").split())  # a table cell's lines, joined
+        assert re.search(r"primary: primary, 127\.0\.0\.1:\d+/pgops_demo as postgres", out)
+        assert re.search(r"replica-1: standby, 127\.0\.0\.1:\d+/pgops_demo as postgres", out)
+        assert re.search(r"the oldest snapshot is on target replica-1, pid \d+ \(application nightly-report", out)
+        assert "old_replica (physical): inactive, retains " in out
+        fix = (directory / "fix.sql").read_text()
+        assert "-- sources: pg_stat_statements of primary, replica-1, merged" in fix
+        assert re.search(
+            r"--    ran on: replica-1 \d+ calls, [^\n]+\n--    \d+ calls, [^\n]+: SELECT id, tenant_id, email FROM "
+            r'customers WHERE name = \$1\nCREATE INDEX CONCURRENTLY IF NOT EXISTS "\w+" ON "public"\."customers" '
+            r'USING btree \("name"\);',
+            fix,
+        ), fix
+    finally:
+        Sandbox(directory).stop(remove=True)

@@ -11,7 +11,7 @@ from pgops import migrate, status
 from pgops.config import StatusSettings, load_settings
 from pgops.errors import EXIT_CRITICAL, EXIT_WARNING
 from pgops.refresh import cron
-from tests.conftest import create_database, drop_database, replicated_sandbox
+from tests.conftest import create_database, drop_database
 
 ROW = {
     "server_version": "15.18",
@@ -164,13 +164,7 @@ def test_evaluate_replication_levels_from_the_thresholds():
     assert unknown[0].detail.startswith("standby (read-only), not streaming (no WAL receiver")
 
 
-# -- replication: a primary and a streaming replica of this module's own ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def replicas():
-    with replicated_sandbox(1) as box:
-        yield box
+# -- replication: a primary and a streaming replica (the session's `replicas`) ----------------------------------
 
 
 def _report(cli, url: str) -> tuple[int, list[dict]]:

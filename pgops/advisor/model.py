@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pgops.config import Target
+
 # Why a statement was not analyzed; the script's summary counts them by these reasons.
 SKIP_UTILITY = "utility or DDL statement"
 SKIP_PRIVILEGE = "<insufficient privilege>: grant pg_read_all_stats to see other users' statements"
@@ -16,6 +18,15 @@ SKIP_NO_TABLE = "reads no user table"
 SKIP_PLAN_FAILED = "the planner could not plan it"
 SKIP_MULTIPLE = "more than one statement in one entry"
 SKIP_TOO_LARGE = "too large to analyze"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A statement's calls and time on one server, when the workload is merged from several (`--all`)."""
+
+    target: str
+    calls: int
+    total_time_ms: float
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class Statement:
     source: str = "file"
     queryid: int | None = None
     cancelled: bool = False  # cancelled by statement_timeout: it ran at least that long and never finished
+    origins: tuple[Origin, ...] = ()  # merged from several servers: each one's share
 
 
 @dataclass(frozen=True)
@@ -230,6 +242,7 @@ class QueryCost:
     after: float
     generic_before: float | None = None
     generic_after: float | None = None
+    origins: tuple[Origin, ...] = ()  # the servers it ran on, when the workload is merged from several
 
     @property
     def saving(self) -> float:
@@ -309,3 +322,6 @@ class AdvisorOptions:
     user: str | None = None
     use_hypopg: bool = True
     include_pg_stat_statements: bool | None = None  # default: only when no file or log is given
+    # read pg_stat_statements on each of these servers (a primary and its standbys) and merge, instead of the
+    # one the advice is computed on
+    merge_from: tuple[Target, ...] = ()

@@ -32,7 +32,14 @@ from pgops.advisor.select import Baseline, Budget, Problem, TableWrites, choose,
 from pgops.advisor.size import estimate_size
 from pgops.advisor.weights import DEFAULT_MS_PER_COST, Planned, Unit, weigh
 from pgops.advisor.whatif import WhatIf
-from pgops.advisor.workload import LeftOut, read_file, read_log, read_pg_stat_statements, read_statement_timeout
+from pgops.advisor.workload import (
+    LeftOut,
+    read_file,
+    read_log,
+    read_merged,
+    read_pg_stat_statements,
+    read_statement_timeout,
+)
 from pgops.config import Settings
 from pgops.db import connect
 from pgops.output import progress
@@ -99,10 +106,17 @@ def read_workload(
         )
         top = options.top if options.top is not None else cfg.top
         counts = LeftOut()
-        statements += read_pg_stat_statements(
-            conn, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user, left_out=counts
-        )
-        sources.append("pg_stat_statements")
+        if options.merge_from:
+            statements += read_merged(
+                options.merge_from, settings, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top,
+                user=options.user, left_out=counts,
+            )  # fmt: skip
+            sources.append(f"pg_stat_statements of {', '.join(t.name for t in options.merge_from)}, merged")
+        else:
+            statements += read_pg_stat_statements(
+                conn, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user, left_out=counts
+            )
+            sources.append("pg_stat_statements")
         if left_out is not None:
             reasons = {
                 f"called fewer than {min_calls} times (--min-calls 1 brings them in)": counts.rare,
@@ -217,6 +231,7 @@ def analyze_workload(
                         after=s.after,
                         generic_before=generic.get(s.number),
                         generic_after=None,
+                        origins=analyses[s.number].statement.origins,
                     )
                     for s in choice.served
                 ],

@@ -16,7 +16,7 @@ from psycopg import sql
 from rich.console import Group
 from rich.text import Text
 
-from pgops.advisor.model import Advice, Candidate, Constant, describe_constant
+from pgops.advisor.model import Advice, Candidate, Constant, QueryCost, describe_constant
 from pgops.output import human_bytes, human_duration, table
 from pgops.sqltext import Script, identifier, literal
 
@@ -108,6 +108,21 @@ def _saves(advice: Advice, saved: float, total: float) -> str:
     return f"saves ~{_ms(saved)} of {_ms(total)} statement time{estimated}"
 
 
+def _origins(advice: Advice, queries: list[QueryCost]) -> str:
+    """Where an index's statements ran, when the workload was merged from several servers: each server's calls
+    and time, the heaviest first."""
+    calls: dict[str, int] = {}
+    time_ms: dict[str, float] = {}
+    for query in queries:
+        for origin in query.origins:
+            calls[origin.target] = calls.get(origin.target, 0) + origin.calls
+            time_ms[origin.target] = time_ms.get(origin.target, 0.0) + origin.total_time_ms
+    return "; ".join(
+        f"{name} {calls[name]:,} calls, {_weight(advice, time_ms[name])}"
+        for name in sorted(calls, key=lambda n: (-time_ms[n], n))
+    )
+
+
 def render_sql(advice: Advice, *, explain: bool = False) -> str:
     """The reviewable script; `explain` adds every rejected candidate and skipped statement with its reason.
 
@@ -146,6 +161,8 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
             + ")"
             + ("" if rec.validated else "; UNVALIDATED")
         )
+        if any(query.origins for query in rec.queries):
+            script.comment(f"   ran on: {_origins(advice, rec.queries)}")
         for query in rec.queries:
             generic = (
                 f" (generic plan {query.generic_before:,.1f} → {query.generic_after:,.1f})"

@@ -12,14 +12,16 @@ import dataclasses
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from pgops import pg_stat_statements
-from pgops.advisor.model import Statement
+from pgops.advisor.model import Origin, Statement
+from pgops.config import INT4_MAX, Settings, Target
+from pgops.db import connect
 from pgops.errors import PgopsError
 from pgops.resources import read_sql
 
@@ -64,6 +66,73 @@ def read_pg_stat_statements(
         for _, _, _, queryid, text, calls, total_time, rows_, hit, read in rows
         if calls is not None  # the one row of counts alone, when no statement is kept (queryid is hidden from some)
     ]
+
+
+def read_merged(
+    targets: Sequence[Target],
+    settings: Settings,
+    *,
+    min_calls: int = 1,
+    min_total_time_ms: float = 0.0,
+    top: int = 500,
+    user: str | None = None,
+    left_out: LeftOut | None = None,
+) -> list[Statement]:
+    """pg_stat_statements of each target (one database of one cluster: a primary and its standbys), merged:
+    a statement that ran on several is one, its calls and time summed, so each server weighs it by its time
+    there. The filters apply to the sums, after the merge."""
+    per_target = []
+    for target in targets:
+        with connect(target.url, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
+            every = read_pg_stat_statements(conn, min_calls=0, min_total_time_ms=0.0, top=INT4_MAX, user=user)
+        per_target.append((target.name, every))
+    return keep(merge(per_target), min_calls=min_calls, min_total_time_ms=min_total_time_ms, top=top, left_out=left_out)
+
+
+def merge(per_target: Sequence[tuple[str, Sequence[Statement]]]) -> list[Statement]:
+    """One statement per query across servers (the same queryid and text: a standby plans with the primary's
+    catalog, so its queryids are the primary's), with each server's calls and time in `origins`."""
+    merged: dict[tuple[int | None, str], Statement] = {}
+    for name, statements in per_target:
+        for statement in statements:
+            key = (statement.queryid, _WHITESPACE.sub(" ", statement.query).strip())
+            origin = Origin(name, statement.calls, statement.total_time_ms)
+            old = merged.get(key)
+            if old is None:
+                merged[key] = dataclasses.replace(statement, origins=(origin,))
+                continue
+            origins = {o.target: o for o in old.origins}
+            if name in origins:  # another role's row of the same statement on the same server
+                mine = origins[name]
+                origin = Origin(name, mine.calls + origin.calls, mine.total_time_ms + origin.total_time_ms)
+            origins[name] = origin
+            merged[key] = dataclasses.replace(
+                old,
+                calls=old.calls + statement.calls,
+                total_time_ms=old.total_time_ms + statement.total_time_ms,
+                rows=old.rows + statement.rows,
+                shared_blks_hit=old.shared_blks_hit + statement.shared_blks_hit,
+                shared_blks_read=old.shared_blks_read + statement.shared_blks_read,
+                origins=tuple(origins.values()),
+            )
+    return sorted(merged.values(), key=lambda s: -s.total_time_ms)
+
+
+def keep(
+    statements: Sequence[Statement],
+    *,
+    min_calls: int,
+    min_total_time_ms: float,
+    top: int,
+    left_out: LeftOut | None = None,
+) -> list[Statement]:
+    """The filters of sql/advisor/pg_stat_statements.sql, on statements already read (heaviest first)."""
+    rare = [s for s in statements if s.calls < min_calls]
+    light = [s for s in statements if s.calls >= min_calls and s.total_time_ms < min_total_time_ms]
+    passing = [s for s in statements if s.calls >= min_calls and s.total_time_ms >= min_total_time_ms]
+    if left_out is not None:
+        left_out.rare, left_out.light, left_out.past_top = len(rare), len(light), max(len(passing) - top, 0)
+    return passing[:top]
 
 
 # What split_statements must look at: quotes, comments, dollar quotes and semicolons; it jumps between them.

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from enum import StrEnum
 from pathlib import Path
 
 import typer
 
+from pgops import replication
+from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, duration_option, size_option, state
 from pgops.config import INT4_MAX, INT8_MAX
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
@@ -45,6 +48,12 @@ def advise_indexes(
     explain: bool = typer.Option(False, "--explain", help="List every rejected candidate and skipped statement."),
     do_apply: bool = typer.Option(False, "--apply", help="Build the proposed indexes now, one at a time."),
     output_format: ScriptFormat = typer.Option(ScriptFormat.sql, "--format", help="sql (default), json or table."),
+    target: str | None = targets_cli.TargetOption,
+    every: bool = typer.Option(
+        False,
+        "--all",
+        help="Merge pg_stat_statements of every target (a primary and its standbys); advice for the primary.",
+    ),
 ) -> None:
     """Propose indexes for the workload, proven with the planner: `pgops advise-indexes > fix.sql`.
 
@@ -71,7 +80,16 @@ def advise_indexes(
     )
     st = state(ctx)
     settings = st.settings
-    advice = advise(st.dsn, settings, options)
+    targets_cli.chosen(st, target, every)  # --target and --all together are refused
+    url = targets_cli.one_url(st, target)
+    if every:
+        if from_file or from_log:
+            raise PgopsError("--all merges pg_stat_statements of the targets: --from-file/--from-log read one source")
+        # one database of one cluster: validated on its primary, which gets the one fix.sql
+        primary, standbys = replication.cluster(settings.targets(), settings)
+        options = dataclasses.replace(options, merge_from=(primary.target, *(m.target for m in standbys)))
+        url = primary.target.url
+    advice = advise(url, settings, options)
     if output_format is ScriptFormat.json:
         print_json(render_json(advice))
     elif output_format is ScriptFormat.table:
@@ -79,7 +97,7 @@ def advise_indexes(
     else:
         typer.echo(render_sql(advice, explain=explain), nl=False)
     if do_apply and advice.recommendations:
-        results = apply(st.dsn, settings, advice)
+        results = apply(url, settings, advice)
         for result in results:
             err_console.print(f"{result.name}: {result.outcome}{' — ' + result.detail if result.detail else ''}")
         if any(result.outcome == "failed" for result in results):

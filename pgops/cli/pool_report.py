@@ -18,11 +18,12 @@ from rich.text import Text
 
 from pgops import output
 from pgops import pool_report as pool
+from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, state
-from pgops.config import INT4_MAX, Settings, parse_duration
+from pgops.config import INT4_MAX, Settings, Target, parse_duration
 from pgops.errors import PgopsError
-from pgops.output import human_duration
-from pgops.pool_report.analyze import LEVEL_NAMES, Report
+from pgops.output import human_bytes, human_duration
+from pgops.pool_report.analyze import LEVEL_NAMES, Report, StandbyUsage
 from pgops.pool_report.sample import take_sample
 from pgops.pool_report.terminate import Termination, candidates, terminate
 
@@ -90,10 +91,31 @@ def render(report: Report) -> RenderableType:
     ]  # fmt: skip
     columns = ["database", "user", "application", "client", "sessions", "states", "worst offender"]
     parts.append(output.table("Connections by database, user, application and client", columns, groups))
+    if report.standbys:
+        # lines, not a table: the session holding a standby's snapshot needs the width
+        parts.append(Text("Standbys", style="italic"))
+        parts += [_standby_line(s) for s in report.standbys]
     if report.visibility:
         parts.append(Text(f"can't see: {report.visibility}", style="yellow"))
     parts += [Text(f"recommendation: {line}") for line in report.recommendations]
     return RenderGroup(*parts)
+
+
+def _standby_line(standby: StandbyUsage) -> Text:
+    """`replica-1 at 10.0.0.2: streaming, replay lag 0 B, 0ms; holds the primary's xmin back by 5 transactions`"""
+    where = f" at {standby.client}" if standby.client else ""
+    if standby.state is None:
+        line = f"{standby.name}{where}: its state, lag and xmin need pg_monitor"
+    elif standby.replay_lag_bytes is None and standby.replay_lag_seconds is None:
+        line = f"{standby.name}{where}: {standby.state}, replay lag unknown"
+    else:
+        lag = f"{human_bytes(standby.replay_lag_bytes) or '0 B'}, {human_duration(standby.replay_lag_seconds or 0.0)}"
+        line = f"{standby.name}{where}: {standby.state}, replay lag {lag}"
+    if standby.xmin_age is not None:
+        line += f"; its hot_standby_feedback holds the primary's xmin back by {standby.xmin_age:,} transactions"
+    if standby.held_by:
+        line += f": the oldest snapshot is {standby.held_by}"
+    return Text.assemble(_level(standby.level), " ", line)
 
 
 def _show(report: Report, fmt: output.Format, terminated: list[Termination] | None) -> None:
@@ -137,6 +159,7 @@ def _watch(
     fmt: output.Format,
     interval: float,
     count: int | None,
+    peers: list[Target],
 ) -> Report:
     """Sample every `interval` seconds: redraw the view in place, or print one JSON document per sample."""
     live = Live(console=output.console, auto_refresh=False) if fmt is output.Format.table else None
@@ -144,7 +167,7 @@ def _watch(
         for number in range(count or sys.maxsize):
             if number:
                 time.sleep(interval)
-            _, report = pool.report(conn, settings, pgbouncer)
+            _, report = pool.report(conn, settings, pgbouncer, peers)
             if live:
                 live.update(render(report), refresh=True)
             else:
@@ -173,9 +196,12 @@ def pool_report(
     ),
     yes: bool = typer.Option(False, "--yes", help="Terminate without asking for confirmation."),
     show_queries: bool = typer.Option(False, "--show-queries", help="Show queries with their constants."),
+    target: str | None = targets_cli.TargetOption,
+    every: bool = targets_cli.AllOption,
 ) -> None:
     """Connections against every limit, leaked transactions and lock waits; exit 0/1/2 for ok/warning/critical."""
     st = state(ctx)
+    chosen = targets_cli.chosen(st, target, every)
     settings = st.settings
     if show_queries:
         unmasked = dataclasses.replace(settings.pool_report, mask_queries=False)
@@ -188,11 +214,33 @@ def pool_report(
         threshold = parse_duration(terminate_over) if terminate_over else None
     except ValueError as exc:
         raise PgopsError(f"--terminate-idle-in-transaction-over: {exc}") from None
-    with pool.open_connection(st.dsn, settings) as conn:
+    known = st.settings.targets()
+    if every:
+        one_server = {
+            "--watch": watch is not None,
+            "--terminate-idle-in-transaction-over": threshold is not None,
+            "--pgbouncer": pgbouncer is not None,
+        }
+        for option, given in one_server.items():
+            if given:
+                raise PgopsError(f"{option} works on one server: pass --target NAME instead of --all")
+
+        def one(this: Target) -> tuple[int, dict[str, Any], RenderableType]:
+            with pool.open_connection(this.url, settings) as conn:
+                peers = [t for t in known if t.url != this.url]
+                # PgBouncer pools one server's clients: `--target NAME` reads its console
+                _, found = pool.report(conn, settings, peers=peers, read_pgbouncer_pools=False)
+            return found.status, as_json(found), render(found)
+
+        assert chosen is not None
+        targets_cli.show(targets_cli.each(chosen, st, one), fmt)
+    url = targets_cli.one_url(st, target)
+    peers = [t for t in known if t.url != url]
+    with pool.open_connection(url, settings) as conn:
         terminated = _terminate(conn, threshold, yes) if threshold is not None else None
         if watch is None:
-            _, report = pool.report(conn, settings, pgbouncer)
+            _, report = pool.report(conn, settings, pgbouncer, peers)
             _show(report, fmt, terminated)
         else:
-            report = _watch(conn, settings, pgbouncer, fmt, watch, count)
+            report = _watch(conn, settings, pgbouncer, fmt, watch, count, peers)
     raise typer.Exit(report.status)

@@ -3,28 +3,54 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import typer
+from rich.console import RenderableType
 from rich.text import Text
 
 from pgops import output, status
+from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, state
+from pgops.config import Target
 
 STYLE = {status.OK: "green", status.WARNING: "yellow", status.CRITICAL: "red"}
+
+
+def as_json(report: status.Status) -> dict[str, Any]:
+    return {**dataclasses.asdict(report), "exit_code": report.exit_code}
+
+
+def render(report: status.Status) -> RenderableType:
+    # a styled Text: the table prints a plain string cell as it is, markup included
+    rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
+    title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
+    return output.table(title, ["check", "state", "detail"], rows)
 
 
 @app.command("status")
 def status_command(
     ctx: typer.Context,
     fmt: output.Format = typer.Option(output.Format.table, "--format", help="table or json."),
+    target: str | None = targets_cli.TargetOption,
+    every: bool = targets_cli.AllOption,
 ) -> None:
-    """Server, pgops schema, extensions and privileges; exit 0 ok, 1 warning, 2 critical."""
-    report = status.gather(state(ctx).dsn, state(ctx).settings)
+    """Server, pgops schema, extensions, privileges and replication; exit 0 ok, 1 warning, 2 critical."""
+    st = state(ctx)
+    chosen = targets_cli.chosen(st, target, every)
+    url = targets_cli.one_url(st, target)
+    # the other targets: on a primary, those that are its standbys tell which session holds its xmin
+    known = st.settings.targets()
+
+    def one(this: Target) -> tuple[int, dict[str, Any], RenderableType]:
+        report = status.gather(this.url, st.settings, peers=[t for t in known if t.url != this.url])
+        return report.exit_code, as_json(report), render(report)
+
+    if chosen is not None and every:
+        targets_cli.show(targets_cli.each(chosen, st, one), fmt)
+    report = status.gather(url, st.settings, peers=[t for t in known if t.url != url])
     if fmt is output.Format.json:
-        output.print_json({**dataclasses.asdict(report), "exit_code": report.exit_code})
+        output.print_json(as_json(report))
     else:
-        # a styled Text: the table prints a plain string cell as it is, markup included
-        rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
-        title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
-        output.console.print(output.table(title, ["check", "state", "detail"], rows))
+        output.console.print(render(report))
     raise typer.Exit(report.exit_code)

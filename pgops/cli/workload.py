@@ -14,8 +14,9 @@ from rich.text import Text
 
 from pgops import output
 from pgops import workload as workload_job
+from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, state
-from pgops.config import INT4_MAX
+from pgops.config import INT4_MAX, Target
 from pgops.sqltext import printable
 from pgops.workload.decide import HEAVY, N_PLUS_ONE, StatementCost, WorkloadReport, milliseconds
 
@@ -120,9 +121,12 @@ def workload(
         help="How many statements (and suspects) to list (default: \\[workload] top).",
     ),
     show_queries: bool = typer.Option(False, "--show-queries", help="Show queries with their constants."),
+    target: str | None = targets_cli.TargetOption,
+    every: bool = targets_cli.AllOption,
 ) -> None:
     """The statements that cost the most and the N+1 suspects; exit 0, or 1 when there is an N+1 suspect."""
     st = state(ctx)
+    chosen = targets_cli.chosen(st, target, every)
     settings = st.settings
     changes: dict[str, Any] = {}
     if show_queries:
@@ -131,7 +135,16 @@ def workload(
         changes["top"] = top
     if changes:
         settings = dataclasses.replace(settings, workload=dataclasses.replace(settings.workload, **changes))
-    with workload_job.open_connection(st.dsn, settings) as conn:
+    if every:
+
+        def one(this: Target) -> tuple[int, dict[str, Any], RenderableType]:
+            with workload_job.open_connection(this.url, settings) as conn:
+                found = workload_job.report(conn, settings)
+            return found.status, as_json(found), render(found)
+
+        assert chosen is not None
+        targets_cli.show(targets_cli.each(chosen, st, one), fmt)
+    with workload_job.open_connection(targets_cli.one_url(st, target), settings) as conn:
         report = workload_job.report(conn, settings)
     if fmt is output.Format.json:
         output.print_json(as_json(report))

@@ -22,6 +22,7 @@ import psycopg
 
 from pgops import db
 from pgops.config import DatabaseSettings
+from pgops.daemon.failover import Server, read_server
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,42 @@ class Coordinator:
         """Raise psycopg's error if the database does not answer."""
         with self._lock:
             self._execute("SELECT 1")
+
+    def server(self) -> Server:
+        """The server this session is on now, and its role; after losing it, reconnects through libpq's choice
+        of host. When no host accepts the URL's session (`target_session_attrs=read-write` while only a standby
+        is up), the server a plain session reaches is returned instead: reachable, and read-only."""
+        with self._lock:
+            for attempt in (1, 2):  # a session lost since the last call is only noticed by using it
+                try:
+                    conn = self._connection()
+                except psycopg.OperationalError:
+                    read_only = self._read_only_server()
+                    if read_only is None:
+                        raise
+                    return read_only
+                try:
+                    return read_server(conn)
+                except psycopg.OperationalError:
+                    self._discard()
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _read_only_server(self) -> Server | None:
+        """The server a session of any role reaches, when it takes no writes; else None."""
+        try:
+            with psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                **db.connection_kwargs(self.settings, self.dsn),
+                **DEAD_PEER_DETECTION,
+                target_session_attrs="any",
+            ) as conn:
+                server = read_server(conn)
+        except psycopg.Error:
+            return None
+        return None if server.writable else server
 
     def claim(self, job: str, period_end: datetime) -> bool:
         """Claim the job's period; False when another daemon holds the claim (it ran, or runs, this period)."""

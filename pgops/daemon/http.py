@@ -9,11 +9,12 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from pgops.daemon.failover import TargetHealth
 from pgops.errors import PgopsError
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Health:
     scheduler_running: bool
     database_ok: bool
     running_jobs: list[str]
+    targets: list[TargetHealth] = field(default_factory=list)  # the server each target's URL leads to now
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -61,12 +61,14 @@ class Job:
 
     `exclusive` jobs run in one daemon at a time and once per schedule period across daemons. A job that only
     feeds this daemon's own /metrics (pool sampling) is not exclusive: every daemon should serve fresh figures.
+    `primary_only` jobs write: on a read-only server (a standby) they pause until the URL leads to a primary.
     """
 
     name: str
     schedule: Every | Cron
     run: Callable[[JobContext], str | None]
     exclusive: bool = True
+    primary_only: bool = False
 
 
 # -- the built-in jobs ------------------------------------------------------------------------------------------
@@ -202,10 +204,10 @@ def default_jobs(settings: Settings) -> list[Job]:
     wanted = set(settings.daemon.jobs)
     jobs: list[Job] = []
     if "refresh" in wanted:
-        jobs.append(Job("refresh", Every(settings.refresh.interval), _refresh))
+        jobs.append(Job("refresh", Every(settings.refresh.interval), _refresh, primary_only=True))
     if "cleanup" in wanted:
         jobs += [
-            Job(f"cleanup:{name}", Cron(policy.schedule), _cleanup(name, policy))
+            Job(f"cleanup:{name}", Cron(policy.schedule), _cleanup(name, policy), primary_only=True)
             for name, policy in _policies(settings)
         ]
     if "pool-sample" in wanted:

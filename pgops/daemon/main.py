@@ -5,20 +5,24 @@ SIGTERM stop scheduling, let the running batch finish (or abandon it, its transa
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import NoReturn
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
+from psycopg_pool import ConnectionPool
 
 from pgops import db, metrics, migrate
-from pgops.config import Settings
+from pgops.config import Settings, Target
+from pgops.daemon.failover import ServerWatch
 from pgops.daemon.guard import Coordinator
 from pgops.daemon.http import Health, HealthServer, parse_listen
 from pgops.daemon.jobs import Job, load_jobs
@@ -41,83 +45,174 @@ def check_schema(settings: Settings) -> str | None:
     raise PgopsError(f"pgops' schema in {where} is at {installed}, this pgops needs {head}: run `pgops migrate`")
 
 
-class Daemon:
-    """One daemon: its pool, its coordination session, its scheduler and (optionally) its HTTP endpoint."""
+def target_settings(settings: Settings, target: Target, several: bool) -> Settings:
+    """The settings a target's jobs run with: its URL and, when the daemon has several targets, an advice file of
+    its own (`advice.sql` → `advice.<target>.sql`), so no target's script overwrites another's."""
+    advisor = settings.advisor
+    if several and advisor.output is not None:
+        output = advisor.output
+        advisor = dataclasses.replace(advisor, output=output.with_name(f"{output.stem}.{target.name}{output.suffix}"))
+    database = dataclasses.replace(settings.database, url=target.url)
+    return dataclasses.replace(settings, database=database, advisor=advisor)
 
-    def __init__(self, settings: Settings, jobs: list[Job], *, notifier: Notifier | None = None) -> None:
+
+class TargetWork:
+    """One target's share of the daemon: its settings and jobs, its pool, its coordination session (slot claims,
+    health), the watch on its server's role, and the runner of its jobs. Advisory locks are per database, so
+    targets that are databases of one server never contend for each other's locks."""
+
+    def __init__(
+        self, name: str, settings: Settings, jobs: list[Job], stop_event: threading.Event, notifier: Notifier
+    ) -> None:
+        self.name = name
         self.settings = settings
         self.jobs = jobs
+        self.pool = self._make_pool()
+        self.coordinator = Coordinator(settings.dsn, settings.database)
+        self.watch = ServerWatch(name, on_primary=self._renew_pool)
+        self.runner = JobRunner(settings, self.pool, self.coordinator, stop_event, notifier, self.watch)
+        self.database_was_ok = True
+
+    def _make_pool(self) -> ConnectionPool:
+        return db.make_pool(
+            self.settings.dsn,
+            self.settings.database,
+            min_size=self.settings.daemon.pool_min_size,
+            max_size=self.settings.daemon.pool_max_size,
+            name=f"pgops-daemon-{self.name}",
+        )
+
+    def _renew_pool(self) -> None:
+        """A primary again (a failover, a promotion): a fresh pool connects to it at once, where the old one would
+        first wait out the reconnection backoff (up to 30 s) it grew while no server took writes."""
+        old, self.pool = self.pool, self._make_pool()
+        self.pool.open(wait=False)
+        self.runner.pool = self.pool
+        old.close(timeout=1)  # its sessions still in use close when their runs hand them back
+
+    @property
+    def prefix(self) -> str:
+        """`target main: ` in messages, nothing for the one unnamed target."""
+        return "" if self.name == "default" else f"target {self.name}: "
+
+    def connect(self, pause: Callable[[float], None]) -> None:
+        """Reach the database (riding through a server that is starting) and check pgops' schema."""
+        try:
+            db.retry(self.coordinator.ping, what=f"{self.prefix}connecting to the database", sleep=pause)
+        except psycopg.Error as exc:
+            raise PgopsError(
+                f"{self.prefix}can't connect to {db.describe(self.settings.dsn)}: {first_line(exc)}"
+            ) from None
+        try:
+            check_schema(self.settings)
+        except PgopsError as exc:
+            raise PgopsError(f"{self.prefix}{exc.message}") from None
+        self.pool.open(wait=False)
+
+    def check(self) -> str | None:
+        """Ask the server where the URL leads and its role now; the reason when it does not answer."""
+        try:
+            self.watch.seen(self.coordinator.server())
+            reason = None
+        except Exception as exc:
+            reason = f"{self.prefix}database not answering: {first_line(exc)}"
+        if (reason is None) != self.database_was_ok:
+            if reason is None:
+                log.info("%sthe database answers again", self.prefix, extra={"target": self.name})
+            else:
+                log.warning("%s", reason, extra={"target": self.name})
+            self.database_was_ok = reason is None
+        metrics.DAEMON_DATABASE_UP.labels(self.name).set(reason is None)
+        return reason
+
+    def close(self) -> None:
+        self.pool.close(timeout=2)
+        self.coordinator.close()
+
+
+class Daemon:
+    """One daemon: every target's jobs (each target with its pool and coordination session), one scheduler and
+    (optionally) one HTTP endpoint. `jobs`, when given, replace the configured ones on every target."""
+
+    def __init__(self, settings: Settings, jobs: list[Job] | None = None, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
         self.notifier = notifier or Notifier()
         self.stop_event = threading.Event()
-        self.pool = db.make_pool(
-            settings.dsn,
-            settings.database,
-            min_size=settings.daemon.pool_min_size,
-            max_size=settings.daemon.pool_max_size,
-            name="pgops-daemon",
-        )
-        self.coordinator = Coordinator(settings.dsn, settings.database)
-        self.runner = JobRunner(settings, self.pool, self.coordinator, self.stop_event, self.notifier)
+        targets = settings.targets()
+        self.targets: list[TargetWork] = []
+        for target in targets:
+            own = target_settings(settings, target, several=len(targets) > 1)
+            own_jobs = load_jobs(own) if jobs is None else jobs
+            self.targets.append(TargetWork(target.name, own, own_jobs, self.stop_event, self.notifier))
         self.scheduler: BackgroundScheduler | None = None
         self.http: HealthServer | None = None
-        self._database_was_ok = True
+
+    # the first target's: the only one of a daemon on one URL
+    @property
+    def jobs(self) -> list[Job]:
+        return self.targets[0].jobs
+
+    @property
+    def runner(self) -> JobRunner:
+        return self.targets[0].runner
+
+    @property
+    def running(self) -> list[str]:
+        return [job for target in self.targets for job in target.runner.running]
 
     def _pause(self, seconds: float) -> None:
         if self.stop_event.wait(seconds):
             raise Stopping
 
     def connect(self) -> None:
-        """Reach the database (riding through a server that is starting) and check pgops' schema."""
-        self.notifier.status(f"connecting to {db.describe(self.settings.dsn)}")
-        try:
-            db.retry(self.coordinator.ping, what="connecting to the database", sleep=self._pause)
-        except psycopg.Error as exc:
-            raise PgopsError(f"can't connect to {db.describe(self.settings.dsn)}: {first_line(exc)}") from None
-        check_schema(self.settings)
-        self.pool.open(wait=False)
+        """Reach every target's database and check pgops' schema there."""
+        for target in self.targets:
+            self.notifier.status(f"connecting to {target.prefix}{db.describe(target.settings.dsn)}")
+            target.connect(self._pause)
 
     def start(self, listen: str | None) -> None:
         """Connect, schedule the jobs, serve HTTP, then tell systemd READY=1."""
         self.connect()
         if listen:
             self.http = HealthServer(listen, self.health)
-        self.scheduler = build_scheduler(self.jobs, self.runner, self.settings)
+        work = [(target.runner, job) for target in self.targets for job in target.jobs]
+        self.scheduler = build_scheduler(work, self.settings)
         self.scheduler.start()
         if self.http:
             self.http.start()
             log.info("serving /metrics and /healthz on http://%s", self.http.address)
         metrics.DAEMON_HEALTHY.set(1)
-        metrics.DAEMON_DATABASE_UP.set(1)
+        for target in self.targets:
+            metrics.DAEMON_DATABASE_UP.labels(target.name).set(1)
         self.notifier.ready(self.status_line())
-        log.info("daemon ready: %s", ", ".join(job.name for job in self.jobs) or "no jobs")
+        names = [runner.job_id(job) for runner, job in work]
+        log.info("daemon ready: %s", ", ".join(names) or "no jobs")
 
     def health(self) -> Health:
-        """Healthy while the scheduler runs and the database answers; the reason says what is wrong."""
+        """Healthy while the scheduler runs and every target's database answers; the reason says what is wrong."""
         scheduler_running = self.scheduler is not None and self.scheduler.running and not self.stop_event.is_set()
         reasons = [] if scheduler_running else ["scheduler not running"]
-        try:
-            self.coordinator.ping()
-            database_ok = True
-        except Exception as exc:
-            database_ok = False
-            reasons.append(f"database not answering: {first_line(exc)}")
-        if database_ok != self._database_was_ok:
-            level = logging.INFO if database_ok else logging.WARNING
-            log.log(level, "the database answers again" if database_ok else reasons[-1])
-            self._database_was_ok = database_ok
-        metrics.DAEMON_DATABASE_UP.set(database_ok)
+        answering = []
+        for target in self.targets:
+            reason = target.check()
+            answering.append(reason is None)
+            if reason is not None:
+                reasons.append(reason)
+        database_ok = all(answering)
         metrics.DAEMON_HEALTHY.set(database_ok and scheduler_running)
         return Health(
             ok=database_ok and scheduler_running,
             reason="; ".join(reasons) or "ok",
             scheduler_running=scheduler_running,
             database_ok=database_ok,
-            running_jobs=self.runner.running,
+            running_jobs=self.running,
+            targets=[target.watch.health(ok) for target, ok in zip(self.targets, answering, strict=True)],
         )
 
     def status_line(self, health: Health | None = None) -> str:
-        running = self.runner.running
-        state = "running " + ", ".join(running) if running else f"idle, {len(self.jobs)} job(s) scheduled"
+        running = self.running
+        scheduled = sum(len(target.jobs) for target in self.targets)
+        state = "running " + ", ".join(running) if running else f"idle, {scheduled} job(s) scheduled"
         return state if health is None or health.ok else f"{state}; {health.reason}"
 
     def watch(self) -> None:
@@ -139,14 +234,15 @@ class Daemon:
 
     def stop(self) -> bool:
         """Stop scheduling and wait for running jobs (they see should_stop); False if some still run at the timeout."""
-        running = self.runner.running
+        running = self.running
         if self.scheduler is not None:  # not a start that failed before scheduling anything
             self.notifier.stopping("stopping" + (f", finishing {', '.join(running)}" if running else ""))
             log.info("stopping%s", f", waiting for {', '.join(running)}" if running else "")
         self.stop_event.set()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        finished = self.runner.wait_idle(self.settings.daemon.stop_timeout.total_seconds())
+        deadline = time.monotonic() + self.settings.daemon.stop_timeout.total_seconds()
+        finished = all(target.runner.wait_idle(max(0.0, deadline - time.monotonic())) for target in self.targets)
         if self.http is not None:
             self.http.stop()
         if finished:
@@ -154,8 +250,8 @@ class Daemon:
         return finished
 
     def close(self) -> None:
-        self.pool.close(timeout=2)
-        self.coordinator.close()
+        for target in self.targets:
+            target.close()
         self.notifier.close()
 
 
@@ -179,7 +275,7 @@ def run_daemon(settings: Settings, listen: str | None) -> int:
     """`pgops daemon`: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
     if listen:
         parse_listen(listen)  # a typo fails now, not after connecting
-    daemon = Daemon(settings, load_jobs(settings))
+    daemon = Daemon(settings)
     with _stop_on_signals(daemon.stop_event):
         try:
             daemon.start(listen)
@@ -203,7 +299,7 @@ def run_daemon(settings: Settings, listen: str | None) -> int:
 def _abandon(daemon: Daemon, code: int, error: str | None = None) -> NoReturn:
     """Leave now, past the stop timeout, without the batch that ignores should_stop: the executor's exit hook would
     wait for it. The server rolls back its open transaction when the connection drops; committed batches stay."""
-    log.warning("stop timeout reached: abandoning %s", ", ".join(daemon.runner.running))
+    log.warning("stop timeout reached: abandoning %s", ", ".join(daemon.running))
     if error is not None:  # the CLI never gets to print it
         log.error("%s", error)
     logging.shutdown()
@@ -213,10 +309,14 @@ def _abandon(daemon: Daemon, code: int, error: str | None = None) -> NoReturn:
 
 def run_once(settings: Settings) -> list[RunResult]:
     """`pgops daemon --once`: each job once, in order, under the same locks as the daemon (for cron and tests)."""
-    daemon = Daemon(settings, load_jobs(settings))
+    daemon = Daemon(settings)
     with _stop_on_signals(daemon.stop_event), contextlib.closing(daemon):
         try:
             daemon.connect()
-            return [daemon.runner.run(job) for job in daemon.jobs]
+            return [target.runner.run(job) for target in daemon.targets for job in target.jobs]
         except Stopping:
-            return [RunResult(job.name, Outcome.stopped, 0.0, "daemon stopping") for job in daemon.jobs]
+            return [
+                RunResult(target.runner.job_id(job), Outcome.stopped, 0.0, "daemon stopping", target.name)
+                for target in daemon.targets
+                for job in target.jobs
+            ]

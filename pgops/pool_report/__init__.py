@@ -6,13 +6,18 @@ console, `terminate` ends sessions when asked, `export` turns a report into Prom
 
 from __future__ import annotations
 
-import psycopg
+from collections.abc import Sequence
 
-from pgops.config import Settings
+import psycopg
+from psycopg.rows import dict_row
+
+from pgops import replication
+from pgops.config import Settings, Target
 from pgops.db import connect
-from pgops.pool_report.analyze import Report, analyze
+from pgops.pool_report.analyze import Report, StandbyUsage, analyze, standby_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
 from pgops.pool_report.sample import Sample, take_sample
+from pgops.resources import read_sql
 
 
 def open_connection(dsn: str, settings: Settings) -> psycopg.Connection:
@@ -29,9 +34,32 @@ def open_connection(dsn: str, settings: Settings) -> psycopg.Connection:
     )
 
 
-def report(conn: psycopg.Connection, settings: Settings, pgbouncer_url: str | None = None) -> tuple[Sample, Report]:
-    """Sample the server (and PgBouncer's console when given a URL), then analyze."""
+def report(
+    conn: psycopg.Connection,
+    settings: Settings,
+    pgbouncer_url: str | None = None,
+    peers: Sequence[Target] = (),
+    *,
+    read_pgbouncer_pools: bool = True,
+) -> tuple[Sample, Report]:
+    """Sample the server (and PgBouncer's console when given a URL), then analyze. On a primary, its standbys
+    too; `peers` (other targets) that are those standbys tell which session holds the xmin their feedback holds."""
     sample = take_sample(conn)
-    url = pgbouncer_url or settings.pool_report.pgbouncer_url
+    url = (pgbouncer_url or settings.pool_report.pgbouncer_url) if read_pgbouncer_pools else None
     pools = read_pgbouncer(url, settings.database.connect_timeout) if url else None
-    return sample, analyze(sample, settings.pool_report, pools)
+    return sample, analyze(sample, settings.pool_report, pools, _standbys(conn, settings, peers))
+
+
+def _standbys(conn: psycopg.Connection, settings: Settings, peers: Sequence[Target]) -> list[StandbyUsage]:
+    cur = conn.cursor(row_factory=dict_row)
+    if cur.execute(read_sql("replication/role.sql")).fetchone()["pg_is_in_recovery"]:
+        return []  # a standby: pg_current_wal_lsn() can't be read there (its cascaded standbys are not reported)
+    rows = cur.execute(read_sql("status/standbys.sql")).fetchall()
+    held: dict[int, str] = {}
+    if peers and any(row["feedback_xmin"] is not None for row in rows):
+        near = replication.holders_of(conn, peers, settings)
+        for row in rows:
+            holder = replication.holder_of(row["application_name"], row["feedback_xmin"], near)
+            if holder is not None:
+                held[row["pid"]] = holder.describe()
+    return standby_usage(rows, held, settings.pool_report)

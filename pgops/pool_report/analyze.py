@@ -90,6 +90,21 @@ class PgBouncerPoolUsage:
 
 
 @dataclass(frozen=True)
+class StandbyUsage:
+    """On a primary, one standby streaming from it: its replay lag, and the xmin its hot_standby_feedback holds
+    the primary's vacuum to, with the session on the standby that holds it when the standby is a target."""
+
+    name: str  # its application_name, else its WAL sender's pid
+    client: str | None
+    state: str | None  # None: hidden from a role without pg_monitor
+    replay_lag_bytes: int | None
+    replay_lag_seconds: float | None
+    xmin_age: int | None
+    held_by: str | None  # `on target replica-1, pid 42 (...)`
+    level: int
+
+
+@dataclass(frozen=True)
 class Report:
     sampled_at: datetime
     status: int
@@ -102,6 +117,7 @@ class Report:
     visibility: str | None  # what pgops' role can't see, and the grant that fixes it
     hidden_sessions: int
     pgbouncer: list[PgBouncerPoolUsage] = field(default_factory=list)
+    standbys: list[StandbyUsage] = field(default_factory=list)
 
     @property
     def status_name(self) -> str:
@@ -379,13 +395,41 @@ def state_counts(backends: list[Backend]) -> dict[str, int]:
     return {state: counts[state] for state in (*STATES, *sorted(set(counts) - set(STATES)))}
 
 
-def analyze(sample: Sample, settings: PoolReportSettings, pgbouncer: PgBouncerSample | None = None) -> Report:
-    """The whole report for one sample; `status` is the worst level of any limit, pool or problem."""
+def standby_usage(rows: list[dict], holders: dict[int, str], settings: PoolReportSettings) -> list[StandbyUsage]:
+    """Each standby of a primary (rows of sql/status/standbys.sql); a warning when its feedback holds the xmin
+    back by `xmin_age` transactions or more. `holders`: by WAL sender pid, the session on the standby that does."""
+    found = []
+    for row in rows:
+        age = row["feedback_xmin_age"]
+        found.append(
+            StandbyUsage(
+                name=row["application_name"] or f"WAL sender {row['pid']}",
+                client=row["client_addr"],
+                state=row["state"],
+                replay_lag_bytes=row["replay_lag_bytes"],
+                replay_lag_seconds=row["replay_lag_seconds"],
+                xmin_age=age,
+                held_by=holders.get(row["pid"]),
+                level=EXIT_WARNING if age is not None and age >= settings.xmin_age else EXIT_OK,
+            )
+        )
+    return found
+
+
+def analyze(
+    sample: Sample,
+    settings: PoolReportSettings,
+    pgbouncer: PgBouncerSample | None = None,
+    standbys: list[StandbyUsage] | None = None,
+) -> Report:
+    """The whole report for one sample; `status` is the worst level of any limit, pool, problem or standby."""
     limits = saturation(sample, settings)
     problems = leaks(sample, settings)
     pools = pgbouncer_usage(pgbouncer, settings) if pgbouncer else []
     note, hidden = visibility(sample)
+    standbys = standbys or []
     levels = [u.level for u in limits] + [p.level for p in problems] + [p.level for p in pools]
+    levels += [s.level for s in standbys]
     return Report(
         sampled_at=sample.sampled_at,
         status=max(levels, default=EXIT_OK),
@@ -398,6 +442,7 @@ def analyze(sample: Sample, settings: PoolReportSettings, pgbouncer: PgBouncerSa
         visibility=note,
         hidden_sessions=hidden,
         pgbouncer=pools,
+        standbys=standbys,
     )
 
 

@@ -7,12 +7,13 @@ daemon's own account. Tuning comes from environment variables, because a plugin 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from datetime import timedelta
 
 from pgops.config import Settings
-from pgops.daemon.jobs import Every, Job, JobContext
+from pgops.daemon.jobs import Every, Job, JobContext, default_jobs
 
 INTERVAL = timedelta(seconds=1)
 
@@ -150,3 +151,13 @@ def unschedulable_jobs(settings: Settings) -> list[Job]:
 
 def no_jobs(settings: Settings) -> list[Job]:
     return []
+
+
+# -- writing: the built-in refresh and cleanup, cleanup every 0.5 s instead of on a crontab (once a minute at best) --
+
+
+def writing_jobs(settings: Settings) -> list[Job]:
+    """The real refresh and cleanup jobs (primary-only), on a schedule a test can wait for."""
+    wanted = dataclasses.replace(settings, daemon=dataclasses.replace(settings.daemon, jobs=["refresh", "cleanup"]))
+    fast = Every(timedelta(seconds=0.5))
+    return [dataclasses.replace(job, schedule=fast) if job.name != "refresh" else job for job in default_jobs(wanted)]

@@ -132,9 +132,11 @@ def test_pool_sample_keeps_state_across_runs_and_feeds_metrics(migrated_dsn, con
             result = daemon.runner.run(job)
             assert result.outcome.value == "ok", result
             assert result.detail.startswith("pool ")
-        growing = REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": application})
+        growing = REGISTRY.get_sample_value(
+            "pgops_pool_idle_growing_connections", {"target": "default", "application": application}
+        )
         assert growing == len(leaked)
-        assert REGISTRY.get_sample_value("pgops_pool_status") is not None
+        assert REGISTRY.get_sample_value("pgops_pool_status", {"target": "default"}) is not None
     finally:
         daemon.close()
         for leak in leaked:

@@ -15,19 +15,21 @@ from pgops.daemon.systemd import Notifier
 from tests.daemon.conftest import daemon_settings, free_port, http_get, wait_for
 from tests.daemon.sample_jobs import LEDGER_DDL
 
+TICK_OK = {"target": "default", "job": "tick", "outcome": "ok"}
+
 
 def tick_runs(base: str) -> float:
     """The daemon's count of successful `tick` runs, as a Prometheus scrape reads it."""
     for family in text_string_to_metric_families(http_get(f"{base}/metrics")[1]):
         for sample in family.samples:
-            if sample.name == "pgops_daemon_job_runs_total" and sample.labels == {"job": "tick", "outcome": "ok"}:
+            if sample.name == "pgops_daemon_job_runs_total" and sample.labels == TICK_OK:
                 return sample.value
     return 0.0
 
 
 def test_healthz_metrics_and_a_watchdog_that_stops_when_the_scheduler_does(migrated_dsn, conn, notify_socket):
     conn.execute(LEDGER_DDL)
-    ticks_before = REGISTRY.get_sample_value("pgops_daemon_job_runs_total", {"job": "tick", "outcome": "ok"}) or 0
+    ticks_before = REGISTRY.get_sample_value("pgops_daemon_job_runs_total", TICK_OK) or 0
     settings = daemon_settings(migrated_dsn, "ledger_jobs")
     daemon = Daemon(settings, load_jobs(settings), notifier=Notifier({"NOTIFY_SOCKET": str(notify_socket.path)}))
     port = free_port()
@@ -39,9 +41,14 @@ def test_healthz_metrics_and_a_watchdog_that_stops_when_the_scheduler_does(migra
         assert notify_socket.wait("READY", "1")["STATUS"].startswith("idle, 2 job(s) scheduled")
         status, body = http_get(f"{base}/healthz")
         assert status == 200
-        assert json.loads(body) | {"running_jobs": []} == {
+        health = json.loads(body)
+        [target] = health.pop("targets")
+        assert health | {"running_jobs": []} == {
             "ok": True, "reason": "ok", "scheduler_running": True, "database_ok": True, "running_jobs": []
         }  # fmt: skip
+        assert (target["name"], target["role"], target["switched_at"], target["paused_jobs"]) == (
+            "default", "primary", None, []
+        )  # fmt: skip
         wait_for(lambda: tick_runs(base) > ticks_before, 5, "a tick run counted in /metrics")
         assert "process_resident_memory_bytes" in http_get(f"{base}/metrics")[1]
         assert http_get(f"{base}/nothing-here")[0] == 404

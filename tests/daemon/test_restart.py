@@ -24,6 +24,7 @@ from tests.conftest import sandbox_dir
 from tests.daemon.conftest import daemon_settings, free_port, http_get, wait_for
 from tests.daemon.sample_jobs import ITEMS_DDL
 
+DRAIN = {"target": "default", "job": "drain"}
 ITEMS = 300  # the drain job does 5 items per 0.1 s: about 6 s of work
 
 
@@ -53,7 +54,7 @@ def test_daemon_rides_through_a_server_restart(own_server):
     url = own_server.url()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("INSERT INTO daemon_test_items (id) SELECT generate_series(1, %s)", (ITEMS,))
-    retries_before = REGISTRY.get_sample_value("pgops_daemon_job_retries_total", {"job": "drain"}) or 0
+    retries_before = REGISTRY.get_sample_value("pgops_daemon_job_retries_total", DRAIN) or 0
     settings = daemon_settings(url, "drain_jobs")
     daemon = Daemon(settings, load_jobs(settings))
     port = free_port()
@@ -79,9 +80,9 @@ def test_daemon_rides_through_a_server_restart(own_server):
         recovered = time.monotonic() - stopped_at
         wait_for(lambda: done() == ITEMS, 30, f"all {ITEMS} items done after the restart")
         status, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
-        assert "pgops_daemon_database_up 1.0" in metrics and "pgops_daemon_healthy 1.0" in metrics
+        assert 'pgops_daemon_database_up{target="default"} 1.0' in metrics and "pgops_daemon_healthy 1.0" in metrics
         assert recovered < 30
         # the outage did hit the job mid-run: its attempts failed and were retried, and nothing was lost
-        assert REGISTRY.get_sample_value("pgops_daemon_job_retries_total", {"job": "drain"}) > retries_before
+        assert REGISTRY.get_sample_value("pgops_daemon_job_retries_total", DRAIN) > retries_before
     finally:
         assert daemon.stop()

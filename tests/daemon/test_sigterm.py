@@ -33,7 +33,7 @@ def test_sigterm_during_a_cleanup_finishes_the_batch_and_exits_0(migrated_dsn, c
     assert '"running_jobs": ["purge"]' in body
     status, metrics = http_get(f"{daemon.base_url}/metrics")
     assert status == 200
-    assert 'pgops_daemon_job_running{job="purge"} 1.0' in metrics
+    assert 'pgops_daemon_job_running{job="purge",target="default"} 1.0' in metrics
     assert "process_resident_memory_bytes" in metrics and "process_cpu_seconds_total" in metrics
     assert notify_socket.count("WATCHDOG") >= 1
 

@@ -49,7 +49,8 @@ def test_two_daemons_share_the_work_without_overlap(migrated_dsn, conn, monkeypa
 
 
 def runs_counted(job: str, outcome: str) -> float:
-    return REGISTRY.get_sample_value("pgops_daemon_job_runs_total", {"job": job, "outcome": outcome}) or 0.0
+    labels = {"target": "default", "job": job, "outcome": outcome}
+    return REGISTRY.get_sample_value("pgops_daemon_job_runs_total", labels) or 0.0
 
 
 def test_a_dead_daemons_job_is_taken_over(migrated_dsn, conn, start_daemon, monkeypatch):

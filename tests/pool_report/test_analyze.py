@@ -328,7 +328,7 @@ def test_export_keeps_labels_bounded():
     export_metrics(analyze(sample(backends), SETTINGS), top_n=1)
 
     def value(metric: str, **labels: str) -> float | None:
-        return REGISTRY.get_sample_value(metric, labels)
+        return REGISTRY.get_sample_value(metric, {"target": "default", **labels})
 
     assert value("pgops_pool_connections", application="a", state="idle") == 5
     assert value("pgops_pool_connections", application=OTHER, state="idle") == 5
@@ -346,9 +346,13 @@ def test_export_keeps_labels_bounded():
 
 
 def test_export_idle_growth_keeps_the_top_growers():
+    def growing(application: str) -> float | None:
+        labels = {"target": "default", "application": application}
+        return REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", labels)
+
     export_idle_growth([Growth("a", (1, 2, 3)), Growth("b", (1, 5, 9)), Growth("", (0, 1, 2))], top_n=2)
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "b"}) == 9
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "a"}) == 3
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "(unnamed)"}) is None
+    assert growing("b") == 9
+    assert growing("a") == 3
+    assert growing("(unnamed)") is None
     export_idle_growth([], top_n=2)
-    assert REGISTRY.get_sample_value("pgops_pool_idle_growing_connections", {"application": "b"}) is None
+    assert growing("b") is None

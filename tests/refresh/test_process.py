@@ -227,16 +227,17 @@ def test_never_populated_view_gets_a_plain_first_refresh(conn, installed):
 
 def test_metrics_exist_for_every_watched_view_and_count_refreshes(conn, fund_stats, settings):
     watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0))
-    labels = {"view": "public.fund_stats", "outcome": "success"}
+    view = {"target": "default", "view": "public.fund_stats"}  # commands label their target "default"
+    labels = {**view, "outcome": "success"}
     before = REGISTRY.get_sample_value("pgops_refreshes_total", labels) or 0
     process.update_view_metrics(queue.watched_views(conn))
     assert REGISTRY.get_sample_value("pgops_refreshes_total", {**labels, "outcome": "failure"}) is not None
-    assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", {"view": "public.fund_stats"}) > 0
+    assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", view) > 0
     process.process_due(conn, settings.refresh)
     assert REGISTRY.get_sample_value("pgops_refreshes_total", labels) == before + 1
-    assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", {"view": "public.fund_stats"}) == 0
-    assert REGISTRY.get_sample_value("pgops_refresh_last_success_timestamp_seconds", {"view": "public.fund_stats"}) > 0
-    assert REGISTRY.get_sample_value("pgops_refresh_duration_seconds_count", {"view": "public.fund_stats"}) >= 1
+    assert REGISTRY.get_sample_value("pgops_refresh_stale_seconds", view) == 0
+    assert REGISTRY.get_sample_value("pgops_refresh_last_success_timestamp_seconds", view) > 0
+    assert REGISTRY.get_sample_value("pgops_refresh_duration_seconds_count", view) >= 1
 
 
 def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(conn, dsn, fund_stats, settings):
