@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -55,8 +56,13 @@ class Site:
             self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 
+LOOP = "SELECT id, name, email FROM customers WHERE id = $1"
+
+
 def _prepare(dsn: str, tmp: Path) -> Path:
-    """The demo with pgops installed, a workload, expired sessions, and two watched views kept stale."""
+    """The demo with pgops installed and its workload; an application's loop of 1,000 single-row lookups; expired
+    sessions; one watched view the daemon refreshes and
+    one kept stale (a long debounce), named `<script>…`."""
     settings = load_settings(env={}, dsn=dsn)
     migrate.upgrade(dsn, settings)
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -67,10 +73,14 @@ def _prepare(dsn: str, tmp: Path) -> Path:
         )
         conn.execute(f'CREATE UNIQUE INDEX ON "{HOSTILE_VIEW}" (fund_id)')
     demo.run_workload(dsn, statements=600, clients=2, seed=19)
+    with psycopg.connect(dsn, autocommit=True, application_name="shop") as app:
+        keys = [row[0] for row in app.execute("SELECT id FROM customers ORDER BY id LIMIT 1000")]
+        for key in (keys * 1000)[:1000]:
+            app.execute("SELECT id, name, email FROM customers WHERE id = %s", (key,)).fetchone()
     with psycopg.connect(dsn, autocommit=True) as conn:
+        watch(conn, "fund_stats", settings.refresh, debounce=timedelta(0), max_wait=timedelta(0))
         # a long debounce: marked stale by the next write, and still stale when the page loads
-        for view in ("fund_stats", f'"{HOSTILE_VIEW}"'):
-            watch(conn, view, settings.refresh, debounce=_hours(1), max_wait=_hours(2))
+        watch(conn, f'"{HOSTILE_VIEW}"', settings.refresh, debounce=timedelta(hours=1), max_wait=timedelta(hours=2))
         conn.execute("INSERT INTO fund_trades (fund_id, amount) SELECT fund_id, 1 FROM fund_trades LIMIT 1")
     config = tmp / "pgops.toml"
     config.write_text(
@@ -79,15 +89,13 @@ def _prepare(dsn: str, tmp: Path) -> Path:
         '[refresh]\ninterval = "1s"\n'
         '[pool_report]\ninterval = "1s"\nidle_in_transaction = "1s"\n'
         '[cleanup]\nready_made = ["sessions"]\n'
-        f'[advisor]\nmin_calls = 1\noutput = "{tmp / "fix.sql"}"\n'
+        # the demo's bulk loads take most of the statement time here: the loop's share is well under 1%
+        "[workload]\nsuspect_min_share = 0.0001\n"
+        # any index that saves time, whatever it costs the demo's bulk loads: the advice has one to show
+        "[advisor]\nmin_calls = 1\nmin_saving = 0.0\nmin_saving_per_mb = 0.0\nwrite_cost_ms = 0.0\n"
+        f'output = "{tmp / "fix.sql"}"\n'
     )
     return config
-
-
-def _hours(n: int):
-    from datetime import timedelta
-
-    return timedelta(hours=n)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +123,7 @@ def site(pg_server, tmp_path_factory) -> Iterator[Site]:
         wait_for(lambda: _outcomes(log, "cleanup:sessions"), 60, "a cleanup run")
         wait_for(lambda: _outcomes(log, "advisor"), 120, "the advice")
         wait_for(lambda: len(_outcomes(log, "pool-sample")) >= 3, 60, "three pool samples")
+        wait_for(lambda: _refreshed(dsn), 60, "fund_stats refreshed")
         with playwright_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -128,6 +137,13 @@ def site(pg_server, tmp_path_factory) -> Iterator[Site]:
         proc.wait(20)
         leak.close()
         drop_database(pg_server, name)
+
+
+def _refreshed(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT refresh_count > 0 FROM pgops.refresh_views WHERE view_name = 'fund_stats'"
+        ).fetchone()[0]
 
 
 def _answers(url: str) -> bool:
@@ -174,13 +190,16 @@ def test_connections_show_the_leak_as_text_with_the_statement_that_ends_it(site)
     site.shot("connections")
 
 
-def test_refresh_shows_the_stale_views(site):
+def test_refresh_shows_the_stale_view_and_the_refreshed_one(site):
     page = site.open("/refresh")
     names = [n.inner_text() for n in page.locator("#views tr.view td.name").all()]
-    assert "public.fund_stats" in names and f"public.{HOSTILE_VIEW}" in names
-    row = page.locator("#views tr.view", has_text="fund_stats")
-    assert "stale" in row.inner_text()
-    assert page.locator("svg.chart").count() == 2
+    assert "public.fund_stats" in names and f"public.{HOSTILE_VIEW}" in names  # the hostile name as text
+    stale = page.locator("#views tr.view", has=page.locator("td.name", has_text=HOSTILE_VIEW))
+    assert "stale" in stale.inner_text() and "never" in stale.inner_text()
+    fresh = page.locator("#views tr.view", has=page.locator("td.name", has_text="fund_stats"))
+    assert "fresh" in fresh.inner_text() or "stale" in fresh.inner_text()  # a new write may have come since
+    # fund_stats' last duration, read from pgops' table (pg_cron or the daemon may have refreshed it)
+    assert page.locator("svg.chart rect.bar").count() >= 1
     site.shot("refresh")
 
 
@@ -198,6 +217,8 @@ def test_advice_shows_the_script_and_offers_it_for_download(site):
     page = site.open("/advice")
     script = page.inner_text("#script")
     assert script.startswith("SET client_encoding = 'UTF8';") and "-- pgops advise-indexes" in script
+    # the demo's workload searches orders by customer: the index, with its reasons (statements, costs) above it
+    assert "CREATE INDEX CONCURRENTLY" in script and "calls" in script and "cost" in script
     with page.expect_download() as download:
         page.click("text=Download fix.sql")
     path = download.value.path()
@@ -206,8 +227,12 @@ def test_advice_shows_the_script_and_offers_it_for_download(site):
     site.shot("advice")
 
 
-def test_workload_shows_the_statements_masked(site):
+def test_workload_shows_the_loop_as_an_n_plus_one_suspect(site):
     page = site.open("/workload")
+    # among the suspects (the demo's foreign key checks, one per inserted row, can weigh more on a given run)
+    loop = page.locator("#suspects tr.statement", has_text=LOOP)
+    assert loop.count() == 1, page.inner_text("main")
+    assert "why: 1,000 calls" in loop.inner_text() and "= ANY($1)" in loop.inner_text()
     assert page.locator("#top tr.statement").count() >= 3
     assert "$1" in page.inner_text("#top")
     assert page.locator("svg.chart rect.bar").count() >= 3
