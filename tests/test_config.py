@@ -227,7 +227,7 @@ def test_every_numeric_setting_has_bounds():
             if kinds & {int, float, timedelta, ByteSize}:
                 assert isinstance(f.metadata.get("bounds"), Bounds), f"{owner.__name__}.{f.name} has no bounds"
                 checked += 1
-    assert len(sections) == 8 and checked > 50
+    assert len(sections) == 9 and checked > 50
 
 
 @pytest.mark.parametrize(
