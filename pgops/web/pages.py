@@ -207,7 +207,9 @@ class Pages:
             return [Check("refresh", "watched views", EXIT_CRITICAL, f"failing: {', '.join(failed)}", "/refresh")]
         if overdue:
             return [Check("refresh", "watched views", EXIT_WARNING, f"overdue: {', '.join(overdue)}", "/refresh")]
-        return [Check("refresh", "watched views", EXIT_OK, f"{len(views.value)} view(s) up to date", "/refresh")]
+        stale = sum(1 for v in views.value if v.stale_since is not None)
+        detail = f"{len(views.value)} view(s), {stale} stale within their max_wait, none overdue"
+        return [Check("refresh", "watched views", EXIT_OK, detail, "/refresh")]
 
     def _cleanup_checks(self) -> list[Check]:
         last: dict[str, Any] = {}
