@@ -24,11 +24,14 @@ class Series:
 
 
 def _fmt(value: float, unit: str) -> str:
+    """An axis or point label: three significant figures; seconds under one as milliseconds."""
     if unit == "%":
         return f"{value * 100:.0f}%"
+    if unit == "s" and 0 < value < 1:
+        return f"{value * 1000:.3g}ms"
     if value >= 1000:
         return f"{value:,.0f}{unit}"
-    return f"{value:g}{unit}" if value == int(value) else f"{value:.2f}{unit}"
+    return f"{value:.3g}{unit}"
 
 
 def _empty(title: str, message: str) -> Markup:
@@ -111,9 +114,11 @@ def bar_chart(title: str, bars: list[tuple[str, float]], *, unit: str = "") -> M
             f'fill="{COLOURS[0]}"><title>{escape(label)}: {_fmt(value, unit)}</title></rect>'
         )
         if len(bars) <= 12:
+            fits = max(6, int(step / 7))  # characters of 11px text under a bar
+            shown = label if len(label) <= fits else label[: fits - 1] + "…"
             parts.append(
                 f'<text class="tick" x="{x + step * 0.35:.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle">'
-                f"{escape(label[:14])}</text>"
+                f"{escape(shown)}</text>"
             )
     parts.append("</svg>")
     return Markup("".join(parts))
