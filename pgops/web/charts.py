@@ -13,6 +13,8 @@ WIDTH, HEIGHT = 720, 220
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 40
 # colour-blind safe (Okabe-Ito)
 COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
+# text sizes on the SVG itself: a chart reads the same outside the page's stylesheet
+TICK, LEGEND = '<text class="tick" font-size="11"', '<text class="legend" font-size="11"'
 # Markers beyond this many points would only blacken the line.
 MAX_MARKERS = 120
 
@@ -52,7 +54,7 @@ def _axes(title: str, y_max: float, unit: str) -> list[str]:
         value = y_max * i / 4
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="tick" x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_fmt(value, unit)}</text>')
+        parts.append(f'{TICK} x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end">{_fmt(value, unit)}</text>')
     return parts
 
 
@@ -71,10 +73,8 @@ def line_chart(title: str, series: list[Series], *, unit: str = "", y_max: float
         return LEFT + plot_w * (t - start).total_seconds() / span, TOP + plot_h - plot_h * min(v, top) / top
 
     parts = _axes(title, top, unit)
-    parts.append(f'<text class="tick" x="{LEFT}" y="{HEIGHT - BOTTOM + 14}">{start:%H:%M}</text>')
-    parts.append(
-        f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - BOTTOM + 14}" text-anchor="end">{end:%H:%M} UTC</text>'
-    )
+    parts.append(f'{TICK} x="{LEFT}" y="{HEIGHT - BOTTOM + 14}">{start:%H:%M}</text>')
+    parts.append(f'{TICK} x="{WIDTH - RIGHT}" y="{HEIGHT - BOTTOM + 14}" text-anchor="end">{end:%H:%M} UTC</text>')
     for index, s in enumerate(series):
         colour = COLOURS[index % len(COLOURS)]
         coords = [xy(t, v) for t, v in s.points]
@@ -89,11 +89,13 @@ def line_chart(title: str, series: list[Series], *, unit: str = "", y_max: float
                     f'<circle class="point" cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{colour}">'
                     f"<title>{escape(s.label)} {t:%H:%M:%S}: {_fmt(v, unit)}</title></circle>"
                 )
-        lx = LEFT + (index % 3) * 220
-        ly = HEIGHT - 14 + (index // 3) * 0  # one row: at most three legends are readable
-        if index < 3:
-            parts.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>')
-            parts.append(f'<text class="legend" x="{lx + 14}" y="{ly + 1}">{escape(s.label[:30])}</text>')
+        # one row of legends under the plot, each label cut to its share of the width
+        room = min(220.0, (WIDTH - LEFT - RIGHT) / len(series))
+        lx, ly = LEFT + index * room, HEIGHT - 14
+        fits = max(4, int((room - 18) / 6.5))
+        label = s.label if len(s.label) <= fits else s.label[: fits - 1] + "…"
+        parts.append(f'<rect x="{lx:.1f}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'{LEGEND} x="{lx + 14:.1f}" y="{ly + 1}">{escape(label)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
@@ -117,7 +119,7 @@ def bar_chart(title: str, bars: list[tuple[str, float]], *, unit: str = "") -> M
             fits = max(6, int(step / 7))  # characters of 11px text under a bar
             shown = label if len(label) <= fits else label[: fits - 1] + "…"
             parts.append(
-                f'<text class="tick" x="{x + step * 0.35:.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle">'
+                f'{TICK} x="{x + step * 0.35:.1f}" y="{HEIGHT - BOTTOM + 14}" text-anchor="middle">'
                 f"{escape(shown)}</text>"
             )
     parts.append("</svg>")
