@@ -456,6 +456,28 @@ def _targets(value: Any) -> tuple[Target, ...]:
     return tuple(found)
 
 
+def token_file(path: Path) -> None:
+    """The web pages' token file: checked on load so a typo fails now, not when the daemon starts serving."""
+    if not str(path).strip():
+        raise ValueError("must not be empty")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The daemon's read-only pages, served on its HTTP listener beside /metrics and /healthz."""
+
+    enabled: bool = True
+    # the token a request must carry when the daemon listens beyond loopback (else PGOPS_WEB_TOKEN); the file
+    # holds the token alone, and its text is never logged
+    token_file: Path | None = field(default=None, metadata={"check": token_file})
+    # how far back the connections chart reaches: the daemon keeps that many pool samples in memory
+    chart_span: timedelta = field(
+        default=timedelta(hours=6), metadata={"bounds": Bounds(timedelta(minutes=1), timedelta(days=7))}
+    )
+    # cleanup runs, refresh outcomes and job results kept in memory for the pages
+    history_runs: int = field(default=200, metadata={"bounds": Bounds(1, 100_000)})
+
+
 @dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -466,6 +488,7 @@ class Settings:
     status: StatusSettings = field(default_factory=StatusSettings)
     workload: WorkloadSettings = field(default_factory=WorkloadSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     source: str = "defaults"  # where the settings came from, for messages
     # not keys of a section: `[targets.NAME]` tables, and whether the URL came from --dsn or the environment
     configured_targets: tuple[Target, ...] = ()
@@ -620,7 +643,7 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
     return built
 
 
-_NOT_SETTINGS = {"PGOPS_CONFIG", "PGOPS_TEST_DSN", "PGOPS_DATABASE_URL"}
+_NOT_SETTINGS = {"PGOPS_CONFIG", "PGOPS_TEST_DSN", "PGOPS_DATABASE_URL", "PGOPS_WEB_TOKEN"}
 _NOT_KEYS = {"source", "configured_targets", "url_given"}  # Settings fields no file or variable sets
 
 

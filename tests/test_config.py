@@ -228,7 +228,7 @@ def test_every_numeric_setting_has_bounds():
             if kinds & {int, float, timedelta, ByteSize}:
                 assert isinstance(f.metadata.get("bounds"), Bounds), f"{owner.__name__}.{f.name} has no bounds"
                 checked += 1
-    assert len(sections) == 8 and checked > 50
+    assert len(sections) == 9 and checked > 50
 
 
 @pytest.mark.parametrize(
@@ -472,5 +472,5 @@ def test_unknown_target_names_the_known_ones(tmp_path):
 
 
 def test_unknown_top_level_key_lists_targets(tmp_path):
-    with pytest.raises(PgopsError, match=r"target: unknown key \(known here: .*status, targets, workload\)"):
+    with pytest.raises(PgopsError, match=r"target: unknown key \(known here: .*status, targets, web, workload\)"):
         load_settings(write(tmp_path, "[target]\n"), env={})

@@ -24,7 +24,8 @@ def daemon(
         None,
         "--listen",
         metavar="HOST:PORT",
-        help="Where /metrics and /healthz answer (default: \\[daemon] listen, 127.0.0.1:9188).",
+        help="Where the pages, /metrics and /healthz answer (default: \\[daemon] listen, 127.0.0.1:9188); "
+        "beyond loopback the pages need PGOPS_WEB_TOKEN.",
     ),
     once: bool = typer.Option(False, "--once", help="Run every job once (under the same locks) and exit."),
     fmt: output.Format = typer.Option(output.Format.table, "--format", help="With --once: table or json."),
@@ -50,7 +51,9 @@ def systemd_unit(
     env_file: Path = typer.Option(
         Path("/etc/pgops/pgops.env"), "--env-file", help="EnvironmentFile with PGOPS_DATABASE_URL (keep it 0600)."
     ),
-    listen: str = typer.Option("127.0.0.1:9188", "--listen", metavar="HOST:PORT", help="For /metrics and /healthz."),
+    listen: str = typer.Option(
+        "127.0.0.1:9188", "--listen", metavar="HOST:PORT", help="For the pages, /metrics and /healthz."
+    ),
     python: Path | None = typer.Option(
         None, "--python", help="Python of the pgops installation (default: the one running this command)."
     ),

@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoint: `/metrics` (Prometheus, default registry with process metrics) and `/healthz`."""
+"""The daemon's HTTP endpoint: `/metrics` (Prometheus, default registry with process metrics), `/healthz`, and
+the read-only pages (`pgops.web`) on every other path when they are enabled."""
 
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pgops.daemon.failover import TargetHealth
 from pgops.errors import PgopsError
+
+if TYPE_CHECKING:
+    from pgops.web import WebPages
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +56,9 @@ def parse_listen(text: str) -> tuple[str, int]:
 class HealthServer:
     """A small threaded HTTP server in a background thread; `health()` is evaluated on each /healthz request."""
 
-    def __init__(self, listen: str, health: Callable[[], Health]) -> None:
+    def __init__(self, listen: str, health: Callable[[], Health], pages: WebPages | None = None) -> None:
         host, port = parse_listen(listen)
-        handler = _handler(health)
+        handler = _handler(health, pages)
         server_class = _Server
         if ":" in host:
             server_class = type("_ServerV6", (_Server,), {"address_family": socket.AF_INET6})
@@ -116,7 +121,7 @@ class _Server(ThreadingHTTPServer):
         _log_failure(_client(client_address), "", _describe(exc), bug=not isinstance(exc, OSError))
 
 
-def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
+def _handler(health: Callable[[], Health], pages: WebPages | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "pgops"
         timeout = REQUEST_TIMEOUT  # on the socket, for every read and write: a stalled client gets dropped
@@ -144,12 +149,19 @@ def _handler(health: Callable[[], Health]) -> type[BaseHTTPRequestHandler]:
                 state = health()
                 body = json.dumps(asdict(state)).encode() + b"\n"
                 self._send(200 if state.ok else 503, "application/json", body, with_body)
+            elif pages is not None:
+                page = pages.answer(path, self.headers.get("Authorization"))
+                self._send(page.code, page.content_type, page.body, with_body, page.headers)
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n", with_body)
 
-        def _send(self, code: int, content_type: str, body: bytes, with_body: bool) -> None:
+        def _send(
+            self, code: int, content_type: str, body: bytes, with_body: bool, headers: tuple[tuple[str, str], ...] = ()
+        ) -> None:
             self.send_response(code)
             self.send_header("Content-Type", content_type)
+            for name, value in headers:
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if with_body:

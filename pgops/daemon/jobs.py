@@ -25,7 +25,8 @@ from typing import Any
 import psycopg
 
 from pgops.config import CleanupPolicy, Settings
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
+from pgops.web.history import HISTORY  # what the pages show; a small module, no import of the jobs' own
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def _refresh(ctx: JobContext) -> str:
     from pgops.refresh.process import process_due
 
     outcomes = process_due(ctx.conn, ctx.settings.refresh, should_stop=ctx.should_stop)
+    HISTORY.record_refresh(outcomes)
     counts = Counter(outcome.outcome for outcome in outcomes)
     return ", ".join(f"{n} {name}" for name, n in sorted(counts.items())) or "nothing due"
 
@@ -87,7 +89,12 @@ def _cleanup(name: str, policy: CleanupPolicy) -> Callable[[JobContext], str]:
     def run(ctx: JobContext) -> str:
         from pgops.cleanup.runner import run_policy
 
-        result = run_policy(ctx.dsn, name, policy, ctx.settings, should_stop=ctx.should_stop)
+        try:
+            result = run_policy(ctx.dsn, name, policy, ctx.settings, should_stop=ctx.should_stop)
+        except Exception as exc:
+            HISTORY.record_cleanup(name, None, first_line(exc))
+            raise
+        HISTORY.record_cleanup(name, result)
         reason = f" ({result.reason})" if result.reason else ""
         return f"{result.status}: {result.rows_deleted} rows deleted in {result.batches} batches{reason}"
 
@@ -124,6 +131,7 @@ class _PoolSampler:
         for line in crossings(self.previous, report):
             log.warning("pool report: %s", line, extra={"job": ctx.job})
         self.previous = report
+        HISTORY.record_pool(report)
         export_metrics(report, settings.top_applications)
         export_idle_growth(self.idle_growth.feed(sample), settings.top_applications)
         return f"pool {report.status_name}: {report.total} connections"
@@ -153,6 +161,7 @@ def _advise(ctx: JobContext) -> str:
     if answer[0] == "error":
         raise PgopsError(answer[1])
     found, script = answer[1], answer[2]
+    HISTORY.record_advice(found, script)
     output = ctx.settings.advisor.output
     if output is None:
         log.info("index advice:\n%s", script)

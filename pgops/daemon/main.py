@@ -29,6 +29,8 @@ from pgops.daemon.jobs import Job, load_jobs
 from pgops.daemon.scheduler import JobRunner, Outcome, RunResult, Stopping, build_scheduler, first_line
 from pgops.daemon.systemd import Notifier, watchdog_interval
 from pgops.errors import PgopsError
+from pgops.web import WebPages, make_pages
+from pgops.web.auth import required_token
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +176,26 @@ class Daemon:
         """Connect, schedule the jobs, serve HTTP, then tell systemd READY=1."""
         self.connect()
         if listen:
-            self.http = HealthServer(listen, self.health)
+            self.http = HealthServer(listen, self.health, self._pages(listen))
         work = [(target.runner, job) for target in self.targets for job in target.jobs]
         self.scheduler = build_scheduler(work, self.settings)
         self.scheduler.start()
         if self.http:
             self.http.start()
-            log.info("serving /metrics and /healthz on http://%s", self.http.address)
+            served = "the pages, /metrics and /healthz" if self.settings.web.enabled else "/metrics and /healthz"
+            log.info("serving %s on http://%s", served, self.http.address)
         metrics.DAEMON_HEALTHY.set(1)
         for target in self.targets:
             metrics.DAEMON_DATABASE_UP.labels(target.name).set(1)
         self.notifier.ready(self.status_line())
         names = [runner.job_id(job) for runner, job in work]
         log.info("daemon ready: %s", ", ".join(names) or "no jobs")
+
+    def _pages(self, listen: str) -> WebPages | None:
+        """The read-only pages (None when `[web] enabled = false`); refused beyond loopback without a token.
+        They show the first target's server (each page reads one database)."""
+        first = self.targets[0]
+        return make_pages(first.settings, first.settings.dsn, parse_listen(listen)[0], lambda: dict(first.runner.last))
 
     def health(self) -> Health:
         """Healthy while the scheduler runs and every target's database answers; the reason says what is wrong."""
@@ -274,7 +283,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 def run_daemon(settings: Settings, listen: str | None) -> int:
     """`pgops daemon`: run until SIGTERM or SIGINT; exit 0 after a clean stop."""
     if listen:
-        parse_listen(listen)  # a typo fails now, not after connecting
+        host = parse_listen(listen)[0]  # a typo fails now, not after connecting
+        if settings.web.enabled:
+            required_token(settings, host)  # and so does a listener beyond loopback without a token
     daemon = Daemon(settings)
     with _stop_on_signals(daemon.stop_event):
         try:

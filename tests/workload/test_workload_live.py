@@ -169,3 +169,33 @@ def test_a_role_without_pg_read_all_stats_sees_the_figures_and_is_told_the_grant
             assert f"GRANT pg_read_all_stats TO {role}" in " ".join(view.stdout.split())
         finally:
             admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "calls", "query", "text"),
+    [
+        (
+            "twenty rows per call",
+            1000,
+            "SELECT id, name FROM items WHERE id BETWEEN %s AND %s + 19",
+            "SELECT id, name FROM items WHERE id BETWEEN $1 AND $2 + $3",
+        ),
+        ("one call fewer than suspect_min_calls", 999, "SELECT id, name FROM items WHERE id = %s", LOOP),
+    ],
+)
+def test_a_loop_of_another_shape_is_not_a_suspect(dsn, conn, shape, calls, query, text):
+    """The same application loop beside the same heavy statements, but one rule fails: no suspect at all. With
+    the one-row shape (test above) the loop is the first suspect: the shape decides, not the total."""
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
+    conn.execute("INSERT INTO items SELECT n, 'item ' || n FROM generate_series(1, 1100) n")
+    with psycopg.connect(dsn, autocommit=True, application_name="shop") as app:
+        for key in range(1, calls + 1):
+            app.execute(query, (key,) * query.count("%s")).fetchall()
+        total = _total_ms(conn, text)
+        for heavy in HEAVY_QUERIES:
+            for _ in range(2):
+                app.execute(heavy.replace("$1", "%s"), (total / 2 / 1000,))
+    report = _report(dsn, total)
+    loop = next(c for c in report.top if c.query == text)
+    assert loop.calls == calls and loop.kind is None, shape
+    assert report.suspects == [] and report.status == 0, [s.query for s in report.suspects]
