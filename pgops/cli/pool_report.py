@@ -22,7 +22,8 @@ from pgops.cli.app import app, state
 from pgops.config import INT4_MAX, Settings, parse_duration
 from pgops.errors import PgopsError
 from pgops.output import human_duration
-from pgops.pool_report.analyze import LEVEL_NAMES, Report
+from pgops.pool_report.analyze import Report
+from pgops.pool_report.limits import LEVEL_NAMES
 from pgops.pool_report.sample import take_sample
 from pgops.pool_report.terminate import Termination, candidates, terminate
 

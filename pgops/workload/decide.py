@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pgops.config import WorkloadSettings
 from pgops.errors import EXIT_OK, EXIT_WARNING
-from pgops.pool_report.analyze import mask_query
+from pgops.pool_report.leaks import mask_query
 from pgops.workload.read import HIDDEN_QUERY, Snapshot, StatementStats
 
 N_PLUS_ONE = "n+1 suspect"

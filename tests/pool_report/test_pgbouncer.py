@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_CRITICAL, PgopsError
-from pgops.pool_report.analyze import pgbouncer_usage
+from pgops.pool_report.limits import pgbouncer_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
 from pgops.sandbox import free_port
 from tests.conftest import ROOT

@@ -14,15 +14,14 @@ from psycopg import sql
 from pgops.config import PoolReportSettings, Settings, load_settings
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
 from pgops.pool_report import open_connection
-from pgops.pool_report.analyze import (
+from pgops.pool_report.analyze import Report, analyze
+from pgops.pool_report.leaks import (
     IDLE_IN_TRANSACTION,
     LONG_QUERY,
     LONG_TRANSACTION,
     WAITING_ON_LOCK,
     XMIN_HORIZON,
     Problem,
-    Report,
-    analyze,
 )
 from pgops.pool_report.sample import take_sample
 from tests.pool_report.conftest import wait_until
