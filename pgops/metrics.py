@@ -8,6 +8,8 @@ series exists before its first event.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # -- refresh ---------------------------------------------------------------------------------------------------
@@ -64,6 +66,24 @@ CLEANUP_THROTTLED = Counter(
 CLEANUP_THROTTLED_SECONDS = Counter(
     "pgops_cleanup_throttled_seconds_total", "Seconds cleanups spent paused for database health.", ["policy"]
 )
+_cleanup_succeeded_at: dict[str, float] = {}  # policy → Unix time; read at scrape time by the gauge below
+
+
+def cleanup_series(policy: str) -> None:
+    """Create a policy's cleanup series, so they exist before its first batch."""
+    CLEANUP_ROWS_DELETED.labels(policy)
+    CLEANUP_BATCHES.labels(policy)
+    CLEANUP_ROWS_LEFT.labels(policy)
+    CLEANUP_THROTTLED_SECONDS.labels(policy)
+    CLEANUP_SECONDS_SINCE_SUCCESS.labels(policy).set_function(
+        lambda: time.time() - _cleanup_succeeded_at[policy] if policy in _cleanup_succeeded_at else float("nan")
+    )
+
+
+def cleanup_succeeded(policy: str) -> None:
+    _cleanup_succeeded_at[policy] = time.time()
+    CLEANUP_LAST_SUCCESS.labels(policy).set(_cleanup_succeeded_at[policy])
+
 
 # -- pool report -----------------------------------------------------------------------------------------------
 # Label values are bounded by pgops.pool_report.export: the top N applications (the rest as "other"), the top N

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from pgops.cleanup.policy import inspect
-from pgops.cleanup.runner import BatchResult, run_policy
+from pgops.cleanup.runner import BatchResult, RunOptions, run_policy
 from pgops.config import CleanupPolicy, CleanupSettings, Settings
 from pgops.errors import PgopsError
 from tests.conftest import create_database, drop_database
@@ -79,7 +79,7 @@ def test_only_rows_expired_at_deletion_time_go(dsn, conn, walk, expired, live):
             conn.execute("UPDATE items SET expires_at = now() + interval '1 day' WHERE id = ANY(%s)", (revived,))
 
     before = metric("pgops_cleanup_rows_deleted_total", policy="items")
-    result = run_policy(dsn, "items", POLICY, Settings(), on_batch=revive)
+    result = run_policy(dsn, "items", POLICY, Settings(), RunOptions(on_batch=revive))
     other.commit()
     other.close()
 
@@ -131,7 +131,7 @@ def test_stop_request_between_batches(dsn, conn):
     make_items(conn, expired=3000, live=0)
     batches: list[BatchResult] = []
     result = run_policy(
-        dsn, "items", POLICY, Settings(), should_stop=lambda: len(batches) >= 2, on_batch=batches.append
+        dsn, "items", POLICY, Settings(), RunOptions(should_stop=lambda: len(batches) >= 2, on_batch=batches.append)
     )
     assert result.status == "stopped"
     assert result.rows_deleted == sum(b.deleted for b in batches) and len(batches) == 2
@@ -243,7 +243,7 @@ def test_partitioned_table_cleans_each_partition_and_offers_to_drop_expired_ones
     checked = inspect(conn, "logs", policy)
     assert [leaf.relation.qualified for leaf in checked.table.leaves] == ["public.logs_now", "public.logs_old"]
 
-    dry = run_policy(dsn, "logs", policy, Settings(), dry_run=True)
+    dry = run_policy(dsn, "logs", policy, Settings(), RunOptions(dry_run=True))
     assert (dry.would_delete, dry.counted) == (300 + 30, True)
     assert dry.expired_partitions == [
         'ALTER TABLE "public"."logs" DETACH PARTITION "public"."logs_old" CONCURRENTLY; DROP TABLE "public"."logs_old";'
@@ -254,11 +254,11 @@ def test_partitioned_table_cleans_each_partition_and_offers_to_drop_expired_ones
     # a row the policy's `where` leaves NULL is kept by every batch: its partition is not one to drop whole
     conn.execute("UPDATE logs SET path = NULL WHERE id = 1 AND created_at < '2001-01-01'")
     keeps_nulls = dataclasses.replace(policy, where="path <> '/x'")
-    assert run_policy(dsn, "logs", keeps_nulls, Settings(), dry_run=True).expired_partitions == []
+    assert run_policy(dsn, "logs", keeps_nulls, Settings(), RunOptions(dry_run=True)).expired_partitions == []
     conn.execute("UPDATE logs SET path = '/a' WHERE path IS NULL")
 
     tables: set[str] = set()
-    result = run_policy(dsn, "logs", policy, Settings(), on_batch=lambda b: tables.add(b.table))
+    result = run_policy(dsn, "logs", policy, Settings(), RunOptions(on_batch=lambda b: tables.add(b.table)))
     assert tables == {"public.logs_old", "public.logs_now"}
     assert result.rows_deleted == 330
     left = conn.execute("SELECT min(created_at) > now() - interval '30 days', count(*) FROM logs").fetchone()
@@ -268,13 +268,13 @@ def test_partitioned_table_cleans_each_partition_and_offers_to_drop_expired_ones
 def test_few_matching_rows_walk_the_index_many_walk_the_heap(dsn, conn):
     make_items(conn, expired=100, live=3000)  # about 3% match: batches in index order
     batches: list[BatchResult] = []
-    result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
+    result = run_policy(dsn, "items", POLICY, Settings(), RunOptions(on_batch=batches.append))
     assert result.walks == {"public.items": "index"}
     assert {b.walk for b in batches} == {"index"} and len(batches) >= 2
     assert counts(conn) == (0, 3000)
     conn.execute("UPDATE items SET expires_at = now() - interval '1 day' WHERE id % 4 = 0")  # 25% match now
     conn.execute("ANALYZE items")
-    result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
+    result = run_policy(dsn, "items", POLICY, Settings(), RunOptions(on_batch=batches.append))
     assert result.walks == {"public.items": "heap"}
     assert (result.rows_deleted, counts(conn)) == (750, (0, 2250))
 
@@ -332,7 +332,7 @@ def test_heap_batch_that_meets_a_lock_is_redone_two_pass(dsn, conn):
     batches: list[BatchResult] = []
     release.start()
     try:
-        result = run_policy(dsn, "items", POLICY, Settings(), on_batch=batches.append)
+        result = run_policy(dsn, "items", POLICY, Settings(), RunOptions(on_batch=batches.append))
     finally:
         release.join()
         holder.close()
@@ -358,7 +358,7 @@ def test_where_predicate_means_what_it_says(dsn, conn, walk, expired, live, kept
     conn.execute("ANALYZE items")
     n_kept = conn.execute("SELECT count(*) FROM items WHERE note = %s", (kept,)).fetchone()[0]
     policy = dataclasses.replace(POLICY, where=where)
-    dry = run_policy(dsn, "items", policy, Settings(), dry_run=True)
+    dry = run_policy(dsn, "items", policy, Settings(), RunOptions(dry_run=True))
     result = run_policy(dsn, "items", policy, Settings())
     assert (dry.would_delete, dry.counted) == (expired - n_kept, True)
     assert result.walks == {"public.items": walk} and result.rows_deleted == expired - n_kept

@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 
 from pgops.cleanup.health import HealthSample, throttle_reason
+from pgops.cleanup.loop import MIN_BATCH_SIZE, next_batch_size
 from pgops.cleanup.policy import (
     READY_MADE,
     LeafInfo,
@@ -16,7 +17,7 @@ from pgops.cleanup.policy import (
     one_off_policy,
     resolve_policies,
 )
-from pgops.cleanup.runner import MIN_BATCH_SIZE, choose_walk, next_batch_size
+from pgops.cleanup.walk import choose_walk
 from pgops.config import CleanupPolicy, CleanupSettings, Settings
 from pgops.errors import PgopsError
 

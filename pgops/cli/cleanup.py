@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from pgops import output
 from pgops.cleanup.policy import describe_condition, one_off_policy, policy_summary, resolve_policies
-from pgops.cleanup.runner import BatchResult, CleanupResult, run_policy, validate_all
+from pgops.cleanup.runner import BatchResult, CleanupResult, RunOptions, run_policy, validate_all
 from pgops.cli.app import FormatOption, app, duration_option, state
 from pgops.config import INT4_MAX, INT8_MAX, CleanupPolicy
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
@@ -125,7 +125,8 @@ def run(
             advance(batch.deleted, policy=batch.policy)
 
         for name, policy in policies.items():
-            results.append(run_policy(st.dsn, name, policy, st.settings, dry_run=dry_run, on_batch=on_batch))
+            options = RunOptions(dry_run=dry_run, on_batch=on_batch)
+            results.append(run_policy(st.dsn, name, policy, st.settings, options))
     _render(results, fmt)
     warned = any(r.warnings or r.expired_partitions or r.status == "limit" for r in results)
     raise typer.Exit(EXIT_WARNING if warned else EXIT_OK)

@@ -83,9 +83,9 @@ def _refresh(ctx: JobContext) -> str:
 
 def _cleanup(name: str, policy: CleanupPolicy) -> Callable[[JobContext], str]:
     def run(ctx: JobContext) -> str:
-        from pgops.cleanup.runner import run_policy
+        from pgops.cleanup.runner import RunOptions, run_policy
 
-        result = run_policy(ctx.dsn, name, policy, ctx.settings, should_stop=ctx.should_stop)
+        result = run_policy(ctx.dsn, name, policy, ctx.settings, RunOptions(should_stop=ctx.should_stop))
         reason = f" ({result.reason})" if result.reason else ""
         return f"{result.status}: {result.rows_deleted} rows deleted in {result.batches} batches{reason}"
 
