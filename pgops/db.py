@@ -12,6 +12,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import unquote
@@ -177,23 +178,31 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or type(exc).__name__ == "PoolTimeout"
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits up to min(max_delay, base_delay * 2**(n-1))."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+
+
 def retry(
     fn: Callable[[], T],
     *,
-    attempts: int = 5,
-    base_delay: float = 0.5,
-    max_delay: float = 30.0,
+    backoff: Backoff = Backoff(),
     what: str = "operation",
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Call `fn`, retrying transient failures with exponential backoff and full jitter."""
+    attempts = backoff.attempts
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+            delay = random.uniform(0, min(backoff.max_delay, backoff.base_delay * 2 ** (attempt - 1)))
             log.warning(
                 "%s failed (%s), retry %d/%d in %.1fs",
                 what,

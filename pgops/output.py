@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -75,19 +76,39 @@ def _cell(value: Any) -> str:
     return "" if value is None else printable(str(value))
 
 
+# (below this much, units of this much, format), in order; the last step takes the rest (and NaN).
+_SECONDS = (  # table cells: `250ms`, `12.3s`, `4.5m`, `1.2h`, `3.0d`
+    (1, 0.001, "{:.0f}ms"),
+    (120, 1, "{:.1f}s"),
+    (7200, 60, "{:.1f}m"),
+    (172800, 3600, "{:.1f}h"),
+    (math.inf, 86400, "{:.1f}d"),
+)
+_MILLISECONDS = (  # statement times, down to microseconds: `0.031 ms`, `2.50 ms`, `12.3 s`, `4.5 min`, `1.2 h`
+    (0.1, 1, "{:.3f} ms"),
+    (10, 1, "{:.2f} ms"),
+    (1000, 1, "{:.1f} ms"),
+    (120_000, 1000, "{:.1f} s"),
+    (7_200_000, 60_000, "{:.1f} min"),
+    (math.inf, 3_600_000, "{:,.1f} h"),
+)
+
+
+def _scaled(value: float, steps: tuple[tuple[float, float, str], ...]) -> str:
+    _, unit, form = next((step for step in steps if value < step[0]), steps[-1])
+    return form.format(value / unit)
+
+
 def human_duration(value: timedelta | float | None) -> str:
+    """A time (a timedelta, or seconds) for a table cell."""
     if value is None:
         return ""
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return _scaled(value.total_seconds() if isinstance(value, timedelta) else float(value), _SECONDS)
+
+
+def human_milliseconds(value: float) -> str:
+    """A time in milliseconds (as pg_stat_statements counts them), to the microsecond when that small."""
+    return _scaled(value, _MILLISECONDS)
 
 
 def human_bytes(value: float | None) -> str:

@@ -32,7 +32,14 @@ from pgops.advisor.select import Baseline, Budget, Problem, TableWrites, choose,
 from pgops.advisor.size import estimate_size
 from pgops.advisor.weights import DEFAULT_MS_PER_COST, Planned, Unit, weigh
 from pgops.advisor.whatif import WhatIf
-from pgops.advisor.workload import LeftOut, read_file, read_log, read_pg_stat_statements, read_statement_timeout
+from pgops.advisor.workload import (
+    LeftOut,
+    StatementFilter,
+    read_file,
+    read_log,
+    read_pg_stat_statements,
+    read_statement_timeout,
+)
 from pgops.config import Settings
 from pgops.db import connect
 from pgops.output import progress
@@ -99,9 +106,8 @@ def read_workload(
         )
         top = options.top if options.top is not None else cfg.top
         counts = LeftOut()
-        statements += read_pg_stat_statements(
-            conn, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user, left_out=counts
-        )
+        keep = StatementFilter(min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user)
+        statements += read_pg_stat_statements(conn, keep, left_out=counts)
         sources.append("pg_stat_statements")
         if left_out is not None:
             reasons = {

@@ -33,19 +33,24 @@ class LeftOut:
     past_top: int = 0
 
 
+@dataclass(frozen=True)
+class StatementFilter:
+    """Which of pg_stat_statements' statements the advisor reads: called often enough, heavy enough, the `top`
+    heaviest, of one user when given."""
+
+    min_calls: int = 1
+    min_total_time_ms: float = 0.0
+    top: int = 500
+    user: str | None = None
+
+
 def read_pg_stat_statements(
-    conn: psycopg.Connection,
-    *,
-    min_calls: int = 1,
-    min_total_time_ms: float = 0.0,
-    top: int = 500,
-    user: str | None = None,
-    left_out: LeftOut | None = None,
+    conn: psycopg.Connection, keep: StatementFilter = StatementFilter(), left_out: LeftOut | None = None
 ) -> list[Statement]:
     """The current database's statements, heaviest total time first; `left_out` is filled with what the
     filters leave out, so the advice can say which option brings them in."""
     extension = pg_stat_statements.locate(conn, otherwise="or pass --from-file/--from-log")
-    params = {"min_calls": min_calls, "min_total_time": min_total_time_ms, "top": top, "user": user}
+    params = {"min_calls": keep.min_calls, "min_total_time": keep.min_total_time_ms, "top": keep.top, "user": keep.user}
     with pg_stat_statements.readable():
         rows = conn.execute(pg_stat_statements.query("advisor/pg_stat_statements.sql", extension), params).fetchall()
     if left_out is not None and rows:

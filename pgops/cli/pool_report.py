@@ -132,12 +132,7 @@ def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> lis
 
 
 def _watch(
-    conn: psycopg.Connection,
-    settings: Settings,
-    pgbouncer: str | None,
-    fmt: output.Format,
-    interval: float,
-    count: int | None,
+    conn: psycopg.Connection, settings: Settings, fmt: output.Format, interval: float, count: int | None
 ) -> Report:
     """Sample every `interval` seconds: redraw the view in place, or print one JSON document per sample."""
     live = Live(console=output.console, auto_refresh=False) if fmt is output.Format.table else None
@@ -145,7 +140,7 @@ def _watch(
         for number in range(count or sys.maxsize):
             if number:
                 time.sleep(interval)
-            _, report = pool.report(conn, settings, pgbouncer)
+            _, report = pool.report(conn, settings)
             if live:
                 live.update(render(report), refresh=True)
             else:
@@ -178,9 +173,10 @@ def pool_report(
     """Connections against every limit, leaked transactions and lock waits; exit 0/1/2 for ok/warning/critical."""
     st = state(ctx)
     settings = st.settings
-    if show_queries:
-        unmasked = dataclasses.replace(settings.pool_report, mask_queries=False)
-        settings = dataclasses.replace(settings, pool_report=unmasked)
+    overrides = {"mask_queries": False} if show_queries else {}
+    if pgbouncer:
+        overrides["pgbouncer_url"] = pgbouncer
+    settings = dataclasses.replace(settings, pool_report=dataclasses.replace(settings.pool_report, **overrides))
     if watch is not None and terminate_over:
         raise PgopsError("--terminate-idle-in-transaction-over can't be combined with --watch")
     if count is not None and watch is None:
@@ -192,8 +188,8 @@ def pool_report(
     with pool.open_connection(st.dsn, settings) as conn:
         terminated = _terminate(conn, threshold, yes) if threshold is not None else None
         if watch is None:
-            _, report = pool.report(conn, settings, pgbouncer)
+            _, report = pool.report(conn, settings)
             _show(report, fmt, terminated)
         else:
-            report = _watch(conn, settings, pgbouncer, fmt, watch, count)
+            report = _watch(conn, settings, fmt, watch, count)
     raise typer.Exit(report.status)
