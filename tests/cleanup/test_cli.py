@@ -7,7 +7,7 @@ import json
 
 import psycopg
 
-from tests.test_cleanup_run import counts, make_items
+from tests.cleanup.helpers import counts, make_items
 
 ONE_OFF = ("cleanup", "run", "--table", "public.items", "--expired-column", "expires_at")
 
