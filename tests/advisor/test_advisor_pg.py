@@ -53,7 +53,7 @@ def demo_template(pg_server: PgServer) -> Iterator[str]:
     name = create_database(pg_server, "pgops_advisor_template")
     with psycopg.connect(pg_server.database_dsn(name), autocommit=True) as conn:
         demo.load_schema(conn)
-        demo.generate(conn, scale=0.02)
+        demo.generate(conn, scale=0.02, seed=0.5)
     yield name
     drop_database(pg_server, name)
 

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import psycopg
+import pytest
 
 from pgops.cleanup.runner import BatchResult, RunOptions, run_policy
 from pgops.cleanup.walk import choose_walk
@@ -54,6 +55,7 @@ def test_only_rows_expired_at_deletion_time_go(dsn, conn, walk, expired, live):
     assert 0 <= metric("pgops_cleanup_seconds_since_last_success", policy="items") < 60
 
 
+@pytest.mark.timing
 @WALKS
 def test_rows_locked_by_others_are_skipped_not_waited_on(dsn, conn, walk, expired, live):
     make_items(conn, expired=expired, live=live)

@@ -24,7 +24,7 @@ from pgops.pool_report.leaks import (
     Problem,
 )
 from pgops.pool_report.sample import take_sample
-from tests.pool_report.conftest import wait_until
+from tests.helpers import wait_until
 
 FAST = PoolReportSettings(
     idle_in_transaction=timedelta(milliseconds=300),
@@ -87,6 +87,7 @@ def leaking(dsn, conn, sessions):
     }
 
 
+@pytest.mark.timing
 def test_report_finds_each_leak_with_pid_age_and_blocker(conn, leaking):
     sample = take_sample(conn)
     report = analyze(sample, FAST)

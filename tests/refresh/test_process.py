@@ -47,6 +47,7 @@ def _refreshed(outcomes) -> bool:
     return any(o.outcome == process.REFRESHED for o in outcomes)
 
 
+@pytest.mark.timing
 def test_debounce_waits_for_quiet_then_refreshes(conn, dsn, fund_stats, settings):
     watch.watch(
         conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=1), max_wait=timedelta(seconds=5))
@@ -66,6 +67,7 @@ def test_debounce_waits_for_quiet_then_refreshes(conn, dsn, fund_stats, settings
     assert _view(conn).stale_since is None
 
 
+@pytest.mark.timing
 def test_max_wait_refreshes_under_continuous_writes(conn, dsn, fund_stats, settings):
     """Writes every 0.2 s never leave a 2 s quiet spell, so only max_wait (3 s) can trigger the refresh."""
     watch.watch(
@@ -131,6 +133,7 @@ def test_rolled_back_savepoint_takes_its_mark_along(conn, dsn, fund_stats, setti
     assert _marks(conn) == 1
 
 
+@pytest.mark.timing
 def test_a_skipped_writer_still_in_progress_is_waited_for(conn, dsn, fund_stats, settings):
     """A writer that skipped its mark (refresh pending) and commits while the refresh waits is included."""
     watch.watch(conn, fund_stats, replace(settings.refresh, debounce=timedelta(0), max_wait=timedelta(0)))
@@ -195,6 +198,7 @@ def test_failed_refresh_is_recorded_backed_off_retried_and_does_not_hold_up_othe
     assert differs_from_query(conn, "public.fragile") == 0
 
 
+@pytest.mark.timing
 def test_statement_timeout_ends_a_slow_refresh_and_records_it(conn, fund_stats, settings):
     conn.execute("CREATE MATERIALIZED VIEW slow AS SELECT 1 AS k, pg_sleep(1) IS NULL AS slept FROM funds LIMIT 1")
     watch.watch(conn, "slow", replace(settings.refresh, debounce=timedelta(0)), concurrently=False)
