@@ -49,7 +49,12 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
             for r in results
         ]
         output.console.print(
-            output.table("cleanup dry run", ["policy", "table", "status", "note", "would delete", "walk"], rows)
+            output.table(
+                "cleanup dry run",
+                ["policy", "table", "status", "note", "would delete", "walk"],
+                rows,
+                keep=("policy", "status", "would delete"),
+            )
         )
         for r in results:
             if r.plan:
@@ -72,7 +77,7 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
             for r in results
         ]
         columns = ["policy", "table", "status", "note", "rows", "batches", "time", "rows/s", "paused", "left"]
-        output.console.print(output.table("cleanup", columns, rows))
+        output.console.print(output.table("cleanup", columns, rows, keep=("policy", "status", "rows")))
     for r in results:
         for message in [*r.warnings, *(f"whole partition expired: {a}" for a in r.expired_partitions)]:
             output.err_console.print(f"pgops: warning: {r.policy}: {message}", markup=False, highlight=False)
@@ -144,4 +149,4 @@ def list_policies(ctx: typer.Context, fmt: output.Format = FormatOption) -> None
         for name, p in policies.items()
     ]
     columns = ["policy", "table", "condition", "schedule", "database", "if exists"]
-    output.console.print(output.table("cleanup policies", columns, rows))
+    output.console.print(output.table("cleanup policies", columns, rows, keep=("policy",)))

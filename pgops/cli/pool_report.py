@@ -48,22 +48,20 @@ def render(report: Report) -> RenderableType:
             f"  {report.total} client connections ({states}) at {report.sampled_at:%Y-%m-%d %H:%M:%S %Z}",
         )
     ]
-    limits = output.table("Limits", ["kind", "name", "used", "usable", "left", "used %", "level"], [])
-    for u in report.limits:
-        limits.add_row(u.kind, u.name, str(u.used), str(u.limit), str(u.left), f"{u.ratio:.0%}", _level(u.level))
-    parts.append(limits)
+    columns = ["kind", "name", "used", "usable", "left", "used %", "level"]
+    rows = [
+        (u.kind, u.name, str(u.used), str(u.limit), str(u.left), f"{u.ratio:.0%}", _level(u.level))
+        for u in report.limits
+    ]
+    parts.append(output.table("Limits", columns, rows, keep=columns))
     if report.pgbouncer:
-        pools = output.table(
-            "PgBouncer pools",
-            ["database", "user", "clients", "waiting", "longest wait", "servers", "pool_size", "used %", "level"],
-            [],
-        )
-        for p in report.pgbouncer:
-            pools.add_row(
-                p.database, p.user, str(p.clients_active), str(p.clients_waiting), human_duration(p.maxwait_seconds),
-                str(p.servers_used), str(p.pool_size), f"{p.ratio:.0%}", _level(p.level),
-            )  # fmt: skip
-        parts.append(pools)
+        columns = ["database", "user", "clients", "waiting", "longest wait", "servers", "pool_size", "used %", "level"]
+        rows = [
+            (p.database, p.user, str(p.clients_active), str(p.clients_waiting), human_duration(p.maxwait_seconds),
+             str(p.servers_used), str(p.pool_size), f"{p.ratio:.0%}", _level(p.level))
+            for p in report.pgbouncer
+        ]  # fmt: skip
+        parts.append(output.table("PgBouncer pools", columns, rows, keep=("database", "user", "waiting", "level")))
     if report.problems:
         rows = [
             (p.kind, p.pid, p.database, p.user, p.application, p.client or "local", human_duration(p.age_seconds),
@@ -82,7 +80,7 @@ def render(report: Report) -> RenderableType:
             "last query",
             "to end it",
         ]
-        parts.append(output.table("Leak signals", columns, rows))
+        parts.append(output.table("Leak signals", columns, rows, keep=("problem", "pid", "application", "age")))
     groups = [
         (g.database, g.user, g.application, g.client or "local", g.total,
          ", ".join(f"{n} {s}" for s, n in sorted(g.states.items())),
@@ -90,7 +88,8 @@ def render(report: Report) -> RenderableType:
         for g in report.groups
     ]  # fmt: skip
     columns = ["database", "user", "application", "client", "sessions", "states", "worst offender"]
-    parts.append(output.table("Connections by database, user, application and client", columns, groups))
+    title = "Connections by database, user, application and client"
+    parts.append(output.table(title, columns, groups, keep=("application", "sessions")))
     if report.visibility:
         parts.append(Text(f"can't see: {report.visibility}", style="yellow"))
     parts += [Text(f"recommendation: {line}") for line in report.recommendations]

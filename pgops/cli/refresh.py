@@ -119,7 +119,7 @@ def status(ctx: typer.Context, fmt: output.Format = FormatOption) -> None:
             for v in views
         ]
         columns = ["view", "state", "stale for", "last refresh", "took", "mode", "debounce / max", "note"]
-        output.console.print(output.table("watched materialized views", columns, rows))
+        output.console.print(output.table("watched materialized views", columns, rows, keep=("view", "state")))
     raise typer.Exit(queue.status_exit_code(views, grace))
 
 

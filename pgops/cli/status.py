@@ -5,12 +5,20 @@ from __future__ import annotations
 import dataclasses
 
 import typer
+from rich.console import RenderableType
 from rich.text import Text
 
 from pgops import output, status
 from pgops.cli.app import app, state
 
 STYLE = {status.OK: "green", status.WARNING: "yellow", status.CRITICAL: "red"}
+
+
+def render(report: status.Status) -> RenderableType:
+    # a styled Text: the table prints a plain string cell as it is, markup included
+    rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
+    title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
+    return output.table(title, ["check", "state", "detail"], rows, keep=("check", "state"))
 
 
 @app.command("status")
@@ -23,8 +31,5 @@ def status_command(
     if fmt is output.Format.json:
         output.print_json({**dataclasses.asdict(report), "exit_code": report.exit_code})
     else:
-        # a styled Text: the table prints a plain string cell as it is, markup included
-        rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
-        title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
-        output.console.print(output.table(title, ["check", "state", "detail"], rows))
+        output.console.print(render(report))
     raise typer.Exit(report.exit_code)
