@@ -20,10 +20,10 @@ from urllib.parse import unquote
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgops.config import DatabaseSettings
-from pgops.errors import PgopsError, redact, remember_secrets, split_url
+from pgops.errors import PgopsError, first_line, redact, remember_secrets, split_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,10 +83,8 @@ def describe(dsn: str) -> str:
 
 def _server_reason(exc: Exception) -> str:
     """The server's (or libpq's) own reason, without psycopg's wrapping and hints."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    reason = first.rsplit(" failed: ", 1)[-1]
-    reason = re.sub(r"^(FATAL|ERROR):\s+", "", reason)
-    return redact(reason.strip())
+    reason = first_line(exc).rsplit(" failed: ", 1)[-1]
+    return re.sub(r"^(FATAL|ERROR):\s+", "", reason).strip()
 
 
 def session_options(settings: DatabaseSettings, user_options: str = "", **overrides: timedelta | None) -> str:
@@ -175,7 +173,7 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, pgerrors.Error) and exc.sqlstate:
         return exc.sqlstate in TRANSIENT_SQLSTATES or exc.sqlstate.startswith("08")
     # No SQLSTATE: the connection broke (server gone, network), or the pool had none to give.
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or type(exc).__name__ == "PoolTimeout"
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from pgops.config import Settings
 from pgops.daemon.guard import Coordinator, run_lock
 from pgops.daemon.jobs import Cron, Every, Job, JobContext
 from pgops.daemon.systemd import Notifier
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,6 @@ class RunResult:
 
 class Stopping(Exception):
     """Raised out of a retry pause when the daemon stops, so no new attempt starts."""
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's first line without passwords, for logs, STATUS and /healthz."""
-    return next(iter(db.redact(str(exc)).strip().splitlines()), type(exc).__name__)
 
 
 def log_level(result: RunResult, previous: RunResult | None) -> int:

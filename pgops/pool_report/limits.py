@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from pgops.config import PoolReportSettings
-from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
+from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, LEVELS
 from pgops.pool_report.pgbouncer import PgBouncerSample
 from pgops.pool_report.sample import Sample
 
-LEVEL_NAMES = {EXIT_OK: "ok", EXIT_WARNING: "warning", EXIT_CRITICAL: "critical"}
+LEVEL_NAMES = {code: str(level) for code, level in LEVELS.items()}  # levels here are exit codes, ordered
 
 
 @dataclass(frozen=True)

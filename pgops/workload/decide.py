@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pgops.config import WorkloadSettings
-from pgops.errors import EXIT_OK, EXIT_WARNING
+from pgops.errors import EXIT_OK, EXIT_WARNING, LEVELS
 from pgops.output import human_milliseconds
 from pgops.pool_report.leaks import mask_query
 from pgops.workload.read import HIDDEN_QUERY, Snapshot, StatementStats
 
 N_PLUS_ONE = "n+1 suspect"
 HEAVY = "heavy"
-STATUS_NAMES = {EXIT_OK: "ok", EXIT_WARNING: "warning"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ class WorkloadReport:
 
     @property
     def status_name(self) -> str:
-        return STATUS_NAMES[self.status]
+        return str(LEVELS[self.status])
 
 
 def _limit_ms(value: float) -> str:

@@ -163,6 +163,7 @@ def test_exit_code_follows_thresholds(cli, dsn, leaking, monkeypatch):
     assert "CRITICAL" in table.stdout and "max_connections" in table.stdout
 
 
+@pytest.mark.timing
 def test_terminate_idle_in_transaction_ends_only_old_enough_sessions(cli, conn, dsn, sessions, monkeypatch):
     old = sessions.open(dsn, autocommit=False, application_name="leaky")
     old.execute("SELECT 1")
