@@ -53,6 +53,15 @@ class PgopsError(Exception):
         return self.message
 
 
+class ConfigError(PgopsError):
+    """A bad setting, for the key it names (dotted: `cleanup.batch_size`), so the loader can say whether the
+    file or an environment variable gave it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
 # -- passwords ---------------------------------------------------------------------------------------------------
 
 # A URL's user information runs to its last `@`: an unencoded `/` or `@` in a password must not end it early.
