@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import sqlglot  # noqa: E402
 
-from pgops.advisor import parse  # noqa: E402
+from pgops.advisor import extract, parse  # noqa: E402
 from pgops.advisor.model import Analysis, Catalog, ColumnInfo, Statement, TableInfo  # noqa: E402
 
 ORDERS = TableInfo(
@@ -81,7 +81,8 @@ def run_once(text: str, variant: str) -> float:
     if variant == "no gc":
         gc.disable()
     try:
-        with mock.patch.object(parse, "_ScopeColumns", _SqlglotColumns if variant == "before" else parse._ScopeColumns):
+        columns = _SqlglotColumns if variant == "before" else extract.ScopeColumns
+        with mock.patch.object(extract, "ScopeColumns", columns):
             started = time.perf_counter()
             result = parse.analyze(statement, CATALOG)
             elapsed = time.perf_counter() - started

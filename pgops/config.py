@@ -22,7 +22,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pgops.errors import PgopsError
+from pgops.errors import ConfigError, PgopsError
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -428,30 +428,30 @@ def _targets(value: Any) -> tuple[Target, ...]:
     from pgops.db import check_url  # db imports this module
 
     if not isinstance(value, Mapping):
-        raise PgopsError(f"targets: expected a table of [targets.NAME] tables, got {_shown(value)}")
+        raise ConfigError("targets", f"expected a table of [targets.NAME] tables, got {_shown(value)}")
     found = []
     for name, table in value.items():
         where = f"targets.{name}"
         if not TARGET_NAME.fullmatch(name):
-            raise PgopsError(
-                f"targets.{_shown(name)}: a target's name is 1 to 63 of a-z, 0-9, '_' and '-' (it labels metrics)"
+            raise ConfigError(
+                f"targets.{_shown(name)}", "a target's name is 1 to 63 of a-z, 0-9, '_' and '-' (it labels metrics)"
             )
         if not isinstance(table, Mapping):
-            raise PgopsError(f"{where}: expected a table with url = ..., got {_shown(table)}")
+            raise ConfigError(where, f"expected a table with url = ..., got {_shown(table)}")
         unknown = sorted(set(table) - {"url"})
         if unknown:
-            raise PgopsError(f"{where}.{unknown[0]}: unknown key (known here: url)")
+            raise ConfigError(f"{where}.{unknown[0]}", "unknown key (known here: url)")
         if "url" not in table:
-            raise PgopsError(f"{where}: missing required key url")
+            raise ConfigError(where, "missing required key url")
         url = table["url"]
         try:
             url = _scalar(url, str)
             not_empty(url)
             check_url(url)
         except ValueError as exc:
-            raise PgopsError(f"{where}.url: {exc}") from None
+            raise ConfigError(f"{where}.url", str(exc)) from None
         except PgopsError as exc:
-            raise PgopsError(f"{where}.url: {exc.message}") from None
+            raise ConfigError(f"{where}.url", exc.message) from None
         found.append(Target(name, url))
     return tuple(found)
 
@@ -539,24 +539,24 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         return _convert(value, args[0], where)
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
-            raise PgopsError(f"{where}: expected a table, got {_shown(value)}")
+            raise ConfigError(where, f"expected a table, got {_shown(value)}")
         return _build(hint, value, where)
     if origin is dict:
         _, value_type = typing.get_args(hint)
         if not isinstance(value, Mapping):
-            raise PgopsError(f"{where}: expected a table, got {_shown(value)}")
+            raise ConfigError(where, f"expected a table, got {_shown(value)}")
         return {k: _convert(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise PgopsError(f"{where}: expected a list, got {_shown(value)}")
+            raise ConfigError(where, f"expected a list, got {_shown(value)}")
         return [_convert(v, item_type, where) for v in value]
     try:
         return _scalar(value, hint)
     except (TypeError, ValueError) as exc:
-        raise PgopsError(f"{where}: {exc}") from None
+        raise ConfigError(where, str(exc)) from None
 
 
 def _scalar(value: Any, hint: Any) -> Any:
@@ -611,13 +611,13 @@ def _validate(obj: Any, where: str, given: Mapping[str, Any]) -> None:
             if f.metadata.get("check"):
                 f.metadata["check"](value)
         except ValueError as exc:
-            raise PgopsError(f"{_key(where, f.name)}: {exc}") from None
+            raise ConfigError(_key(where, f.name), str(exc)) from None
     for low, high in getattr(obj, "ORDERED", ()):
         small, large = getattr(obj, low), getattr(obj, high)
         if small > large:
             blame = low if low in given or high not in given else high
-            raise PgopsError(
-                f"{_key(where, blame)}: {low} ({_show(small)}) must not be more than {high} ({_show(large)})"
+            raise ConfigError(
+                _key(where, blame), f"{low} ({_show(small)}) must not be more than {high} ({_show(large)})"
             )
 
 
@@ -632,13 +632,13 @@ def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
         known.add("targets")  # read by _targets before the sections
     unknown = sorted(set(data) - known)
     if unknown:
-        raise PgopsError(f"{_key(where, unknown[0])}: unknown key (known here: {', '.join(sorted(known))})")
+        raise ConfigError(_key(where, unknown[0]), f"unknown key (known here: {', '.join(sorted(known))})")
     kwargs = {name: _convert(value, hints[name], _key(where, name)) for name, value in data.items()}
-    try:
-        built = cls(**kwargs)
-    except TypeError as exc:  # a required key (e.g. a cleanup policy's table) is missing
-        missing = re.findall(r"'(\w+)'", str(exc))
-        raise PgopsError(f"{where}: missing required key {missing[0] if missing else exc!s}") from None
+    required = [f.name for f in dataclasses.fields(cls) if f.default is f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in kwargs]
+    if missing:  # e.g. a cleanup policy's table
+        raise ConfigError(where, f"missing required key {missing[0]}")
+    built = cls(**kwargs)
     _validate(built, where, data)
     return built
 
@@ -721,8 +721,7 @@ def load_settings(
     try:
         targets = _targets(data.pop("targets")) if "targets" in data else ()
         settings = _build(Settings, data, "")
-    except PgopsError as exc:
-        key = exc.message.split(":", 1)[0]
-        origin = f"environment variable {from_env[key]}" if key in from_env else source
+    except ConfigError as exc:
+        origin = f"environment variable {from_env[exc.key]}" if exc.key in from_env else source
         raise PgopsError(f"{origin}: {exc.message}") from None
     return dataclasses.replace(settings, source=source, configured_targets=targets, url_given=bool(env_url))

@@ -12,6 +12,7 @@ import random
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import unquote
@@ -19,10 +20,10 @@ from urllib.parse import unquote
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgops.config import DatabaseSettings
-from pgops.errors import PgopsError, redact, remember_secrets, split_url
+from pgops.errors import PgopsError, first_line, redact, remember_secrets, split_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,10 +83,8 @@ def describe(dsn: str) -> str:
 
 def _server_reason(exc: Exception) -> str:
     """The server's (or libpq's) own reason, without psycopg's wrapping and hints."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    reason = first.rsplit(" failed: ", 1)[-1]
-    reason = re.sub(r"^(FATAL|ERROR):\s+", "", reason)
-    return redact(reason.strip())
+    reason = first_line(exc).rsplit(" failed: ", 1)[-1]
+    return re.sub(r"^(FATAL|ERROR):\s+", "", reason).strip()
 
 
 def session_options(settings: DatabaseSettings, user_options: str = "", **overrides: timedelta | None) -> str:
@@ -174,26 +173,34 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, pgerrors.Error) and exc.sqlstate:
         return exc.sqlstate in TRANSIENT_SQLSTATES or exc.sqlstate.startswith("08")
     # No SQLSTATE: the connection broke (server gone, network), or the pool had none to give.
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) or type(exc).__name__ == "PoolTimeout"
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | PoolTimeout)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits up to min(max_delay, base_delay * 2**(n-1))."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
 
 
 def retry(
     fn: Callable[[], T],
     *,
-    attempts: int = 5,
-    base_delay: float = 0.5,
-    max_delay: float = 30.0,
+    backoff: Backoff = Backoff(),
     what: str = "operation",
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """Call `fn`, retrying transient failures with exponential backoff and full jitter."""
+    attempts = backoff.attempts
     for attempt in range(1, attempts + 1):
         try:
             return fn()
         except Exception as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+            delay = random.uniform(0, min(backoff.max_delay, backoff.base_delay * 2 ** (attempt - 1)))
             log.warning(
                 "%s failed (%s), retry %d/%d in %.1fs",
                 what,

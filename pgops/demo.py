@@ -30,10 +30,13 @@ def load_schema(conn: psycopg.Connection) -> None:
         conn.execute(read_sql("demo/schema.sql"))
 
 
-def generate(conn: psycopg.Connection, scale: float = 1.0) -> None:
-    """Fill the demo tables; `scale` 1.0 is about 1.1 M rows, 0.01 is enough for tests."""
+def generate(conn: psycopg.Connection, scale: float = 1.0, seed: float | None = None) -> None:
+    """Fill the demo tables; `scale` 1.0 is about 1.1 M rows, 0.01 is enough for tests. A `seed` (-1 to 1, as
+    PostgreSQL's setseed takes it) makes the same data each time."""
     with conn.transaction():
         conn.execute("SELECT set_config('pgops.demo_scale', %s, true)", (str(float(scale)),))
+        if seed is not None:
+            conn.execute("SELECT setseed(%s)", (seed,))
         conn.execute(read_sql("demo/generate.sql"))
     for table in ("funds", "fund_trades", "customers", "orders", "idempotency_keys", "sessions", "request_logs"):
         conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(table)))

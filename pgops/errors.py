@@ -8,6 +8,8 @@ exception is a bug and shows a traceback only with `--debug`. Every line pgops p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from enum import StrEnum
 from urllib.parse import parse_qs, unquote
 
 # Exit codes follow the monitoring-plugin convention so cron and alert tooling can read them.
@@ -15,6 +17,28 @@ EXIT_OK = 0
 EXIT_WARNING = 1
 EXIT_CRITICAL = 2
 EXIT_ERROR = 3  # pgops could not do its job (bad input, unreachable database, missing privilege)
+
+
+class Level(StrEnum):
+    """How a report's finding stands; a report's worst level is its command's exit code (`exit_code`)."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self]
+
+
+# The one mapping between levels and exit codes (reports that rank findings by exit code read it backwards).
+EXIT_CODES = {Level.OK: EXIT_OK, Level.WARNING: EXIT_WARNING, Level.CRITICAL: EXIT_CRITICAL}
+LEVELS = {code: level for level, code in EXIT_CODES.items()}
+
+
+def worst(levels: Iterable[Level]) -> Level:
+    """The most severe of `levels`; OK when there are none."""
+    return LEVELS[max((level.exit_code for level in levels), default=EXIT_OK)]
 
 
 class PgopsError(Exception):
@@ -27,6 +51,15 @@ class PgopsError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ConfigError(PgopsError):
+    """A bad setting, for the key it names (dotted: `cleanup.batch_size`), so the loader can say whether the
+    file or an environment variable gave it."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
 
 
 # -- passwords ---------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ target's name (`[targets.NAME]`, or "default"), so the label's values are bounde
 from __future__ import annotations
 
 import threading
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -112,6 +113,26 @@ CLEANUP_THROTTLED = _counter(
 CLEANUP_THROTTLED_SECONDS = _counter(
     "pgops_cleanup_throttled_seconds_total", "Seconds cleanups spent paused for database health.", ["policy"]
 )
+# (target, policy) → Unix time; read at scrape time by the gauge below
+_cleanup_succeeded_at: dict[tuple[str, str], float] = {}
+
+
+def cleanup_series(policy: str) -> None:
+    """Create a policy's cleanup series, so they exist before its first batch."""
+    CLEANUP_ROWS_DELETED.labels(policy)
+    CLEANUP_BATCHES.labels(policy)
+    CLEANUP_ROWS_LEFT.labels(policy)
+    CLEANUP_THROTTLED_SECONDS.labels(policy)
+    key = (CURRENT_TARGET.get(), policy)
+    CLEANUP_SECONDS_SINCE_SUCCESS.labels(policy).set_function(
+        lambda: time.time() - _cleanup_succeeded_at[key] if key in _cleanup_succeeded_at else float("nan")
+    )
+
+
+def cleanup_succeeded(policy: str) -> None:
+    now = _cleanup_succeeded_at[(CURRENT_TARGET.get(), policy)] = time.time()
+    CLEANUP_LAST_SUCCESS.labels(policy).set(now)
+
 
 # -- pool report -----------------------------------------------------------------------------------------------
 # Label values are bounded by pgops.pool_report.export: the top N applications (the rest as "other"), the top N

@@ -11,21 +11,21 @@ from psycopg.rows import dict_row
 
 from pgops import db, replication
 from pgops.config import Settings, StatusSettings, Target
-from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
+from pgops.errors import Level, worst
 from pgops.migrate import current_revision, head_revision
 from pgops.output import human_bytes, human_duration
 from pgops.refresh import cron
 from pgops.resources import read_sql
 from pgops.sqltext import literal
 
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
+OK, WARNING, CRITICAL = Level.OK, Level.WARNING, Level.CRITICAL
 DROP_SLOT = sql.SQL("SELECT pg_drop_replication_slot({})")
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
-    level: str
+    level: Level
     detail: str
 
 
@@ -38,8 +38,7 @@ class Status:
 
     @property
     def exit_code(self) -> int:
-        levels = {check.level for check in self.checks}
-        return EXIT_CRITICAL if CRITICAL in levels else EXIT_WARNING if WARNING in levels else EXIT_OK
+        return worst(check.level for check in self.checks).exit_code
 
 
 def gather(dsn: str, settings: Settings, peers: Sequence[Target] = ()) -> Status:
@@ -156,11 +155,7 @@ def evaluate(row: dict, installed: str | None, head: str | None) -> list[Check]:
     return checks
 
 
-def _worst(*levels: str) -> str:
-    return CRITICAL if CRITICAL in levels else WARNING if WARNING in levels else OK
-
-
-def _over(value: float | None, warning: float, critical: float) -> str:
+def _over(value: float | None, warning: float, critical: float) -> Level:
     if value is None:
         return OK
     return CRITICAL if value >= critical else WARNING if value >= warning else OK
@@ -227,7 +222,7 @@ def evaluate_replication(found: dict, limits: StatusSettings, xmin_age: int) -> 
         xmin = ""
         if slot["xmin_age"] is not None:
             xmin = f", holds xmin back by {slot['xmin_age']} transactions"
-            level = _worst(level, WARNING if slot["xmin_age"] >= xmin_age else OK)
+            level = worst((level, WARNING if slot["xmin_age"] >= xmin_age else OK))
         kind = slot["slot_type"] + (f" in database {slot['database']}" if slot["database"] else "")
         if slot["active"]:
             detail = f"{slot['slot_name']} ({kind}): active (pid {slot['active_pid']}), {kept}{xmin}"

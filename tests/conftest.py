@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
@@ -31,6 +32,10 @@ from pgops.cli import run as run_cli
 from pgops.sandbox import Sandbox, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No property test is timed: hypothesis' default 200 ms deadline per example failed them on a loaded machine.
+hypothesis.settings.register_profile("pgops", deadline=None)
+hypothesis.settings.load_profile("pgops")
 EXTENSIONS_PER_DATABASE = ("pg_stat_statements", "hypopg")
 OPTIONAL_EXTENSIONS = ("hypopg", "pg_cron")  # tests that need one are marked needs_<name>
 

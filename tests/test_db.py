@@ -120,7 +120,7 @@ def test_retry_backs_off_then_succeeds():
             raise pgerrors.DeadlockDetected()
         return "done"
 
-    assert db.retry(flaky, sleep=sleeps.append, base_delay=1) == "done"
+    assert db.retry(flaky, sleep=sleeps.append, backoff=db.Backoff(base_delay=1)) == "done"
     assert len(calls) == 3
     assert len(sleeps) == 2 and 0 <= sleeps[0] <= 1 and 0 <= sleeps[1] <= 2
 

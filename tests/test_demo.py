@@ -12,9 +12,27 @@ from pgops.sandbox import Sandbox
 from tests.conftest import drop_database
 
 
+def _fingerprint(conn: psycopg.Connection) -> tuple:
+    return conn.execute(
+        "SELECT (SELECT sum(amount) FROM fund_trades), (SELECT sum(total) FROM orders), "
+        "(SELECT max(created_at) - min(created_at) FROM request_logs)"
+    ).fetchone()
+
+
+def test_the_same_seed_makes_the_same_data(conn):
+    demo.load_schema(conn)
+    fingerprints = []
+    for seed in (0.25, 0.25, -0.5):
+        demo.generate(conn, scale=0.01, seed=seed)
+        fingerprints.append(_fingerprint(conn))
+        tables = "funds, fund_trades, customers, orders, idempotency_keys, sessions, request_logs"
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    assert fingerprints[0] == fingerprints[1] != fingerprints[2]
+
+
 def test_demo_schema_data_and_workload(conn, dsn):
     demo.load_schema(conn)
-    demo.generate(conn, scale=0.01)
+    demo.generate(conn, scale=0.01, seed=0.5)
     counts = dict(
         conn.execute(
             "SELECT 'customers', count(*) FROM customers UNION ALL SELECT 'orders', count(*) FROM orders "

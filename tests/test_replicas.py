@@ -17,7 +17,7 @@ from psycopg import sql
 
 from pgops import sandbox
 from pgops.advisor.model import Origin, Statement
-from pgops.advisor.workload import LeftOut, keep, merge
+from pgops.advisor.workload import LeftOut, StatementFilter, keep, merge
 from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_WARNING
 from pgops.pool_report.analyze import standby_usage
@@ -58,7 +58,7 @@ def test_the_filters_apply_to_the_merged_sums():
         Statement("d", calls=1, total_time_ms=30.0),
     ]
     counts = LeftOut()
-    kept = keep(statements, min_calls=2, min_total_time_ms=1.0, top=1, left_out=counts)
+    kept = keep(statements, StatementFilter(min_calls=2, min_total_time_ms=1.0, top=1), counts)
     assert [s.query for s in kept] == ["a"]
     assert (counts.rare, counts.light, counts.past_top) == (1, 1, 1)
 

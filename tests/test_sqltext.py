@@ -6,10 +6,10 @@ import re
 
 import pglast
 from hypothesis import given
-from hypothesis import strategies as st
 from psycopg import sql
 
 from pgops.sqltext import Script, comment, printable
+from tests.helpers import hostile_text
 
 _UNESCAPE = re.compile(r"\\(\\|n|r|t|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})")
 _SIMPLE = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
@@ -18,17 +18,6 @@ _SIMPLE = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 def unescape(text: str) -> str:
     """The inverse of `printable`, to show nothing is lost."""
     return _UNESCAPE.sub(lambda m: _SIMPLE.get(m[1]) or chr(int(m[1][1:], 16)), text)
-
-
-# Any text, with the characters that end a line or a comment for PostgreSQL, psql or a terminal made likely.
-hostile_text = st.text(
-    st.one_of(
-        st.characters(exclude_categories=("Cs",)),  # text from the server is valid UTF-8: no lone surrogate
-        st.sampled_from(
-            ["\n", "\r", "\x0b", "\x0c", "\x1b", "\x85", "\u2028", "\u202e", "\\", "*", "/", ";", "'", '"']
-        ),
-    )
-)
 
 
 @given(hostile_text)

@@ -34,6 +34,7 @@ from pgops.advisor.weights import DEFAULT_MS_PER_COST, Planned, Unit, weigh
 from pgops.advisor.whatif import WhatIf
 from pgops.advisor.workload import (
     LeftOut,
+    StatementFilter,
     read_file,
     read_log,
     read_merged,
@@ -106,16 +107,12 @@ def read_workload(
         )
         top = options.top if options.top is not None else cfg.top
         counts = LeftOut()
+        keep = StatementFilter(min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user)
         if options.merge_from:
-            statements += read_merged(
-                options.merge_from, settings, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top,
-                user=options.user, left_out=counts,
-            )  # fmt: skip
+            statements += read_merged(options.merge_from, settings, keep, counts)
             sources.append(f"pg_stat_statements of {', '.join(t.name for t in options.merge_from)}, merged")
         else:
-            statements += read_pg_stat_statements(
-                conn, min_calls=min_calls, min_total_time_ms=min_total_ms, top=top, user=options.user, left_out=counts
-            )
+            statements += read_pg_stat_statements(conn, keep, left_out=counts)
             sources.append("pg_stat_statements")
         if left_out is not None:
             reasons = {

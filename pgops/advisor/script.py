@@ -239,14 +239,16 @@ def render_tables(advice: Advice, *, explain: bool = False) -> Group:
     ]
     if rows:
         title = "Proposed indexes " + ("(validated with hypopg)" if advice.hypopg else "(UNVALIDATED: no hypopg)")
-        parts.append(table(title, ["index", "saves", "size", "write cost", "statements"], rows))
+        parts.append(table(title, ["index", "saves", "size", "write cost", "statements"], rows, keep=("saves", "size")))
     else:
         parts.append(Text("no index proposed" + ("" if explain else " (run with --explain to see why)")))
     if advice.drops:
         drop_rows = [[d.index, d.kind, human_bytes(d.size_bytes), d.reason] for d in advice.drops]
-        parts.append(table("Existing indexes to review", ["index", "kind", "size", "reason"], drop_rows))
+        columns = ["index", "kind", "size", "reason"]
+        parts.append(table("Existing indexes to review", columns, drop_rows, keep=("kind", "size")))
     if advice.skipped_by_reason:
-        parts.append(table("Skipped statements", ["reason", "count"], list(advice.skipped_by_reason.items())))
+        skipped = list(advice.skipped_by_reason.items())
+        parts.append(table("Skipped statements", ["reason", "count"], skipped, keep=("count",)))
     if explain and advice.rejected:
         parts.append(
             table("Rejected candidates", ["candidate", "reason"], [[r.index, r.reason] for r in advice.rejected])

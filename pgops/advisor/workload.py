@@ -35,19 +35,24 @@ class LeftOut:
     past_top: int = 0
 
 
+@dataclass(frozen=True)
+class StatementFilter:
+    """Which of pg_stat_statements' statements the advisor reads: called often enough, heavy enough, the `top`
+    heaviest, of one user when given."""
+
+    min_calls: int = 1
+    min_total_time_ms: float = 0.0
+    top: int = 500
+    user: str | None = None
+
+
 def read_pg_stat_statements(
-    conn: psycopg.Connection,
-    *,
-    min_calls: int = 1,
-    min_total_time_ms: float = 0.0,
-    top: int = 500,
-    user: str | None = None,
-    left_out: LeftOut | None = None,
+    conn: psycopg.Connection, keep: StatementFilter = StatementFilter(), left_out: LeftOut | None = None
 ) -> list[Statement]:
     """The current database's statements, heaviest total time first; `left_out` is filled with what the
     filters leave out, so the advice can say which option brings them in."""
     extension = pg_stat_statements.locate(conn, otherwise="or pass --from-file/--from-log")
-    params = {"min_calls": min_calls, "min_total_time": min_total_time_ms, "top": top, "user": user}
+    params = {"min_calls": keep.min_calls, "min_total_time": keep.min_total_time_ms, "top": keep.top, "user": keep.user}
     with pg_stat_statements.readable():
         rows = conn.execute(pg_stat_statements.query("advisor/pg_stat_statements.sql", extension), params).fetchall()
     if left_out is not None and rows:
@@ -69,24 +74,17 @@ def read_pg_stat_statements(
 
 
 def read_merged(
-    targets: Sequence[Target],
-    settings: Settings,
-    *,
-    min_calls: int = 1,
-    min_total_time_ms: float = 0.0,
-    top: int = 500,
-    user: str | None = None,
-    left_out: LeftOut | None = None,
+    targets: Sequence[Target], settings: Settings, rule: StatementFilter, left_out: LeftOut | None = None
 ) -> list[Statement]:
     """pg_stat_statements of each target (one database of one cluster: a primary and its standbys), merged:
     a statement that ran on several is one, its calls and time summed, so each server weighs it by its time
     there. The filters apply to the sums, after the merge."""
     per_target = []
+    every = StatementFilter(min_calls=0, min_total_time_ms=0.0, top=INT4_MAX, user=rule.user)
     for target in targets:
         with connect(target.url, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
-            every = read_pg_stat_statements(conn, min_calls=0, min_total_time_ms=0.0, top=INT4_MAX, user=user)
-        per_target.append((target.name, every))
-    return keep(merge(per_target), min_calls=min_calls, min_total_time_ms=min_total_time_ms, top=top, left_out=left_out)
+            per_target.append((target.name, read_pg_stat_statements(conn, every)))
+    return keep(merge(per_target), rule, left_out)
 
 
 def merge(per_target: Sequence[tuple[str, Sequence[Statement]]]) -> list[Statement]:
@@ -118,15 +116,9 @@ def merge(per_target: Sequence[tuple[str, Sequence[Statement]]]) -> list[Stateme
     return sorted(merged.values(), key=lambda s: -s.total_time_ms)
 
 
-def keep(
-    statements: Sequence[Statement],
-    *,
-    min_calls: int,
-    min_total_time_ms: float,
-    top: int,
-    left_out: LeftOut | None = None,
-) -> list[Statement]:
+def keep(statements: Sequence[Statement], rule: StatementFilter, left_out: LeftOut | None = None) -> list[Statement]:
     """The filters of sql/advisor/pg_stat_statements.sql, on statements already read (heaviest first)."""
+    min_calls, min_total_time_ms, top = rule.min_calls, rule.min_total_time_ms, rule.top
     rare = [s for s in statements if s.calls < min_calls]
     light = [s for s in statements if s.calls >= min_calls and s.total_time_ms < min_total_time_ms]
     passing = [s for s in statements if s.calls >= min_calls and s.total_time_ms >= min_total_time_ms]

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from pgops import crontab
 from pgops.config import CleanupPolicy, Settings, parse_duration
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
 
 CRON_DATABASE = "@cron"  # `database` value meaning "wherever pg_cron keeps its tables" (cron.database_name)
 EXPIRY_TYPES = {"timestamp", "timestamptz", "date"}
@@ -398,8 +398,8 @@ def inspect(conn: psycopg.Connection, name: str, policy: CleanupPolicy) -> Check
             prepare=True,  # a prepared statement is one command: a `where` holding `; ...` fails here
         )
     except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PgopsError(f"cleanup policy {name}: condition {describe_condition(policy)!r} fails: {first}") from None
+        reason = first_line(exc)
+        raise PgopsError(f"cleanup policy {name}: condition {describe_condition(policy)!r} fails: {reason}") from None
     return Checked(name, policy, info, tuple(warnings))
 
 

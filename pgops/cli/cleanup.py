@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from pgops import output
 from pgops.cleanup.policy import describe_condition, one_off_policy, policy_summary, resolve_policies
-from pgops.cleanup.runner import BatchResult, CleanupResult, run_policy, validate_all
+from pgops.cleanup.runner import BatchResult, CleanupResult, RunOptions, run_policy, validate_all
 from pgops.cli.app import FormatOption, app, duration_option, state
 from pgops.config import INT4_MAX, INT8_MAX, CleanupPolicy
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
@@ -49,7 +49,12 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
             for r in results
         ]
         output.console.print(
-            output.table("cleanup dry run", ["policy", "table", "status", "note", "would delete", "walk"], rows)
+            output.table(
+                "cleanup dry run",
+                ["policy", "table", "status", "note", "would delete", "walk"],
+                rows,
+                keep=("policy", "status", "would delete"),
+            )
         )
         for r in results:
             if r.plan:
@@ -72,7 +77,7 @@ def _render(results: list[CleanupResult], fmt: output.Format) -> None:
             for r in results
         ]
         columns = ["policy", "table", "status", "note", "rows", "batches", "time", "rows/s", "paused", "left"]
-        output.console.print(output.table("cleanup", columns, rows))
+        output.console.print(output.table("cleanup", columns, rows, keep=("policy", "status", "rows")))
     for r in results:
         for message in [*r.warnings, *(f"whole partition expired: {a}" for a in r.expired_partitions)]:
             output.err_console.print(f"pgops: warning: {r.policy}: {message}", markup=False, highlight=False)
@@ -125,7 +130,8 @@ def run(
             advance(batch.deleted, policy=batch.policy)
 
         for name, policy in policies.items():
-            results.append(run_policy(st.dsn, name, policy, st.settings, dry_run=dry_run, on_batch=on_batch))
+            options = RunOptions(dry_run=dry_run, on_batch=on_batch)
+            results.append(run_policy(st.dsn, name, policy, st.settings, options))
     _render(results, fmt)
     warned = any(r.warnings or r.expired_partitions or r.status == "limit" for r in results)
     raise typer.Exit(EXIT_WARNING if warned else EXIT_OK)
@@ -143,4 +149,4 @@ def list_policies(ctx: typer.Context, fmt: output.Format = FormatOption) -> None
         for name, p in policies.items()
     ]
     columns = ["policy", "table", "condition", "schedule", "database", "if exists"]
-    output.console.print(output.table("cleanup policies", columns, rows))
+    output.console.print(output.table("cleanup policies", columns, rows, keep=("policy",)))

@@ -39,7 +39,8 @@ def daemon(
         output.print_json(results)
     else:
         rows = [(r.job, r.outcome.value, output.human_duration(r.seconds), r.detail) for r in results]
-        output.console.print(output.table("pgops daemon --once", ["job", "outcome", "took", "detail"], rows))
+        columns = ["job", "outcome", "took", "detail"]
+        output.console.print(output.table("pgops daemon --once", columns, rows, keep=("job", "outcome", "took")))
     failed = any(r.outcome is Outcome.failed for r in results)
     raise typer.Exit(EXIT_ERROR if failed else EXIT_OK)
 

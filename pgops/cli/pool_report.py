@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,10 +21,11 @@ from pgops import output
 from pgops import pool_report as pool
 from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, state
-from pgops.config import INT4_MAX, Settings, Target, parse_duration
+from pgops.config import INT4_MAX, Target, parse_duration
 from pgops.errors import PgopsError
 from pgops.output import human_bytes, human_duration
-from pgops.pool_report.analyze import LEVEL_NAMES, Report, StandbyUsage
+from pgops.pool_report.analyze import Report, StandbyUsage
+from pgops.pool_report.limits import LEVEL_NAMES
 from pgops.pool_report.sample import take_sample
 from pgops.pool_report.terminate import Termination, candidates, terminate
 
@@ -48,22 +50,20 @@ def render(report: Report) -> RenderableType:
             f"  {report.total} client connections ({states}) at {report.sampled_at:%Y-%m-%d %H:%M:%S %Z}",
         )
     ]
-    limits = output.table("Limits", ["kind", "name", "used", "usable", "left", "used %", "level"], [])
-    for u in report.limits:
-        limits.add_row(u.kind, u.name, str(u.used), str(u.limit), str(u.left), f"{u.ratio:.0%}", _level(u.level))
-    parts.append(limits)
+    columns = ["kind", "name", "used", "usable", "left", "used %", "level"]
+    rows = [
+        (u.kind, u.name, str(u.used), str(u.limit), str(u.left), f"{u.ratio:.0%}", _level(u.level))
+        for u in report.limits
+    ]
+    parts.append(output.table("Limits", columns, rows, keep=columns))
     if report.pgbouncer:
-        pools = output.table(
-            "PgBouncer pools",
-            ["database", "user", "clients", "waiting", "longest wait", "servers", "pool_size", "used %", "level"],
-            [],
-        )
-        for p in report.pgbouncer:
-            pools.add_row(
-                p.database, p.user, str(p.clients_active), str(p.clients_waiting), human_duration(p.maxwait_seconds),
-                str(p.servers_used), str(p.pool_size), f"{p.ratio:.0%}", _level(p.level),
-            )  # fmt: skip
-        parts.append(pools)
+        columns = ["database", "user", "clients", "waiting", "longest wait", "servers", "pool_size", "used %", "level"]
+        rows = [
+            (p.database, p.user, str(p.clients_active), str(p.clients_waiting), human_duration(p.maxwait_seconds),
+             str(p.servers_used), str(p.pool_size), f"{p.ratio:.0%}", _level(p.level))
+            for p in report.pgbouncer
+        ]  # fmt: skip
+        parts.append(output.table("PgBouncer pools", columns, rows, keep=("database", "user", "waiting", "level")))
     if report.problems:
         rows = [
             (p.kind, p.pid, p.database, p.user, p.application, p.client or "local", human_duration(p.age_seconds),
@@ -82,7 +82,7 @@ def render(report: Report) -> RenderableType:
             "last query",
             "to end it",
         ]
-        parts.append(output.table("Leak signals", columns, rows))
+        parts.append(output.table("Leak signals", columns, rows, keep=("problem", "pid", "application", "age")))
     groups = [
         (g.database, g.user, g.application, g.client or "local", g.total,
          ", ".join(f"{n} {s}" for s, n in sorted(g.states.items())),
@@ -90,7 +90,8 @@ def render(report: Report) -> RenderableType:
         for g in report.groups
     ]  # fmt: skip
     columns = ["database", "user", "application", "client", "sessions", "states", "worst offender"]
-    parts.append(output.table("Connections by database, user, application and client", columns, groups))
+    title = "Connections by database, user, application and client"
+    parts.append(output.table(title, columns, groups, keep=("application", "sessions")))
     if report.standbys:
         # lines, not a table: the session holding a standby's snapshot needs the width
         parts.append(Text("Standbys", style="italic"))
@@ -152,22 +153,14 @@ def _terminate(conn: psycopg.Connection, threshold: timedelta, yes: bool) -> lis
     return results
 
 
-def _watch(
-    conn: psycopg.Connection,
-    settings: Settings,
-    pgbouncer: str | None,
-    fmt: output.Format,
-    interval: float,
-    count: int | None,
-    peers: list[Target],
-) -> Report:
+def _watch(sample: Callable[[], Report], fmt: output.Format, interval: float, count: int | None) -> Report:
     """Sample every `interval` seconds: redraw the view in place, or print one JSON document per sample."""
     live = Live(console=output.console, auto_refresh=False) if fmt is output.Format.table else None
     with live or contextlib.nullcontext():
         for number in range(count or sys.maxsize):
             if number:
                 time.sleep(interval)
-            _, report = pool.report(conn, settings, pgbouncer, peers)
+            report = sample()
             if live:
                 live.update(render(report), refresh=True)
             else:
@@ -203,9 +196,10 @@ def pool_report(
     st = state(ctx)
     chosen = targets_cli.chosen(st, target, every)
     settings = st.settings
-    if show_queries:
-        unmasked = dataclasses.replace(settings.pool_report, mask_queries=False)
-        settings = dataclasses.replace(settings, pool_report=unmasked)
+    overrides = {"mask_queries": False} if show_queries else {}
+    if pgbouncer:
+        overrides["pgbouncer_url"] = pgbouncer
+    settings = dataclasses.replace(settings, pool_report=dataclasses.replace(settings.pool_report, **overrides))
     if watch is not None and terminate_over:
         raise PgopsError("--terminate-idle-in-transaction-over can't be combined with --watch")
     if count is not None and watch is None:
@@ -239,8 +233,8 @@ def pool_report(
     with pool.open_connection(url, settings) as conn:
         terminated = _terminate(conn, threshold, yes) if threshold is not None else None
         if watch is None:
-            _, report = pool.report(conn, settings, pgbouncer, peers)
+            _, report = pool.report(conn, settings, peers=peers)
             _show(report, fmt, terminated)
         else:
-            report = _watch(conn, settings, pgbouncer, fmt, watch, count, peers)
+            report = _watch(lambda: pool.report(conn, settings, peers=peers)[1], fmt, watch, count)
     raise typer.Exit(report.status)

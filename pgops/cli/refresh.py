@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
 from pgops import db, output
@@ -45,16 +47,13 @@ def watch_command(
     """Install statement triggers on every table VIEW reads (through views and materialized views)."""
     name = names.parse_view_name(view)  # a bad name is refused before connecting
     st = state(ctx)
-    settings = st.settings.refresh
+    overrides = {
+        "debounce": duration_option(debounce, "--debounce"),
+        "max_wait": duration_option(max_wait, "--max-wait"),
+    }
+    settings = dataclasses.replace(st.settings.refresh, **{k: v for k, v in overrides.items() if v is not None})
     with db.connect(st.dsn, st.settings.database) as conn:
-        watched = registration.watch(
-            conn,
-            name,
-            settings,
-            debounce=duration_option(debounce, "--debounce"),
-            max_wait=duration_option(max_wait, "--max-wait"),
-            concurrently=concurrently,
-        )
+        watched = registration.watch(conn, name, settings, concurrently=concurrently)
     if fmt is output.Format.json:
         output.print_json(watched)
         return
@@ -120,7 +119,7 @@ def status(ctx: typer.Context, fmt: output.Format = FormatOption) -> None:
             for v in views
         ]
         columns = ["view", "state", "stale for", "last refresh", "took", "mode", "debounce / max", "note"]
-        output.console.print(output.table("watched materialized views", columns, rows))
+        output.console.print(output.table("watched materialized views", columns, rows, keep=("view", "state")))
     raise typer.Exit(queue.status_exit_code(views, grace))
 
 

@@ -78,7 +78,7 @@ def status(
             *[(f"missing {name}", f"install {pkg}") for name, pkg in info.missing_extensions.items()],
             *[(f"replica {r.number}", f"{r.state}  {r.url}" + (f"  pid {r.pid}" * bool(r.pid))) for r in info.replicas],
         ]
-        output.console.print(output.table("pgops sandbox", ["", ""], rows, show_header=False))
+        output.console.print(output.table("pgops sandbox", ["", ""], rows, keep=("",), show_header=False))
     if not info.running:
         raise typer.Exit(1)
 

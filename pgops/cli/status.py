@@ -25,7 +25,7 @@ def render(report: status.Status) -> RenderableType:
     # a styled Text: the table prints a plain string cell as it is, markup included
     rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
     title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
-    return output.table(title, ["check", "state", "detail"], rows)
+    return output.table(title, ["check", "state", "detail"], rows, keep=("check", "state"))
 
 
 @app.command("status")

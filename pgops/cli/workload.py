@@ -17,8 +17,9 @@ from pgops import workload as workload_job
 from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, state
 from pgops.config import INT4_MAX, Target
+from pgops.output import human_milliseconds
 from pgops.sqltext import printable
-from pgops.workload.decide import HEAVY, N_PLUS_ONE, StatementCost, WorkloadReport, milliseconds
+from pgops.workload.decide import HEAVY, N_PLUS_ONE, StatementCost, WorkloadReport
 
 _STATUS_STYLE = {"ok": "green", "warning": "yellow"}
 _KIND_STYLE = {N_PLUS_ONE: "bold yellow", HEAVY: "magenta"}
@@ -40,8 +41,8 @@ def _plural(count: int, word: str) -> str:
 def _figures(cost: StatementCost) -> list[Text]:
     """Two short lines of figures: each fits 80 columns beside the rank, so the view never cuts a number."""
     first = Text(
-        f"{milliseconds(cost.total_time_ms)} total, {cost.share:.1%} · {_plural(cost.calls, 'call')} · "
-        f"{milliseconds(cost.mean_time_ms)} mean"
+        f"{human_milliseconds(cost.total_time_ms)} total, {cost.share:.1%} · {_plural(cost.calls, 'call')} · "
+        f"{human_milliseconds(cost.mean_time_ms)} mean"
     )
     second = Text(
         f"{cost.rows_per_call:,.1f} rows/call · shared blocks: {cost.shared_blks_read:,} read, "
@@ -83,7 +84,7 @@ def render(report: WorkloadReport) -> RenderableType:
         ),
         Text(
             f"database {printable(report.database)}: {_plural(report.statement_count, 'statement')}, "
-            f"{_plural(report.total_calls, 'call')}, {milliseconds(report.total_time_ms)} in all"
+            f"{_plural(report.total_calls, 'call')}, {human_milliseconds(report.total_time_ms)} in all"
         ),
         Text(
             f"at {report.sampled_at:%Y-%m-%d %H:%M:%S %Z}"

@@ -87,10 +87,10 @@ def _refresh(ctx: JobContext) -> str:
 
 def _cleanup(name: str, policy: CleanupPolicy) -> Callable[[JobContext], str]:
     def run(ctx: JobContext) -> str:
-        from pgops.cleanup.runner import run_policy
+        from pgops.cleanup.runner import RunOptions, run_policy
 
         try:
-            result = run_policy(ctx.dsn, name, policy, ctx.settings, should_stop=ctx.should_stop)
+            result = run_policy(ctx.dsn, name, policy, ctx.settings, RunOptions(should_stop=ctx.should_stop))
         except Exception as exc:
             HISTORY.record_cleanup(name, None, first_line(exc))
             raise

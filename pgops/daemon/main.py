@@ -26,7 +26,7 @@ from pgops.daemon.failover import ServerWatch
 from pgops.daemon.guard import Coordinator
 from pgops.daemon.http import Health, HealthServer, parse_listen
 from pgops.daemon.jobs import Job, load_jobs
-from pgops.daemon.scheduler import JobRunner, Outcome, RunResult, Stopping, build_scheduler, first_line
+from pgops.daemon.scheduler import JobRunner, Lifecycle, Outcome, RunResult, Stopping, build_scheduler, first_line
 from pgops.daemon.systemd import Notifier, watchdog_interval
 from pgops.errors import PgopsError
 from pgops.web import WebPages, make_pages
@@ -72,7 +72,7 @@ class TargetWork:
         self.pool = self._make_pool()
         self.coordinator = Coordinator(settings.dsn, settings.database)
         self.watch = ServerWatch(name, on_primary=self._renew_pool)
-        self.runner = JobRunner(settings, self.pool, self.coordinator, stop_event, notifier, self.watch)
+        self.runner = JobRunner(settings, self.pool, self.coordinator, Lifecycle(stop_event, notifier), self.watch)
         self.database_was_ok = True
 
     def _make_pool(self) -> ConnectionPool:

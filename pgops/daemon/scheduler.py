@@ -31,7 +31,7 @@ from pgops.daemon.failover import Server, ServerWatch, read_server
 from pgops.daemon.guard import Coordinator, run_lock
 from pgops.daemon.jobs import Cron, Every, Job, JobContext
 from pgops.daemon.systemd import Notifier
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,6 @@ class Stopping(Exception):
     """Raised out of a retry pause when the daemon stops, so no new attempt starts."""
 
 
-def first_line(exc: BaseException) -> str:
-    """An error's first line without passwords, for logs, STATUS and /healthz."""
-    return next(iter(db.redact(str(exc)).strip().splitlines()), type(exc).__name__)
-
-
 def log_level(result: RunResult, previous: RunResult | None) -> int:
     """Failures are errors; a run that tells nothing new (another daemon had it, or the same summary as last time,
     such as a refresh every 5 s finding nothing due) is debug, so journald keeps the lines that matter."""
@@ -95,6 +90,14 @@ def period_end(trigger: BaseTrigger, now: datetime) -> datetime:
     return trigger.get_next_fire_time(None, now + timedelta(microseconds=1))
 
 
+@dataclass(frozen=True)
+class Lifecycle:
+    """What every target's runner shares with the daemon: its stop request and its systemd notifier."""
+
+    stop: threading.Event
+    notifier: Notifier
+
+
 class JobRunner:
     """Runs jobs under the guard; knows which run right now, for health, STATUS and a clean stop."""
 
@@ -103,15 +106,14 @@ class JobRunner:
         settings: Settings,
         pool: ConnectionPool,
         coordinator: Coordinator,
-        stop: threading.Event,
-        notifier: Notifier,
+        lifecycle: Lifecycle,
         watch: ServerWatch | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool  # replaced by the daemon when the target's URL leads to another server
         self.coordinator = coordinator
-        self.stop = stop
-        self.notifier = notifier
+        self.stop = lifecycle.stop
+        self.notifier = lifecycle.notifier
         self.watch = watch or ServerWatch("default")
         self.target = self.watch.target
         self.last: dict[str, RunResult] = {}

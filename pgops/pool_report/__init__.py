@@ -1,7 +1,8 @@
 """`pgops pool-report`: where the connections go, who is near a limit and who is leaking.
 
-`sample` reads (one pg_stat_activity snapshot), `analyze` decides (pure), `pgbouncer` reads a pooler's
-console, `terminate` ends sessions when asked, `export` turns a report into Prometheus gauges.
+`sample` reads (one pg_stat_activity snapshot); `limits`, `leaks` and `growth` decide (pure) and `analyze` puts
+the report together; `pgbouncer` reads a pooler's console, `terminate` ends sessions when asked, `export` turns
+a report into Prometheus gauges.
 """
 
 from __future__ import annotations

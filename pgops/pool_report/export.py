@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from pgops import metrics
-from pgops.pool_report.analyze import (
+from pgops.pool_report.analyze import Report
+from pgops.pool_report.growth import Growth
+from pgops.pool_report.leaks import (
     IDLE_IN_TRANSACTION,
     IDLE_POOL_BLOAT,
     LONG_QUERY,
     LONG_TRANSACTION,
     WAITING_ON_LOCK,
     XMIN_HORIZON,
-    Growth,
-    LimitUsage,
-    Report,
 )
+from pgops.pool_report.limits import LimitUsage
 
 OTHER = "other"
 PROBLEM_KINDS = (IDLE_IN_TRANSACTION, WAITING_ON_LOCK, LONG_TRANSACTION, LONG_QUERY, XMIN_HORIZON, IDLE_POOL_BLOAT)

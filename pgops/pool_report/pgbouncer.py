@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgops.db import check_url, describe, redact
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
 
 ADMIN_DATABASE = "pgbouncer"  # the console's own pseudo-database, not a pool of the application
 
@@ -66,12 +66,6 @@ def _database(row: dict) -> PgBouncerDatabase:
     )
 
 
-def error_reason(exc: psycopg.Error) -> str:
-    """The first line of a connection error (psycopg adds hints below it), password redacted."""
-    lines = str(exc).strip().splitlines()
-    return redact(lines[0] if lines else type(exc).__name__)
-
-
 def read_pgbouncer(url: str, connect_timeout: timedelta = timedelta(seconds=10)) -> PgBouncerSample:
     """SHOW POOLS and SHOW DATABASES from the admin console at `url` (its database is `pgbouncer`)."""
     check_url(url)
@@ -88,10 +82,10 @@ def read_pgbouncer(url: str, connect_timeout: timedelta = timedelta(seconds=10))
             pools = cur.execute("SHOW POOLS").fetchall()
             databases = cur.execute("SHOW DATABASES").fetchall()
     except psycopg.ProgrammingError as exc:
-        raise PgopsError(f"invalid PgBouncer URL {redact(url)!r}: {error_reason(exc)}") from None
+        raise PgopsError(f"invalid PgBouncer URL {redact(url)!r}: {first_line(exc)}") from None
     except psycopg.Error as exc:
         raise PgopsError(
-            f"can't read PgBouncer's console at {describe(url)}: {error_reason(exc)} "
+            f"can't read PgBouncer's console at {describe(url)}: {first_line(exc)} "
             "(connect to its `pgbouncer` database as one of admin_users or stats_users)"
         ) from None
     return PgBouncerSample(

@@ -13,7 +13,7 @@ from datetime import timedelta
 import psycopg
 
 from pgops.errors import PgopsError
-from pgops.pool_report.analyze import idle_in_transaction_over
+from pgops.pool_report.leaks import idle_in_transaction_over
 from pgops.pool_report.sample import Backend, Sample
 from pgops.resources import read_sql
 

@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from pgops.config import RefreshSettings
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
 
 HISTORY_SCHEDULE = "*/10 * * * *"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
@@ -122,7 +122,7 @@ def schedule(conn: psycopg.Connection, settings: RefreshSettings) -> CronResult:
         with _cron_connection(conn, place.cron_database) as cron:
             return _schedule_elsewhere(cron, place, settings, history)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         return _fallback(f"can't connect to pg_cron's database {place.cron_database} as {place.role} ({reason})")
 
 

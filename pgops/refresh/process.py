@@ -38,26 +38,28 @@ def _ms(value: timedelta) -> str:
     return f"{int(value.total_seconds() * 1000)}ms"
 
 
+@dataclass(frozen=True)
+class Request:
+    """`force`: refresh whatever the debounce; `plain`: a plain refresh even for a view refreshed concurrently."""
+
+    force: bool = False
+    plain: bool = False
+
+
 def refresh_one(
-    conn: psycopg.Connection,
-    view_id: int,
-    view: str,
-    settings: RefreshSettings,
-    *,
-    force: bool = False,
-    plain: bool = False,
+    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, request: Request = Request()
 ) -> RefreshOutcome:
     """One view in one READ COMMITTED transaction under pgops' refresh statement and lock timeouts; once more,
     at once, when that transaction only lowered the view's pending flag (it must be committed before the wait)."""
     for _ in range(3):
-        outcome = _attempt(conn, view_id, view, settings, force, plain)
+        outcome = _attempt(conn, view_id, view, settings, request)
         if outcome.outcome != FLIPPED:
             break
     return _observe(outcome)
 
 
 def _attempt(
-    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, force: bool, plain: bool
+    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, request: Request
 ) -> RefreshOutcome:
     try:
         with conn.transaction():
@@ -66,7 +68,9 @@ def _attempt(
                 "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
                 (_ms(settings.statement_timeout), _ms(settings.lock_timeout)),
             )
-            row = conn.execute("SELECT * FROM pgops.refresh_view(%s, %s, %s)", (view_id, force, plain)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM pgops.refresh_view(%s, %s, %s)", (view_id, request.force, request.plain)
+            ).fetchone()
     except psycopg.errors.Error as exc:
         if exc.sqlstate is None or conn.closed:  # the connection broke: nothing else can be done on it
             raise
@@ -144,7 +148,7 @@ def refresh_now(
         raise PgopsError(f"{relation} is not a watched materialized view: `pgops refresh watch {relation}` first")
     deadline = time.monotonic() + settings.lock_timeout.total_seconds()
     while True:
-        outcome = refresh_one(conn, row[0], row[1], settings, force=True, plain=plain)
+        outcome = refresh_one(conn, row[0], row[1], settings, Request(force=True, plain=plain))
         if outcome.outcome != BUSY or time.monotonic() >= deadline:
             return outcome
         time.sleep(0.1)

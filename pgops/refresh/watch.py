@@ -4,8 +4,6 @@ the database's refusals into one-line messages."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import psycopg
 from psycopg import errors as pgerrors
 
@@ -40,13 +38,11 @@ def watch(
     view: str | names.ViewName,
     settings: RefreshSettings,
     *,
-    debounce: timedelta | None = None,
-    max_wait: timedelta | None = None,
     concurrently: bool = True,
 ) -> WatchedView:
-    """Watch `view` (or change its settings); defaults come from the [refresh] settings."""
-    debounce = settings.debounce if debounce is None else debounce
-    max_wait = settings.max_wait if max_wait is None else max_wait
+    """Watch `view` (or change its settings) with the debounce and max wait of `settings` (the [refresh]
+    settings, with a caller's overrides applied by `dataclasses.replace`)."""
+    debounce, max_wait = settings.debounce, settings.max_wait
     if max_wait < debounce:
         raise PgopsError(f"max-wait ({max_wait}) must be at least the debounce ({debounce})")
     name = names.parse_view_name(view)

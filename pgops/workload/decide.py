@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pgops.config import WorkloadSettings
-from pgops.errors import EXIT_OK, EXIT_WARNING
-from pgops.pool_report.analyze import mask_query
+from pgops.errors import EXIT_OK, EXIT_WARNING, LEVELS
+from pgops.output import human_milliseconds
+from pgops.pool_report.leaks import mask_query
 from pgops.workload.read import HIDDEN_QUERY, Snapshot, StatementStats
 
 N_PLUS_ONE = "n+1 suspect"
 HEAVY = "heavy"
-STATUS_NAMES = {EXIT_OK: "ok", EXIT_WARNING: "warning"}
 
 
 @dataclass(frozen=True)
@@ -64,23 +64,7 @@ class WorkloadReport:
 
     @property
     def status_name(self) -> str:
-        return STATUS_NAMES[self.status]
-
-
-def milliseconds(value: float) -> str:
-    """A time for a person: `0.031 ms`, `2.50 ms`, `31.0 ms`, `12.3 s`, `4.5 min`, `1.2 h`."""
-    if value < 0.1:
-        return f"{value:.3f} ms"
-    if value < 10:
-        return f"{value:.2f} ms"
-    if value < 1000:
-        return f"{value:.1f} ms"
-    seconds = value / 1000
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:,.1f} h"
+        return str(LEVELS[self.status])
 
 
 def _limit_ms(value: float) -> str:
@@ -150,7 +134,7 @@ def n_plus_one_reason(stats: StatementStats, share: float, settings: WorkloadSet
     return (
         f"{stats.calls:,} calls (at least {settings.suspect_min_calls:,}), "
         f"{stats.rows_per_call:,.1f} rows/call (at most {settings.suspect_max_rows_per_call:g}), "
-        f"{milliseconds(stats.mean_time_ms)} mean (at most "
+        f"{human_milliseconds(stats.mean_time_ms)} mean (at most "
         f"{_limit_ms(settings.suspect_max_mean_time.total_seconds() * 1000)}), "
         f"{share:.1%} of all statement time (at least {_percent(settings.suspect_min_share)})"
     )
@@ -174,7 +158,8 @@ def n_plus_one_fix(query: str) -> str:
 
 def heavy_reason(stats: StatementStats, settings: WorkloadSettings) -> str:
     return (
-        f"{stats.calls:,} call{'' if stats.calls == 1 else 's'}, {milliseconds(stats.mean_time_ms)} mean (at least "
+        f"{stats.calls:,} call{'' if stats.calls == 1 else 's'}, "
+        f"{human_milliseconds(stats.mean_time_ms)} mean (at least "
         f"{_limit_ms(settings.heavy_mean_time.total_seconds() * 1000)}), {stats.rows_per_call:,.1f} rows/call"
     )
 

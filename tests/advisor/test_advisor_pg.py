@@ -53,7 +53,7 @@ def demo_template(pg_server: PgServer) -> Iterator[str]:
     name = create_database(pg_server, "pgops_advisor_template")
     with psycopg.connect(pg_server.database_dsn(name), autocommit=True) as conn:
         demo.load_schema(conn)
-        demo.generate(conn, scale=0.02)
+        demo.generate(conn, scale=0.02, seed=0.5)
     yield name
     drop_database(pg_server, name)
 
@@ -285,9 +285,11 @@ def test_constant_lists_as_pg_stat_statements_records_them_get_their_index(pg_se
     for start in range(0, 50, 5):
         conn.execute(f"SELECT id, b FROM t WHERE a IN ({start}, {start + 1}, {start + 2})")
         conn.execute(f"SELECT id, b FROM t WHERE a IN ({start}, {start + 1}, {start + 2}, {start + 3})")
-    from pgops.advisor.workload import read_pg_stat_statements
+    from pgops.advisor.workload import StatementFilter, read_pg_stat_statements
 
-    texts = [s.query for s in read_pg_stat_statements(conn, min_calls=1, top=100) if "WHERE a IN" in s.query]
+    texts = [
+        s.query for s in read_pg_stat_statements(conn, StatementFilter(min_calls=1, top=100)) if "WHERE a IN" in s.query
+    ]
     if pg_server.version_num >= 180000:
         assert texts == ["SELECT id, b FROM t WHERE a IN ($1 /*, ... */)"]
     else:
@@ -362,18 +364,18 @@ def test_missing_pg_stat_statements_is_one_line_naming_the_fix(dsn, conn, cli):
 
 def test_pg_stat_statements_filters_and_metrics(demo_dsn, demo_conn, cli, tmp_path):
     from pgops import metrics
-    from pgops.advisor.workload import read_pg_stat_statements
+    from pgops.advisor.workload import StatementFilter, read_pg_stat_statements
 
-    everything = read_pg_stat_statements(demo_conn, min_calls=1, top=1000)
+    everything = read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, top=1000))
     assert len(everything) > 5
     assert all(a.total_time_ms >= b.total_time_ms for a, b in itertools.pairwise(everything))
-    top = read_pg_stat_statements(demo_conn, min_calls=1, top=3)
+    top = read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, top=3))
     assert [s.queryid for s in top] == [s.queryid for s in everything[:3]]
-    busy = read_pg_stat_statements(demo_conn, min_calls=50, top=1000)
+    busy = read_pg_stat_statements(demo_conn, StatementFilter(min_calls=50, top=1000))
     assert busy and all(s.calls >= 50 for s in busy) and len(busy) < len(everything)
-    assert read_pg_stat_statements(demo_conn, min_calls=1, top=1000, user="no_such_role") == []
+    assert read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, top=1000, user="no_such_role")) == []
     heavy = everything[0].total_time_ms  # the reads above are statements too: entries grow while we look
-    heaviest = read_pg_stat_statements(demo_conn, min_calls=1, min_total_time_ms=heavy)
+    heaviest = read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, min_total_time_ms=heavy))
     assert everything[0].queryid in {s.queryid for s in heaviest}
     assert all(s.total_time_ms >= heavy for s in heaviest) and len(heaviest) < len(everything)
 

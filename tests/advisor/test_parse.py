@@ -26,7 +26,8 @@ from pgops.advisor.model import (
     ParamUse,
     Skipped,
 )
-from pgops.advisor.parse import MAX_STATEMENT_CHARS, MAX_STATEMENT_NODES, _ScopeColumns, analyze, parse
+from pgops.advisor.parse import MAX_STATEMENT_CHARS, MAX_STATEMENT_NODES, analyze, parse
+from pgops.advisor.scope_columns import ScopeColumns
 from tests.advisor.helpers import demo_catalog, statement
 
 CATALOG = demo_catalog()
@@ -204,7 +205,7 @@ _CORRELATED = [
 def _same_columns_as_sqlglot(query: str) -> None:
     tree = parse(query)
     assert isinstance(tree, exp.Expression), tree
-    ours = _ScopeColumns()
+    ours = ScopeColumns()
     for scope in traverse_scope(tree):
         assert [id(c) for c in ours.of(scope)] == [id(c) for c in scope.columns], (query, scope.expression.sql())
 

@@ -9,7 +9,7 @@ from pgops.advisor.catalog import read_catalog
 from pgops.advisor.hypo import Planner
 from pgops.advisor.model import Analysis
 from pgops.advisor.parse import analyze
-from pgops.advisor.workload import read_pg_stat_statements
+from pgops.advisor.workload import StatementFilter, read_pg_stat_statements
 from tests.advisor.helpers import statement
 
 # Each with literals as an application (or a person in psql) sends them; pg_stat_statements turns every
@@ -39,7 +39,9 @@ def recorded(conn) -> list[str]:
     conn.execute("SELECT pg_stat_statements_reset()")
     for text in STATEMENTS:
         conn.execute(text)  # psycopg sends it as written: no parameters
-    return [s.query for s in read_pg_stat_statements(conn, min_calls=1, top=100) if " t " in f"{s.query} "]
+    return [
+        s.query for s in read_pg_stat_statements(conn, StatementFilter(min_calls=1, top=100)) if " t " in f"{s.query} "
+    ]
 
 
 def test_every_recorded_statement_is_analyzed_and_planned(conn, recorded):

@@ -19,7 +19,7 @@ from pgops.advisor.model import (
     Skipped,
 )
 from pgops.advisor.script import drop_statement, index_definition, render_sql
-from tests.test_sqltext import hostile_text
+from tests.helpers import hostile_text
 
 # What the server allows in a name: anything but NUL, up to 63 bytes.
 name = hostile_text.map(lambda text: text.replace("\x00", "").encode()[:63].decode(errors="ignore") or "x")

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -21,18 +20,12 @@ import pytest
 from pgops import migrate
 from pgops.config import DaemonSettings, Settings, load_settings
 from pgops.sandbox import free_port
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+wait_for = wait_until  # the daemon tests' name for it
 
 
 def http_get(url: str) -> tuple[int, str]:

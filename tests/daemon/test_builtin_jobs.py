@@ -52,7 +52,7 @@ def expired_sessions(conn) -> int:
 def test_once_runs_every_builtin_job_on_the_demo(cli, migrated_dsn, conn, tmp_path):
     require(*BUILTIN_MODULES)
     demo.load_schema(conn)
-    demo.generate(conn, scale=0.01)
+    demo.generate(conn, scale=0.01, seed=0.5)
     config = demo_config(tmp_path)
     watched = cli("--config", config, "--dsn", migrated_dsn, "refresh", "watch", "fund_stats")
     assert watched.exit_code == 0, watched.stderr
@@ -74,6 +74,7 @@ def test_once_runs_every_builtin_job_on_the_demo(cli, migrated_dsn, conn, tmp_pa
     assert any(metric.name.startswith("pgops_pool") for metric in REGISTRY.collect())
 
 
+@pytest.mark.timing
 def test_sigterm_during_a_real_cleanup_keeps_committed_batches(migrated_dsn, conn, tmp_path):
     """SIGTERM while `pgops daemon --once` deletes in small batches: exit 0 within 10 s, every deleted row
     belongs to a batch the cleanup reported (each committed), and the expired rows left were not touched."""
@@ -146,7 +147,7 @@ def test_pool_sample_keeps_state_across_runs_and_feeds_metrics(migrated_dsn, con
 def test_advisor_job_writes_the_script_atomically(cli, migrated_dsn, conn, tmp_path):
     require("pgops.advisor.run")
     demo.load_schema(conn)
-    demo.generate(conn, scale=0.01)
+    demo.generate(conn, scale=0.01, seed=0.5)
     # As `pgops demo` does: the loader's bulk INSERTs are not the application's workload.
     conn.execute(
         "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = current_database()), 0)"
@@ -166,6 +167,7 @@ def test_advisor_job_writes_the_script_atomically(cli, migrated_dsn, conn, tmp_p
     assert [p.name for p in output.parent.iterdir()] == ["indexes.sql"]  # no temporary file left behind
 
 
+@pytest.mark.timing
 def test_advisor_child_process_stops_and_fails_cleanly(dsn, conn):
     """The advisor runs in a child process: a stop ends it at once, and its failure comes back as one line."""
     require("pgops.advisor.run")

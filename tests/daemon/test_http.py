@@ -8,6 +8,8 @@ import socket
 import struct
 import time
 
+import pytest
+
 from tests.daemon.conftest import DaemonProcess, http_get, wait_for
 
 STALL_LIMIT = 10  # seconds a stalled connection may hold its thread (the server's timeout is a few seconds)
@@ -65,6 +67,7 @@ def test_clients_that_leave_early_get_one_json_line_each(migrated_dsn, start_dae
     assert all("ConnectionResetError" in str(entry["msg"]) for entry in failures), failures
 
 
+@pytest.mark.timing
 def test_a_stalled_connection_is_closed_by_the_server(migrated_dsn, start_daemon, notify_socket):
     daemon = serving(start_daemon, migrated_dsn, notify_socket)
     silent = socket.create_connection(("127.0.0.1", daemon.port))

@@ -50,6 +50,7 @@ def start_again(box: Sandbox) -> None:
     box._pg_ctl(Path(box._state().bindir), "-l", str(box.logfile), "-w", "-t", "60", "start")
 
 
+@pytest.mark.timing
 def test_daemon_rides_through_a_server_restart(own_server):
     url = own_server.url()
     with psycopg.connect(url, autocommit=True) as conn:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.daemon.conftest import http_get, wait_for
 from tests.daemon.sample_jobs import ITEMS_DDL, LEDGER_DDL
 
 ROWS, BATCH = 3000, 50
 
 
+@pytest.mark.timing
 def test_sigterm_during_a_cleanup_finishes_the_batch_and_exits_0(migrated_dsn, conn, start_daemon, notify_socket):
     conn.execute(ITEMS_DDL)
     conn.execute("INSERT INTO daemon_test_items (id) SELECT generate_series(1, %s)", (ROWS,))
@@ -56,6 +59,7 @@ def test_sigterm_during_a_cleanup_finishes_the_batch_and_exits_0(migrated_dsn, c
     assert all("password" not in str(entry) for entry in log)
 
 
+@pytest.mark.timing
 def test_a_batch_that_ignores_sigterm_is_abandoned_and_rolled_back(migrated_dsn, conn, start_daemon, notify_socket):
     """Past the stop timeout the daemon leaves anyway, still exit 0: the server rolls back the open batch."""
     conn.execute(ITEMS_DDL)

@@ -13,22 +13,19 @@ from prometheus_client import REGISTRY
 
 from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, PgopsError
-from pgops.pool_report.analyze import (
+from pgops.pool_report.analyze import analyze, crossings
+from pgops.pool_report.export import OTHER, bounded_applications, export_idle_growth, export_metrics
+from pgops.pool_report.growth import Growth, IdleGrowth
+from pgops.pool_report.leaks import (
     IDLE_IN_TRANSACTION,
     IDLE_POOL_BLOAT,
     LONG_QUERY,
     WAITING_ON_LOCK,
     XMIN_HORIZON,
-    Growth,
-    IdleGrowth,
-    analyze,
-    crossings,
     mask_query,
-    pool_size_for,
-    saturation,
     shown_query,
 )
-from pgops.pool_report.export import OTHER, bounded_applications, export_idle_growth, export_metrics
+from pgops.pool_report.limits import pool_size_for, saturation
 from pgops.pool_report.pgbouncer import PgBouncerDatabase, PgBouncerPool, PgBouncerSample
 from pgops.pool_report.sample import Backend, Sample, ServerInfo
 from pgops.pool_report.terminate import candidates

@@ -19,11 +19,11 @@ from psycopg.rows import dict_row
 
 from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_CRITICAL, PgopsError
-from pgops.pool_report.analyze import pgbouncer_usage
+from pgops.pool_report.limits import pgbouncer_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
 from pgops.sandbox import free_port
 from tests.conftest import ROOT
-from tests.pool_report.conftest import wait_until
+from tests.helpers import wait_until
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 POOL_SIZE = 2

@@ -14,18 +14,17 @@ from psycopg import sql
 from pgops.config import PoolReportSettings, Settings, load_settings
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING
 from pgops.pool_report import open_connection
-from pgops.pool_report.analyze import (
+from pgops.pool_report.analyze import Report, analyze
+from pgops.pool_report.leaks import (
     IDLE_IN_TRANSACTION,
     LONG_QUERY,
     LONG_TRANSACTION,
     WAITING_ON_LOCK,
     XMIN_HORIZON,
     Problem,
-    Report,
-    analyze,
 )
 from pgops.pool_report.sample import take_sample
-from tests.pool_report.conftest import wait_until
+from tests.helpers import wait_until
 
 FAST = PoolReportSettings(
     idle_in_transaction=timedelta(milliseconds=300),
@@ -88,6 +87,7 @@ def leaking(dsn, conn, sessions):
     }
 
 
+@pytest.mark.timing
 def test_report_finds_each_leak_with_pid_age_and_blocker(conn, leaking):
     sample = take_sample(conn)
     report = analyze(sample, FAST)
@@ -163,6 +163,7 @@ def test_exit_code_follows_thresholds(cli, dsn, leaking, monkeypatch):
     assert "CRITICAL" in table.stdout and "max_connections" in table.stdout
 
 
+@pytest.mark.timing
 def test_terminate_idle_in_transaction_ends_only_old_enough_sessions(cli, conn, dsn, sessions, monkeypatch):
     old = sessions.open(dsn, autocommit=False, application_name="leaky")
     old.execute("SELECT 1")

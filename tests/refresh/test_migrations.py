@@ -274,7 +274,7 @@ def test_pg_cron_runs_the_job(pg_server, dbname, dsn, conn, cli):
     assert upgraded.exit_code == 0, upgraded.stderr
     try:
         conn.execute(BASE_SCHEMA)
-        watch.watch(conn, "fund_stats", FAST, debounce=timedelta(0), max_wait=timedelta(0))
+        watch.watch(conn, "fund_stats", dataclasses.replace(FAST, debounce=timedelta(0), max_wait=timedelta(0)))
         conn.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1000)")
         assert differs_from_query(conn, "public.fund_stats") > 0
         job = f"pgops-refresh:{dbname}"

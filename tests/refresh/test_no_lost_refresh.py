@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
@@ -127,9 +128,7 @@ def test_no_lost_refresh_under_concurrent_writers_processors_and_failures(conn, 
         watch.watch(
             conn,
             view,
-            installed.refresh,
-            debounce=timedelta(milliseconds=200),
-            max_wait=timedelta(milliseconds=600),
+            replace(installed.refresh, debounce=timedelta(milliseconds=200), max_wait=timedelta(milliseconds=600)),
             concurrently=view != "public.joined",
         )
     stats: Counter = Counter()

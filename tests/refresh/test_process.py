@@ -8,6 +8,7 @@ import json
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
@@ -49,8 +50,11 @@ def _refreshed(outcomes) -> bool:
     return any(o.outcome == process.REFRESHED for o in outcomes)
 
 
+@pytest.mark.timing
 def test_debounce_waits_for_quiet_then_refreshes(conn, dsn, fund_stats, settings):
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=1), max_wait=timedelta(seconds=5))
+    watch.watch(
+        conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=1), max_wait=timedelta(seconds=5))
+    )
     process.refresh_now(conn, fund_stats, settings.refresh)
     _trade(dsn, 1000)
     first_write = time.monotonic()
@@ -66,9 +70,12 @@ def test_debounce_waits_for_quiet_then_refreshes(conn, dsn, fund_stats, settings
     assert _view(conn).stale_since is None
 
 
+@pytest.mark.timing
 def test_max_wait_refreshes_under_continuous_writes(conn, dsn, fund_stats, settings):
     """Writes every 0.2 s never leave a 2 s quiet spell, so only max_wait (3 s) can trigger the refresh."""
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=2), max_wait=timedelta(seconds=3))
+    watch.watch(
+        conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=2), max_wait=timedelta(seconds=3))
+    )
     process.refresh_now(conn, fund_stats, settings.refresh)
     stop = threading.Event()
 
@@ -92,7 +99,9 @@ def test_max_wait_refreshes_under_continuous_writes(conn, dsn, fund_stats, setti
 
 
 def test_writers_mark_once_per_transaction_and_not_while_a_refresh_is_pending(conn, dsn, fund_stats, settings):
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    watch.watch(
+        conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    )
     process.refresh_now(conn, fund_stats, settings.refresh)  # clean: the flag tells writers to mark
     with psycopg.connect(dsn) as writer:
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")
@@ -127,9 +136,10 @@ def test_rolled_back_savepoint_takes_its_mark_along(conn, dsn, fund_stats, setti
     assert _marks(conn) == 1
 
 
+@pytest.mark.timing
 def test_a_skipped_writer_still_in_progress_is_waited_for(conn, dsn, fund_stats, settings):
     """A writer that skipped its mark (refresh pending) and commits while the refresh waits is included."""
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0), max_wait=timedelta(0))
+    watch.watch(conn, fund_stats, replace(settings.refresh, debounce=timedelta(0), max_wait=timedelta(0)))
     with psycopg.connect(dsn) as writer:
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 777)")
         assert _marks(conn) == 0  # skipped: the view is stale since watch
@@ -146,7 +156,7 @@ def test_a_skipped_writer_still_in_progress_is_waited_for(conn, dsn, fund_stats,
 
 def test_a_writer_that_stays_open_postpones_the_refresh_without_losing_it(conn, dsn, fund_stats, settings):
     short = dataclasses.replace(settings.refresh, lock_timeout=timedelta(milliseconds=300))
-    watch.watch(conn, fund_stats, short, debounce=timedelta(0), max_wait=timedelta(0))
+    watch.watch(conn, fund_stats, replace(short, debounce=timedelta(0), max_wait=timedelta(0)))
     with psycopg.connect(dsn) as writer:
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (3, 555)")
         outcome = process.process_due(conn, short)[0]
@@ -165,8 +175,8 @@ def test_failed_refresh_is_recorded_backed_off_retried_and_does_not_hold_up_othe
         "FROM control) AS trades FROM fund_stats WITH NO DATA"
     )
     conn.execute("CREATE UNIQUE INDEX ON fragile (fund_id)")
-    watch.watch(conn, "fragile", settings.refresh, debounce=timedelta(0), max_wait=timedelta(seconds=1))
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0), max_wait=timedelta(seconds=1))
+    watch.watch(conn, "fragile", replace(settings.refresh, debounce=timedelta(0), max_wait=timedelta(seconds=1)))
+    watch.watch(conn, fund_stats, replace(settings.refresh, debounce=timedelta(0), max_wait=timedelta(seconds=1)))
 
     first = {o.view: o for o in process.process_due(conn, settings.refresh)}
     assert first["public.fund_stats"].outcome == process.REFRESHED  # refreshed first: fragile reads it
@@ -191,9 +201,10 @@ def test_failed_refresh_is_recorded_backed_off_retried_and_does_not_hold_up_othe
     assert differs_from_query(conn, "public.fragile") == 0
 
 
+@pytest.mark.timing
 def test_statement_timeout_ends_a_slow_refresh_and_records_it(conn, fund_stats, settings):
     conn.execute("CREATE MATERIALIZED VIEW slow AS SELECT 1 AS k, pg_sleep(1) IS NULL AS slept FROM funds LIMIT 1")
-    watch.watch(conn, "slow", settings.refresh, concurrently=False, debounce=timedelta(0))
+    watch.watch(conn, "slow", replace(settings.refresh, debounce=timedelta(0)), concurrently=False)
     quick = dataclasses.replace(settings.refresh, statement_timeout=timedelta(milliseconds=300))
     started = time.monotonic()
     outcome = process.refresh_now(conn, "slow", quick)
@@ -203,7 +214,7 @@ def test_statement_timeout_ends_a_slow_refresh_and_records_it(conn, fund_stats, 
 
 
 def test_one_refresh_of_a_view_at_a_time(conn, dsn, fund_stats, settings):
-    view = watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0))
+    view = watch.watch(conn, fund_stats, replace(settings.refresh, debounce=timedelta(0)))
     with psycopg.connect(dsn) as other:
         other.execute("SELECT pg_advisory_xact_lock(hashtext('pgops.refresh'), %s)", (view.view_id,))
         assert [o.outcome for o in process.process_due(conn, settings.refresh)] == ["busy"]
@@ -215,7 +226,7 @@ def test_never_populated_view_gets_a_plain_first_refresh(conn, installed):
     conn.execute("CREATE TABLE t (id integer PRIMARY KEY)")
     conn.execute("CREATE MATERIALIZED VIEW t_ids AS SELECT id FROM t WITH NO DATA")
     conn.execute("CREATE UNIQUE INDEX ON t_ids (id)")
-    watch.watch(conn, "t_ids", installed.refresh, debounce=timedelta(0))
+    watch.watch(conn, "t_ids", replace(installed.refresh, debounce=timedelta(0)))
     first = process.process_due(conn, installed.refresh)
     assert [(o.outcome, o.concurrent) for o in first] == [("refreshed", False)]
     conn.execute("INSERT INTO t VALUES (1)")
@@ -226,7 +237,7 @@ def test_never_populated_view_gets_a_plain_first_refresh(conn, installed):
 
 
 def test_metrics_exist_for_every_watched_view_and_count_refreshes(conn, fund_stats, settings):
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(0))
+    watch.watch(conn, fund_stats, replace(settings.refresh, debounce=timedelta(0)))
     view = {"target": "default", "view": "public.fund_stats"}  # commands label their target "default"
     labels = {**view, "outcome": "success"}
     before = REGISTRY.get_sample_value("pgops_refreshes_total", labels) or 0
@@ -244,7 +255,7 @@ def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(c
     """`refresh now` of a clean view gives up waiting for an open writer, which then rolls back: the flag must
     stay clear, or later writers would skip their marks with no refresh pending."""
     short = dataclasses.replace(settings.refresh, lock_timeout=timedelta(milliseconds=300))
-    watch.watch(conn, fund_stats, short, debounce=timedelta(0), max_wait=timedelta(0))
+    watch.watch(conn, fund_stats, replace(short, debounce=timedelta(0), max_wait=timedelta(0)))
     process.refresh_now(conn, fund_stats, short)
     with psycopg.connect(dsn) as writer:
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (4, 1)")
@@ -258,7 +269,9 @@ def test_a_forced_refresh_that_times_out_on_a_clean_view_keeps_writers_marking(c
 def test_a_writer_session_runs_the_trigger_function_the_processor_left_it(conn, dsn, fund_stats, settings):
     """The flag is the trigger function's body: a session that has run the pending body marks in its next
     transaction once the processor has lowered the flag, and stops marking once it is raised again."""
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    watch.watch(
+        conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    )
     with psycopg.connect(dsn, autocommit=True) as writer:
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")  # pending from the start
         assert _marks(conn) == 0

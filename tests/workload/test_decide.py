@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from pgops.config import WorkloadSettings
 from pgops.errors import EXIT_OK, EXIT_WARNING
-from pgops.workload.decide import HEAVY, N_PLUS_ONE, decide, milliseconds, n_plus_one_fix, verb
+from pgops.output import human_duration, human_milliseconds
+from pgops.workload.decide import HEAVY, N_PLUS_ONE, decide, n_plus_one_fix, verb
 from pgops.workload.read import Snapshot, StatementStats
 
 SETTINGS = WorkloadSettings()
@@ -123,8 +124,11 @@ def test_an_empty_snapshot_is_ok():
 
 
 def test_times_read_well():
-    assert [milliseconds(v) for v in (0.031, 2.5, 31.04, 12_300, 270_000, 8_640_000)] == [
+    assert [human_milliseconds(v) for v in (0.031, 2.5, 31.04, 12_300, 270_000, 8_640_000)] == [
         "0.031 ms", "2.50 ms", "31.0 ms", "12.3 s", "4.5 min", "2.4 h",
+    ]  # fmt: skip
+    assert [human_duration(v) for v in (0.25, 12.34, 270, 8640, 259_200, None)] == [
+        "250ms", "12.3s", "4.5m", "2.4h", "3.0d", "",
     ]  # fmt: skip
 
 
