@@ -165,7 +165,7 @@ def _advise(ctx: JobContext) -> str:
 def _advice_in_child(dsn: str, settings: Settings, sender: Connection) -> None:
     from pgops.advisor.run import advise
     from pgops.advisor.script import render_sql
-    from pgops.db import is_transient, redact
+    from pgops.db import is_transient
     from pgops.logs import setup_logging
 
     setup_logging()
@@ -174,8 +174,8 @@ def _advice_in_child(dsn: str, settings: Settings, sender: Connection) -> None:
         sender.send(("ok", f"{len(advice.recommendations)} index(es) recommended", render_sql(advice)))
     except Exception as exc:
         kind = "transient" if is_transient(exc) else "error"
-        message = exc.message if isinstance(exc, PgopsError) else f"{type(exc).__name__}: {exc}"
-        sender.send((kind, redact(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)))
+        message = first_line(exc) if isinstance(exc, PgopsError) else f"{type(exc).__name__}: {first_line(exc)}"
+        sender.send((kind, message))
     finally:
         sender.close()
 
