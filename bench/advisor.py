@@ -32,7 +32,7 @@ from pgops.advisor.model import AdvisorOptions, Statement  # noqa: E402
 from pgops.advisor.run import advise, analyze_workload  # noqa: E402
 from pgops.advisor.script import render_sql  # noqa: E402
 from pgops.config import DatabaseSettings, Settings  # noqa: E402
-from pgops.db import connect  # noqa: E402
+from pgops.db import ConnectOptions, connect  # noqa: E402
 from pgops.sandbox import Sandbox, drop_database, recreate_database  # noqa: E402
 
 ORDER_COLUMNS = ["id", "customer_id", "status", "total", "created_at"]
@@ -138,7 +138,9 @@ def main() -> None:
         entries = synthetic_entries(args.entries)
         timings = {}
         for label, use_hypopg in (("without hypopg", False), ("with hypopg", True)):
-            with connect(dsn, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
+            with connect(
+                dsn, settings.database, ConnectOptions(statement_timeout=settings.advisor.statement_timeout)
+            ) as conn:
                 started_at = time.perf_counter()
                 advice = analyze_workload(conn, settings, entries, AdvisorOptions(use_hypopg=use_hypopg))
                 timings[label] = time.perf_counter() - started_at

@@ -71,7 +71,7 @@ def run_migrations_online() -> None:
     dsn = config.attributes.get("dsn") or settings.dsn
     engine = create_engine(
         "postgresql+psycopg://",
-        creator=lambda: db.connect(dsn, settings.database, autocommit=False),
+        creator=lambda: db.connect(dsn, settings.database, db.ConnectOptions(autocommit=False)),
         poolclass=NullPool,
     )
     with engine.connect() as connection:

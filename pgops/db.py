@@ -14,16 +14,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import TypeVar
 from urllib.parse import unquote
 
 import psycopg
 from psycopg import errors as pgerrors
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgops.config import DatabaseSettings
-from pgops.errors import PgopsError, first_line, redact, remember_secrets, split_url
+from pgops.errors import ConnectError, PgopsError, first_line, redact, remember_secrets, split_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,19 +88,64 @@ def _server_reason(exc: Exception) -> str:
     return re.sub(r"^(FATAL|ERROR):\s+", "", reason).strip()
 
 
-def session_options(settings: DatabaseSettings, user_options: str = "", **overrides: timedelta | None) -> str:
+class _FromSettings(Enum):
+    FROM_SETTINGS = "from settings"
+
+
+FROM_SETTINGS = _FromSettings.FROM_SETTINGS
+Limit = timedelta | None | _FromSettings
+"""A session limit: a value, None to leave it to the server, or FROM_SETTINGS for `[database]`'s."""
+
+# A server that vanished without closing the socket (a network partition, a frozen host) must fail a long-lived
+# session's next statement in seconds, not block it until the kernel gives up on the connection after minutes.
+KEEPALIVES: dict[str, object] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How one connection differs from pgops' default session (autocommit, `[database]`'s limits)."""
+
+    statement_timeout: Limit = FROM_SETTINGS
+    lock_timeout: Limit = FROM_SETTINGS
+    idle_in_transaction_session_timeout: Limit = FROM_SETTINGS
+    autocommit: bool = True
+    read_only: bool = False  # default_transaction_read_only: a session that must never write
+    keepalives: bool = False  # long-lived sessions (the daemon's): notice a vanished server in seconds
+    # PgBouncer's admin console: no `options` (it refuses startup parameters it does not know), and the simple
+    # query protocol (its SHOW commands take no extended protocol)
+    pgbouncer_console: bool = False
+    application_name: str | None = None  # None: `[database] application_name`
+    target_session_attrs: str | None = None  # None: the URL's own
+
+
+DEFAULT = ConnectOptions()
+PGBOUNCER_CONSOLE = ConnectOptions(pgbouncer_console=True)
+
+
+def session_options(settings: DatabaseSettings, user_options: str = "", options: ConnectOptions = DEFAULT) -> str:
     """The `options` string that sets pgops' session limits at connection time (no extra round trip).
 
     The user's own options (the URL's `options`, else `PGOPTIONS`) come first and are kept, a `search_path`
-    say; pgops' limits follow, and the later setting wins. An override of None leaves that setting to the
-    server. `standard_conforming_strings` is on because a cleanup `where` is read by a lexer that assumes it."""
+    say; pgops' limits follow, and the later setting wins. A limit of None leaves that setting to the server.
+    `standard_conforming_strings` is on because a cleanup `where` is read by a lexer that assumes it."""
     values = {
-        "statement_timeout": settings.statement_timeout,
-        "lock_timeout": settings.lock_timeout,
-        "idle_in_transaction_session_timeout": settings.idle_in_transaction_session_timeout,
-        **overrides,
+        "statement_timeout": (options.statement_timeout, settings.statement_timeout),
+        "lock_timeout": (options.lock_timeout, settings.lock_timeout),
+        "idle_in_transaction_session_timeout": (
+            options.idle_in_transaction_session_timeout,
+            settings.idle_in_transaction_session_timeout,
+        ),
     }
-    ours = [f"-c {name}={_ms(value)}" for name, value in values.items() if value is not None]
+    chosen = {name: default if given is FROM_SETTINGS else given for name, (given, default) in values.items()}
+    ours = [f"-c {name}={_ms(value)}" for name, value in chosen.items() if isinstance(value, timedelta)]
+    if options.read_only:
+        ours.append("-c default_transaction_read_only=on")
     return " ".join([user_options.strip(), *ours, "-c standard_conforming_strings=on"]).strip()
 
 
@@ -112,34 +158,67 @@ def user_options(dsn: str) -> str:
     return str(given if given is not None else os.environ.get("PGOPTIONS", ""))
 
 
-def connection_kwargs(settings: DatabaseSettings, dsn: str = "", **overrides: timedelta | None) -> dict[str, object]:
-    return {
-        "application_name": settings.application_name,
+def connection_kwargs(
+    settings: DatabaseSettings, dsn: str = "", options: ConnectOptions = DEFAULT
+) -> dict[str, object]:
+    """The keyword arguments of `psycopg.connect` (and of the pool's connections) for `options`."""
+    kwargs: dict[str, object] = {
+        "autocommit": options.autocommit or options.pgbouncer_console,
         "connect_timeout": max(1, int(settings.connect_timeout.total_seconds())),
-        "options": session_options(settings, user_options(dsn), **overrides),
     }
+    if options.pgbouncer_console:
+        # libpq would still send PGOPTIONS: an empty `options` keeps it off the console's startup packet
+        kwargs.update(options="", cursor_factory=psycopg.ClientCursor)
+    else:
+        kwargs.update(
+            application_name=options.application_name or settings.application_name,
+            options=session_options(settings, user_options(dsn), options),
+        )
+    if options.keepalives:
+        kwargs.update(KEEPALIVES)
+    if options.target_session_attrs:
+        kwargs["target_session_attrs"] = options.target_session_attrs
+    return kwargs
 
 
 def connect(
-    dsn: str,
-    settings: DatabaseSettings | None = None,
-    *,
-    autocommit: bool = True,
-    **overrides: timedelta | None,
+    dsn: str, settings: DatabaseSettings | None = None, options: ConnectOptions = DEFAULT
 ) -> psycopg.Connection:
-    """Open a connection with pgops' session settings; a failure is one `PgopsError` line.
+    """Open a connection with pgops' session settings; a failure is one line, a `ConnectError`.
 
-    `overrides` change a session limit for this connection, e.g. `statement_timeout=timedelta(minutes=30)`
+    `options` change this connection's session, e.g. `ConnectOptions(statement_timeout=timedelta(minutes=30))`
     for a refresh.
     """
     settings = settings or DatabaseSettings()
     check_url(dsn)
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, **connection_kwargs(settings, dsn, **overrides))
-    except psycopg.ProgrammingError as exc:  # malformed DSN: libpq rejected it before connecting
-        raise PgopsError(f"invalid database URL {redact(dsn)!r}: {_server_reason(exc)}") from None
-    except psycopg.OperationalError as exc:
-        raise PgopsError(f"can't connect to {describe(dsn)}: {_server_reason(exc)}") from None
+        return psycopg.connect(dsn, **connection_kwargs(settings, dsn, options))
+    except psycopg.Error as exc:
+        raise connect_error(dsn, exc) from None
+
+
+def connect_error(dsn: str, exc: psycopg.Error) -> PgopsError:
+    """The one translation of a failed connection attempt: one line naming host and database, never a password."""
+    if isinstance(exc, psycopg.ProgrammingError):  # malformed DSN: libpq rejected it before connecting
+        return PgopsError(f"invalid database URL {redact(dsn)!r}: {_server_reason(exc)}")
+    reason = _server_reason(exc)
+    # libpq gives no SQLSTATE for a refused session; the server's DETAIL names what is missing (a privilege)
+    detail = [line.removeprefix("DETAIL:").strip() for line in str(exc).splitlines() if line.startswith("DETAIL:")]
+    if detail:
+        reason += f" ({redact(detail[0])})"
+    return ConnectError(f"can't connect to {describe(dsn)}: {reason}", transient=is_transient(exc), reason=reason)
+
+
+def connect_like(conn: psycopg.Connection, dbname: str) -> psycopg.Connection:
+    """A connection to another database of `conn`'s server, as the same role with the same session settings."""
+    params: dict[str, object] = {"dbname": dbname}
+    if conn.info.password:
+        params["password"] = conn.info.password
+    dsn = make_conninfo(conn.info.dsn, **params)
+    try:
+        return psycopg.connect(dsn, autocommit=True)
+    except psycopg.Error as exc:
+        raise connect_error(dsn, exc) from None
 
 
 def make_pool(
@@ -158,7 +237,7 @@ def make_pool(
         min_size=min_size,
         max_size=max_size,
         name=name,
-        kwargs={"autocommit": True, **connection_kwargs(settings, dsn)},
+        kwargs=connection_kwargs(settings, dsn),
         open=False,
         # Give up reconnecting after 30 s: unbounded, the pool's backoff keeps growing through a long outage and
         # jobs would wait minutes for its next attempt; the next request starts a fresh attempt instead, so jobs
@@ -170,6 +249,8 @@ def make_pool(
 
 def is_transient(exc: BaseException) -> bool:
     """True for failures that another attempt may not see: lost connections, restarts, lock conflicts."""
+    if isinstance(exc, ConnectError):
+        return exc.transient
     if isinstance(exc, pgerrors.Error) and exc.sqlstate:
         return exc.sqlstate in TRANSIENT_SQLSTATES or exc.sqlstate.startswith("08")
     # No SQLSTATE: the connection broke (server gone, network), or the pool had none to give.

@@ -62,6 +62,17 @@ class ConfigError(PgopsError):
         self.key = key
 
 
+class ConnectError(PgopsError):
+    """A database that could not be reached or refused the session (`db.connect`): callers that go on without
+    it (the daemon, `--all`) catch this. `transient` when another attempt may succeed (the server is down or
+    starting), not for a bad password or a missing privilege."""
+
+    def __init__(self, message: str, *, transient: bool = False, reason: str = "") -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.reason = reason or message  # the server's (or libpq's) own words, for callers that say it their way
+
+
 # -- passwords ---------------------------------------------------------------------------------------------------
 
 # A URL's user information runs to its last `@`: an unencoded `/` or `@` in a password must not end it early.

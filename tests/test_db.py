@@ -1,9 +1,14 @@
+from datetime import timedelta
+
 import psycopg
 import pytest
 from psycopg import errors as pgerrors
+from psycopg import sql
 
 from pgops import db
-from pgops.errors import EXIT_ERROR, PgopsError
+from pgops.config import DatabaseSettings
+from pgops.errors import EXIT_ERROR, ConnectError, PgopsError
+from pgops.sandbox import free_port
 
 
 def test_redact_hides_passwords():
@@ -140,3 +145,72 @@ def test_retry_does_not_retry_real_errors():
 def test_connect_error_type():
     with pytest.raises(PgopsError):
         db.connect("postgresql://127.0.0.1:1/x")
+
+
+# -- db.connect's options and its one error translation ---------------------------------------------------------
+
+
+def test_connect_options_shape_the_session(dsn):
+    options = db.ConnectOptions(
+        statement_timeout=timedelta(seconds=7),
+        idle_in_transaction_session_timeout=None,
+        read_only=True,
+        autocommit=False,
+        keepalives=True,
+        application_name="pgops-test",
+    )
+    with db.connect(dsn, DatabaseSettings(), options) as conn:
+        assert conn.autocommit is False
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("7s",)
+        assert conn.execute("SHOW lock_timeout").fetchone() == ("5s",)  # not overridden: [database]'s
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("0",)  # left to the server
+        assert conn.execute("SHOW application_name").fetchone() == ("pgops-test",)
+        assert conn.info.get_parameters()["keepalives_idle"] == "10"
+        with pytest.raises(pgerrors.ReadOnlySqlTransaction):
+            conn.execute("CREATE TABLE not_written (id int)")
+    with db.connect(dsn) as conn:  # the defaults: autocommit, [database]'s limits, writable
+        assert conn.autocommit is True
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() != ("0",)
+        assert conn.execute("SHOW default_transaction_read_only").fetchone() == ("off",)
+        assert "keepalives_idle" not in conn.info.get_parameters()
+
+
+def test_the_pool_opens_the_sessions_connect_does(dsn):
+    settings = DatabaseSettings(statement_timeout=timedelta(seconds=11))
+    with db.make_pool(dsn, settings, min_size=1, max_size=1) as pool, pool.connection() as conn:
+        assert conn.autocommit is True
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("11s",)
+        assert conn.execute("SHOW application_name").fetchone() == ("pgops",)
+
+
+def test_an_unreachable_host_is_a_transient_connect_error_without_password():
+    url = f"postgresql://app:s3cret@127.0.0.1:{free_port()}/appdb"
+    with pytest.raises(ConnectError) as failure:
+        db.connect(url)
+    assert failure.value.transient and db.is_transient(failure.value)
+    assert failure.value.message.startswith("can't connect to 127.0.0.1:")
+    assert "/appdb as app: " in failure.value.message and "s3cret" not in failure.value.message
+    assert len(failure.value.message.splitlines()) == 1
+
+
+def test_a_refused_login_and_a_missing_privilege_are_connect_errors_that_say_why(pg_server, dsn, dbname, conn):
+    role = f"pgops_login_{dbname[-8:]}"
+    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    try:
+        with pytest.raises(ConnectError, match="is not permitted to log in") as refused:
+            db.connect(pg_server.database_dsn(dbname, user=role, password="hunter22"))
+        assert "hunter22" not in refused.value.message
+        conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
+        with pytest.raises(ConnectError, match="CONNECT privilege") as denied:
+            db.connect(pg_server.database_dsn(dbname, user=role))
+        assert f'permission denied for database "{dbname}"' in denied.value.message
+    finally:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_malformed_url_is_a_plain_pgops_error():
+    with pytest.raises(PgopsError, match="invalid database URL") as failure:
+        db.connect("host=127.0.0.1 port=1 nonsense_keyword=1")
+    assert not isinstance(failure.value, ConnectError)

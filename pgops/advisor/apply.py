@@ -12,7 +12,7 @@ from psycopg import sql
 from pgops import metrics
 from pgops.advisor.model import Advice
 from pgops.config import Settings
-from pgops.db import connect
+from pgops.db import ConnectOptions, connect
 from pgops.output import progress
 
 
@@ -27,7 +27,9 @@ def apply(dsn: str, settings: Settings, advice: Advice) -> list[Applied]:
     cfg = settings.advisor
     results: list[Applied] = []
     with (
-        connect(dsn, settings.database, statement_timeout=cfg.build_timeout, lock_timeout=cfg.lock_timeout) as conn,
+        connect(
+            dsn, settings.database, ConnectOptions(statement_timeout=cfg.build_timeout, lock_timeout=cfg.lock_timeout)
+        ) as conn,
         progress("building indexes", total=len(advice.recommendations)) as advance,
     ):
         for rec in advice.recommendations:

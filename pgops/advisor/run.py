@@ -42,7 +42,7 @@ from pgops.advisor.workload import (
     read_statement_timeout,
 )
 from pgops.config import Settings
-from pgops.db import connect
+from pgops.db import ConnectOptions, connect
 from pgops.output import progress
 from pgops.resources import MARK
 
@@ -55,7 +55,9 @@ def advise(dsn: str, settings: Settings, options: AdvisorOptions | None = None) 
     options = options or AdvisorOptions()
     started = time.monotonic()
     try:
-        with connect(dsn, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
+        with connect(
+            dsn, settings.database, ConnectOptions(statement_timeout=settings.advisor.statement_timeout)
+        ) as conn:
             _untracked(conn)
             left_out: dict[str, int] = {}
             statements, sources = read_workload(conn, settings, options, left_out)

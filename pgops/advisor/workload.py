@@ -21,7 +21,7 @@ import psycopg
 from pgops import pg_stat_statements
 from pgops.advisor.model import Origin, Statement
 from pgops.config import INT4_MAX, Settings, Target
-from pgops.db import connect
+from pgops.db import ConnectOptions, connect
 from pgops.errors import PgopsError
 from pgops.resources import read_sql
 
@@ -82,7 +82,9 @@ def read_merged(
     per_target = []
     every = StatementFilter(min_calls=0, min_total_time_ms=0.0, top=INT4_MAX, user=rule.user)
     for target in targets:
-        with connect(target.url, settings.database, statement_timeout=settings.advisor.statement_timeout) as conn:
+        with connect(
+            target.url, settings.database, ConnectOptions(statement_timeout=settings.advisor.statement_timeout)
+        ) as conn:
             per_target.append((target.name, read_pg_stat_statements(conn, every)))
     return keep(merge(per_target), rule, left_out)
 

@@ -25,7 +25,7 @@ from pgops.cleanup.result import BatchResult as BatchResult  # re-exported: the 
 from pgops.cleanup.result import CleanupResult, Status
 from pgops.cleanup.walk import start_walk
 from pgops.config import CleanupPolicy, Settings
-from pgops.db import connect, describe
+from pgops.db import ConnectOptions, connect, describe
 from pgops.errors import PgopsError
 from pgops.resources import read_sql
 
@@ -115,9 +115,8 @@ def _run(dsn: str, run: _Run) -> CleanupResult:
             )
         return CleanupResult(name, policy.table, describe(dsn), Status.SKIPPED, "pg_cron is not installed", dry_run)
     cleanup = run.settings.cleanup
-    with connect(
-        where, run.settings.database, statement_timeout=cleanup.statement_timeout, lock_timeout=cleanup.lock_timeout
-    ) as conn:
+    limits = ConnectOptions(statement_timeout=cleanup.statement_timeout, lock_timeout=cleanup.lock_timeout)
+    with connect(where, run.settings.database, limits) as conn:
         conn.execute(read_sql("cleanup/session.sql"))
         checked = inspect(conn, name, policy)
         if checked is None:
@@ -169,5 +168,5 @@ def validate_all(dsn: str, policies: dict[str, CleanupPolicy], settings: Setting
         where = target_dsn(dsn, policy, settings)
         if where is None:
             continue  # reported by run_policy, as skipped or as an error
-        with connect(where, settings.database, statement_timeout=timedelta(seconds=10)) as conn:
+        with connect(where, settings.database, ConnectOptions(statement_timeout=timedelta(seconds=10))) as conn:
             inspect(conn, name, policy)

@@ -12,6 +12,7 @@ Two locks, both session-level, so a daemon that dies (its sessions end) frees th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -23,18 +24,12 @@ import psycopg
 from pgops import db
 from pgops.config import DatabaseSettings
 from pgops.daemon.failover import Server, read_server
+from pgops.errors import ConnectError
 
 log = logging.getLogger(__name__)
 
-# A server that vanished without closing the socket (a network partition, a frozen host) must fail the health
-# check in seconds, not block it until the kernel gives up on the connection after many minutes.
-DEAD_PEER_DETECTION = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,
-}
+# The health check must notice a server that vanished without closing the socket in seconds (db.KEEPALIVES).
+COORDINATION = db.ConnectOptions(keepalives=True)
 _RUN_NAMESPACE = b"pgops.daemon.run:"
 _SLOT_NAMESPACE = b"pgops.daemon.slot:"
 
@@ -83,10 +78,8 @@ class Coordinator:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._discard()
-            # psycopg's own OperationalError (not PgopsError), so retry() sees a refused connection as transient
-            self._conn = psycopg.connect(
-                self.dsn, autocommit=True, **db.connection_kwargs(self.settings, self.dsn), **DEAD_PEER_DETECTION
-            )
+            # a ConnectError that retry() sees as transient when the server is down or starting
+            self._conn = db.connect(self.dsn, self.settings, COORDINATION)
         return self._conn
 
     def _discard(self) -> None:
@@ -99,7 +92,7 @@ class Coordinator:
     def _execute(self, query: str, params: tuple[object, ...] = ()) -> object:
         try:
             return self._connection().execute(query, params).fetchone()[0]
-        except psycopg.OperationalError:
+        except (psycopg.OperationalError, ConnectError):
             self._discard()
             raise
 
@@ -116,7 +109,7 @@ class Coordinator:
             for attempt in (1, 2):  # a session lost since the last call is only noticed by using it
                 try:
                     conn = self._connection()
-                except psycopg.OperationalError:
+                except ConnectError:
                     read_only = self._read_only_server()
                     if read_only is None:
                         raise
@@ -132,15 +125,10 @@ class Coordinator:
     def _read_only_server(self) -> Server | None:
         """The server a session of any role reaches, when it takes no writes; else None."""
         try:
-            with psycopg.connect(
-                self.dsn,
-                autocommit=True,
-                **db.connection_kwargs(self.settings, self.dsn),
-                **DEAD_PEER_DETECTION,
-                target_session_attrs="any",
-            ) as conn:
+            options = dataclasses.replace(COORDINATION, target_session_attrs="any")
+            with db.connect(self.dsn, self.settings, options) as conn:
                 server = read_server(conn)
-        except psycopg.Error:
+        except (psycopg.Error, ConnectError):
             return None
         return None if server.writable else server
 

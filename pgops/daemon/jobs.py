@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from pgops.config import CleanupPolicy, Settings
-from pgops.errors import PgopsError, first_line
+from pgops.errors import ConnectError, PgopsError, first_line
 from pgops.web.history import HISTORY  # what the pages show; a small module, no import of the jobs' own
 
 log = logging.getLogger(__name__)
@@ -110,24 +110,16 @@ class _PoolSampler:
         self.idle_growth: Any = None
 
     def __call__(self, ctx: JobContext) -> str:
-        from pgops.pool_report import open_connection
-        from pgops.pool_report.analyze import IdleGrowth, analyze, crossings
+        from pgops import pool_report
+        from pgops.pool_report.analyze import IdleGrowth, crossings
         from pgops.pool_report.export import export_idle_growth, export_metrics
-        from pgops.pool_report.pgbouncer import read_pgbouncer
-        from pgops.pool_report.sample import take_sample
 
         settings = ctx.settings.pool_report
         if self.idle_growth is None:
             self.idle_growth = IdleGrowth(settings.idle_growth_samples)
         # its own session: the pooled ones carry pgops' idle_in_transaction timeout, which the sample would read
-        with open_connection(ctx.dsn, ctx.settings) as conn:
-            sample = take_sample(conn)
-        pools = (
-            read_pgbouncer(settings.pgbouncer_url, ctx.settings.database.connect_timeout)
-            if settings.pgbouncer_url
-            else None
-        )
-        report = analyze(sample, settings, pools)
+        with pool_report.open_connection(ctx.dsn, ctx.settings) as conn:
+            sample, report = pool_report.report(conn, ctx.settings)
         for line in crossings(self.previous, report):
             log.warning("pool report: %s", line, extra={"job": ctx.job})
         self.previous = report
@@ -157,7 +149,7 @@ def _advise(ctx: JobContext) -> str:
         child.join(5)
         receiver.close()
     if answer[0] == "transient":
-        raise psycopg.OperationalError(answer[1])  # retried by the runner, like any lost connection
+        raise ConnectError(answer[1], transient=True)  # retried by the runner, like any lost connection
     if answer[0] == "error":
         raise PgopsError(answer[1])
     found, script = answer[1], answer[2]
@@ -173,7 +165,7 @@ def _advise(ctx: JobContext) -> str:
 def _advice_in_child(dsn: str, settings: Settings, sender: Connection) -> None:
     from pgops.advisor.run import advise
     from pgops.advisor.script import render_sql
-    from pgops.db import is_transient, redact
+    from pgops.db import is_transient
     from pgops.logs import setup_logging
 
     setup_logging()
@@ -182,8 +174,8 @@ def _advice_in_child(dsn: str, settings: Settings, sender: Connection) -> None:
         sender.send(("ok", f"{len(advice.recommendations)} index(es) recommended", render_sql(advice)))
     except Exception as exc:
         kind = "transient" if is_transient(exc) else "error"
-        message = exc.message if isinstance(exc, PgopsError) else f"{type(exc).__name__}: {exc}"
-        sender.send((kind, redact(message.strip().splitlines()[0] if message.strip() else type(exc).__name__)))
+        message = first_line(exc) if isinstance(exc, PgopsError) else f"{type(exc).__name__}: {first_line(exc)}"
+        sender.send((kind, message))
     finally:
         sender.close()
 

@@ -28,7 +28,7 @@ from pgops.daemon.http import Health, HealthServer, parse_listen
 from pgops.daemon.jobs import Job, load_jobs
 from pgops.daemon.scheduler import JobRunner, Lifecycle, Outcome, RunResult, Stopping, build_scheduler, first_line
 from pgops.daemon.systemd import Notifier, watchdog_interval
-from pgops.errors import PgopsError
+from pgops.errors import ConnectError, PgopsError
 from pgops.web import WebPages, make_pages
 from pgops.web.auth import required_token
 
@@ -101,8 +101,10 @@ class TargetWork:
         """Reach the database (riding through a server that is starting) and check pgops' schema."""
         try:
             db.retry(self.coordinator.ping, what=f"{self.prefix}connecting to the database", sleep=pause)
+        except ConnectError as exc:
+            raise ConnectError(f"{self.prefix}{exc.message}", transient=exc.transient) from None
         except psycopg.Error as exc:
-            raise PgopsError(
+            raise ConnectError(
                 f"{self.prefix}can't connect to {db.describe(self.settings.dsn)}: {first_line(exc)}"
             ) from None
         try:

@@ -31,7 +31,7 @@ from pgops.daemon.failover import Server, ServerWatch, read_server
 from pgops.daemon.guard import Coordinator, run_lock
 from pgops.daemon.jobs import Cron, Every, Job, JobContext
 from pgops.daemon.systemd import Notifier
-from pgops.errors import PgopsError, first_line
+from pgops.errors import ConnectError, PgopsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class JobRunner:
         standby not promoted yet), that server; None for an outage, which the usual retries handle."""
         try:
             server = self.coordinator.server()
-        except psycopg.Error:
+        except (psycopg.Error, ConnectError):
             return None
         self.watch.seen(server)
         return None if server.writable else server

@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 
 from pgops import replication
 from pgops.config import Settings, Target
-from pgops.db import connect
+from pgops.db import ConnectOptions, connect
 from pgops.pool_report.analyze import Report, StandbyUsage, analyze, standby_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
 from pgops.pool_report.sample import Sample, take_sample
@@ -27,12 +27,10 @@ def open_connection(dsn: str, settings: Settings) -> psycopg.Connection:
     It leaves idle_in_transaction_session_timeout to the server (the session is in autocommit and never idles in
     a transaction), so the sample reads the value the applications' sessions get, not pgops' own.
     """
-    return connect(
-        dsn,
-        settings.database,
-        statement_timeout=settings.pool_report.statement_timeout,
-        idle_in_transaction_session_timeout=None,
+    options = ConnectOptions(
+        statement_timeout=settings.pool_report.statement_timeout, idle_in_transaction_session_timeout=None
     )
+    return connect(dsn, settings.database, options)
 
 
 def report(

@@ -1,8 +1,8 @@
 """Reads PgBouncer's admin console: SHOW POOLS and SHOW DATABASES.
 
 The console speaks only the simple query protocol and has no transactions, and PgBouncer refuses startup
-parameters it does not know (such as the `options` pgops sets on PostgreSQL), so this connects with plain
-psycopg, autocommit and a client-side cursor.
+parameters it does not know (such as the `options` pgops sets on PostgreSQL): `db.PGBOUNCER_CONSOLE` connects
+without them, in autocommit, with a client-side cursor.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from datetime import timedelta
 import psycopg
 from psycopg.rows import dict_row
 
-from pgops.db import check_url, describe, redact
-from pgops.errors import PgopsError, first_line
+from pgops.config import DatabaseSettings
+from pgops.db import PGBOUNCER_CONSOLE, connect, describe
+from pgops.errors import ConnectError, PgopsError, first_line
 
 ADMIN_DATABASE = "pgbouncer"  # the console's own pseudo-database, not a pool of the application
+CONSOLE_HINT = "(connect to its `pgbouncer` database as one of admin_users or stats_users)"
 
 
 @dataclass(frozen=True)
@@ -68,25 +70,17 @@ def _database(row: dict) -> PgBouncerDatabase:
 
 def read_pgbouncer(url: str, connect_timeout: timedelta = timedelta(seconds=10)) -> PgBouncerSample:
     """SHOW POOLS and SHOW DATABASES from the admin console at `url` (its database is `pgbouncer`)."""
-    check_url(url)
+    settings = DatabaseSettings(connect_timeout=connect_timeout)
     try:
-        with (
-            psycopg.connect(
-                url,
-                autocommit=True,
-                connect_timeout=max(1, int(connect_timeout.total_seconds())),
-                cursor_factory=psycopg.ClientCursor,
-            ) as conn,
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
+        with connect(url, settings, PGBOUNCER_CONSOLE) as conn, conn.cursor(row_factory=dict_row) as cur:
             pools = cur.execute("SHOW POOLS").fetchall()
             databases = cur.execute("SHOW DATABASES").fetchall()
-    except psycopg.ProgrammingError as exc:
-        raise PgopsError(f"invalid PgBouncer URL {redact(url)!r}: {first_line(exc)}") from None
+    except ConnectError as exc:
+        where = f"can't read PgBouncer's console at {describe(url)}"
+        raise ConnectError(f"{where}: {exc.reason} {CONSOLE_HINT}", transient=exc.transient) from None
     except psycopg.Error as exc:
         raise PgopsError(
-            f"can't read PgBouncer's console at {describe(url)}: {first_line(exc)} "
-            "(connect to its `pgbouncer` database as one of admin_users or stats_users)"
+            f"can't read PgBouncer's console at {describe(url)}: {first_line(exc)} {CONSOLE_HINT}"
         ) from None
     return PgBouncerSample(
         pools=[_pool(r) for r in pools if r["database"] != ADMIN_DATABASE],

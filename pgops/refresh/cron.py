@@ -16,10 +16,10 @@ from datetime import timedelta
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
+from pgops import db
 from pgops.config import RefreshSettings
-from pgops.errors import PgopsError, first_line
+from pgops.errors import ConnectError, PgopsError
 
 HISTORY_SCHEDULE = "*/10 * * * *"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
@@ -96,10 +96,7 @@ def history_command(place: CronPlace, keep: timedelta) -> str:
 
 def _cron_connection(conn: psycopg.Connection, dbname: str) -> psycopg.Connection:
     """A connection to pg_cron's database as the same role, with the same parameters as `conn`."""
-    params = {"dbname": dbname}
-    if conn.info.password:
-        params["password"] = conn.info.password
-    return psycopg.connect(make_conninfo(conn.info.dsn, **params), autocommit=True)
+    return db.connect_like(conn, dbname)
 
 
 def _fallback(reason: str) -> CronResult:
@@ -121,9 +118,8 @@ def schedule(conn: psycopg.Connection, settings: RefreshSettings) -> CronResult:
     try:
         with _cron_connection(conn, place.cron_database) as cron:
             return _schedule_elsewhere(cron, place, settings, history)
-    except psycopg.OperationalError as exc:
-        reason = first_line(exc)
-        return _fallback(f"can't connect to pg_cron's database {place.cron_database} as {place.role} ({reason})")
+    except ConnectError as exc:
+        return _fallback(f"can't connect to pg_cron's database {place.cron_database} as {place.role} ({exc.reason})")
 
 
 def _schedule_here(conn: psycopg.Connection, place: CronPlace, settings: RefreshSettings, history: str) -> CronResult:
@@ -198,7 +194,7 @@ def unschedule(conn: psycopg.Connection) -> CronResult:
     try:
         with _cron_connection(conn, place.cron_database) as cron:
             return _unschedule(cron, place)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, ConnectError) as exc:
         return CronResult(False, f"can't reach pg_cron's database {place.cron_database} to remove jobs: {exc}")
 
 
@@ -256,7 +252,7 @@ def orphaned_jobs(conn: psycopg.Connection) -> list[OrphanJob] | None:
     try:
         with _cron_connection(conn, place.cron_database) as cron:
             return _orphans(cron, place.cron_database)
-    except psycopg.OperationalError:
+    except (psycopg.OperationalError, ConnectError):
         return None
 
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import psycopg
 
 from pgops.config import Settings
-from pgops.db import connect
+from pgops.db import ConnectOptions, connect
 from pgops.workload.decide import WorkloadReport, decide
 from pgops.workload.read import take_snapshot
 
 
 def open_connection(dsn: str, settings: Settings) -> psycopg.Connection:
     """A connection with pgops' session settings and the report's own statement_timeout."""
-    return connect(dsn, settings.database, statement_timeout=settings.workload.statement_timeout)
+    return connect(dsn, settings.database, ConnectOptions(statement_timeout=settings.workload.statement_timeout))
 
 
 def report(conn: psycopg.Connection, settings: Settings) -> WorkloadReport:

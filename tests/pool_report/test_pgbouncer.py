@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from pgops.config import PoolReportSettings
-from pgops.errors import EXIT_CRITICAL, PgopsError
+from pgops.errors import EXIT_CRITICAL, ConnectError, PgopsError
 from pgops.pool_report.limits import pgbouncer_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
 from pgops.sandbox import free_port
@@ -119,3 +119,17 @@ def test_report_shows_waiting_clients_and_pool_saturation(cli, dsn, pgbouncer, s
 def test_unreachable_console_is_one_line_error(pgbouncer):
     with pytest.raises(PgopsError, match=r"can.t read PgBouncer.s console .* admin_users"):
         read_pgbouncer(make_conninfo(pgbouncer.admin_dsn(), user="nobody_here"))
+
+
+def test_the_console_is_read_without_the_users_pgoptions(pgbouncer, monkeypatch):
+    """PgBouncer refuses startup parameters it does not know: the console session sends no `options`, even when
+    PGOPTIONS would (a search_path the user set for PostgreSQL)."""
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=app,public")
+    sample = read_pgbouncer(pgbouncer.admin_dsn())
+    assert pgbouncer.dbname in [d.name for d in sample.databases]
+
+
+def test_an_unknown_console_user_is_a_connect_error(pgbouncer):
+    with pytest.raises(ConnectError, match=r"can.t read PgBouncer.s console .* admin_users") as failure:
+        read_pgbouncer(make_conninfo(pgbouncer.admin_dsn(), user="nobody_here"))
+    assert len(failure.value.message.splitlines()) == 1
