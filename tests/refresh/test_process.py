@@ -295,7 +295,9 @@ def _trigger_states(conn) -> dict[str, str]:
 def test_a_pending_refresh_disables_the_triggers_and_lowering_it_enables_them(conn, dsn, fund_stats, settings):
     """While a refresh is pending the processor disables the view's triggers (writers call no trigger function),
     and enables them again before the refresh, so the writes after it mark."""
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    watch.watch(
+        conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    )
     process.refresh_now(conn, fund_stats, settings.refresh)
     assert _trigger_states(conn) == {"funds": "O", "trades": "O"}
     _trade(dsn)
@@ -315,7 +317,9 @@ def test_a_pending_refresh_disables_the_triggers_and_lowering_it_enables_them(co
 def test_an_open_writer_keeps_the_triggers_enabled_without_holding_up_the_processor(conn, dsn, fund_stats, settings):
     """Disabling waits for the table's writers only a moment: with one still open, the empty body stands in for
     the pending flag and the next run disables the triggers. Enabling them waits for a writer that skipped."""
-    watch.watch(conn, fund_stats, settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    watch.watch(
+        conn, fund_stats, replace(settings.refresh, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
+    )
     with psycopg.connect(dsn) as writer:
         writer.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 1)")
         started = time.monotonic()
@@ -358,7 +362,7 @@ def test_a_role_that_may_not_alter_the_tables_keeps_the_empty_body(conn, pg_serv
             as_ops.execute("CREATE MATERIALIZED VIEW t_sum AS SELECT 1 AS k, coalesce(sum(n), 0) AS n FROM t")
             as_ops.execute("CREATE UNIQUE INDEX ON t_sum (k)")
             slow = dataclasses.replace(FAST, debounce=timedelta(seconds=30))
-            watch.watch(as_ops, "t_sum", slow, max_wait=timedelta(minutes=5))
+            watch.watch(as_ops, "t_sum", replace(slow, max_wait=timedelta(minutes=5)))
             assert process.refresh_now(as_ops, "t_sum", slow).outcome == process.REFRESHED
             conn.execute("INSERT INTO t VALUES (1, 5)")
             assert [o.outcome for o in process.process_due(as_ops, slow)] == ["waiting"]
