@@ -19,7 +19,7 @@ from alembic.config import Config
 from psycopg import sql
 
 from pgops import migrate
-from pgops.refresh import cron, process, queue, watch
+from pgops.refresh import process, queue, watch
 from tests.refresh.conftest import BASE_SCHEMA, FAST, differs_from_query, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,12 +66,10 @@ def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, al
     config = alembic_ini(dsn)
     command.upgrade(config, "head")
     assert migrate.current_revision(dsn, settings_for(dsn)) == "0004"
-    jobs = _jobs(pg_server, dbname)
-    assert [(name, database) for name, database, _ in jobs] == [
-        (f"pgops-refresh-history:{dbname}", pg_server.cron_database),
-        (f"pgops-refresh:{dbname}", dbname),
-    ]
-    assert jobs[1][2] == "CALL pgops.process_due('5 seconds')"
+    assert _jobs(pg_server, dbname) == []  # the job is `pgops refresh schedule`'s, not a migration's
+    scheduled = cli("--dsn", dsn, "refresh", "schedule")
+    assert scheduled.exit_code == 0, scheduled.stderr
+    assert _jobs(pg_server, dbname) == [(f"pgops-refresh:{dbname}", dbname, "CALL pgops.process_due('5 seconds')")]
 
     conn.execute(BASE_SCHEMA)
     watch.watch(conn, "fund_stats", FAST)
@@ -85,7 +83,7 @@ def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, al
     upgraded = cli("--dsn", dsn, "migrate")
     assert upgraded.exit_code == 0, upgraded.stderr
     assert "not installed → 0004" in upgraded.stderr and "scheduled" in upgraded.stderr
-    assert len(_jobs(pg_server, dbname)) == 2
+    assert len(_jobs(pg_server, dbname)) == 1
     downgraded = cli("--dsn", dsn, "migrate", "--downgrade", "base")
     assert downgraded.exit_code == 0 and "0004 → not installed" in downgraded.stderr
     assert _jobs(pg_server, dbname) == []
@@ -258,16 +256,9 @@ def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     for needle in ("CREATE TABLE pgops.refresh_views", "CREATE TABLE pgops.refresh_marks", "pgops.mark_stale()",
                    "CREATE PROCEDURE pgops.process_due", "pgops.alembic_version"):  # fmt: skip
         assert needle in script
-    notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    assert "`pgops refresh schedule` schedules the pg_cron job" in script and "cron.schedule" not in script
     conn.execute(script)
     assert migrate.current_revision(dsn, settings) == "0004"
-    if "pg_cron" in pg_server.extensions:  # pg_cron lives in another database: the call to run there
-        assert any(f"in {pg_server.cron_database}, run SELECT cron.schedule_in_database" in n for n in notices)
-    else:
-        assert notices == [
-            "pg_cron is not loaded on this server: no job scheduled; run `pgops daemon` to process refreshes"
-        ]
     conn.execute(BASE_SCHEMA)
     assert conn.execute("SELECT pgops.watch('fund_stats')").fetchone()[0] == 1
     conn.execute(migrate.downgrade_sql(settings))
@@ -276,9 +267,9 @@ def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     assert conn.execute(triggers).fetchone()[0] == 0
 
 
-def test_offline_script_without_pg_cron_job(dsn):
-    script = migrate.upgrade_sql(settings_for(dsn))  # FAST has an empty cron_schedule
-    assert "no pg_cron job" in script and "cron.schedule(" not in script
+def test_offline_downgrade_script_removes_the_job_where_pg_cron_lives(dsn):
+    script = migrate.downgrade_sql(settings_for(dsn))
+    assert "PERFORM cron.unschedule(jobid)" in script
 
 
 @pytest.mark.slow
@@ -310,15 +301,6 @@ def test_pg_cron_runs_the_job(pg_server, dbname, dsn, conn, cli):
             assert view.refresh_count == 1 and view.stale_since is None
             assert differs_from_query(conn, "public.fund_stats") == 0
 
-            # the history job's command keeps pgops' rows of cron.job_run_details bounded
-            place = cron.CronPlace(pg_server.cron_database, dbname, "postgres")
-            cron_conn.execute(cron.history_command(place, timedelta(0)))
-            left = cron_conn.execute(
-                "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
-                "WHERE j.jobname = %s AND d.end_time IS NOT NULL",
-                (job,),
-            ).fetchone()[0]
-            assert left == 0
     finally:
         assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
     assert _jobs(pg_server, dbname) == []
@@ -339,6 +321,8 @@ def test_a_schedule_this_pg_cron_refuses_is_one_line_naming_the_key(pg_server, d
         cli("--dsn", dsn, "migrate", "--downgrade", "base")
         return
     assert result.exit_code == 3 and "internal error" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    installed, line = result.stderr.strip().splitlines()  # the schema is in; the job is what was refused
+    assert installed == "pgops schema: not installed → 0004"
     assert line.startswith("pgops: error: refresh.cron_schedule: pg_cron refused '30 seconds'"), result.stderr
     assert _jobs(pg_server, dbname) == []
+    assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
