@@ -190,7 +190,7 @@ def schedule(
 ) -> None:
     """Set pgops' pg_cron job that processes due refreshes (default: [refresh] cron_schedule), or remove it.
     One error line, naming what is missing, when pg_cron can't be used here."""
-    if sum(option is not None and option is not False for option in (every, crontab, off or None)) > 1:
+    if [every is not None, crontab is not None, off].count(True) > 1:
         raise PgopsError("refresh schedule: give one of --every, --cron or --off")
     when = None
     if every is not None:
