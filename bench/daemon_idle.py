@@ -61,6 +61,35 @@ def wait_healthy(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"the daemon did not become healthy at {url} within {timeout}s")
 
 
+def sample_idle(pids: dict[str, subprocess.Popen[bytes]], seconds: int) -> tuple[dict[str, Samples], float]:
+    """Sample each process's RSS and CPU from /proc every second, side by side, for `seconds`; refuse a run in
+    which one exited. Returns the samples and the seconds they span."""
+    measured = {name: Samples(proc.pid) for name, proc in pids.items()}
+    started = time.monotonic()
+    for tick in range(1, seconds + 2):
+        for samples in measured.values():
+            samples.take()
+        time.sleep(max(0.0, started + tick - time.monotonic()))
+    elapsed = time.monotonic() - started
+    for name, proc in pids.items():
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with {proc.returncode} during the measurement")
+    return measured, elapsed
+
+
+def print_idle(measured: dict[str, Samples], elapsed: float, heading: str) -> None:
+    """The idle table: each process's peak RSS and CPU against the targets."""
+    print(f"idle daemon over {elapsed:.0f} s{heading} (default jobs; /proc sampled every second; targets RSS < "
+          f"{RSS_TARGET_MB:.0f} MB, CPU < {CPU_TARGET_PERCENT:.0f}%)")  # fmt: skip
+    width = max(map(len, measured)) + 2
+    print(f"{'daemon':<{width}}{'RSS max MB':>12}{'vs target':>11}{'CPU %':>8}{'vs target':>11}")
+    for name, samples in measured.items():
+        rss, cpu = max(samples.rss_mb), samples.cpu_percent(elapsed)
+        verdict = "met" if rss < RSS_TARGET_MB and cpu < CPU_TARGET_PERCENT else "MISSED"
+        ratios = f"{rss / RSS_TARGET_MB:>10.2f}x{cpu:>8.2f}{cpu / CPU_TARGET_PERCENT:>10.2f}x"
+        print(f"{name:<{width}}{rss:>12.1f}{ratios}  {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60)
@@ -84,31 +113,14 @@ def main() -> None:
             )
             wait_healthy(f"http://127.0.0.1:{port}/healthz")
         time.sleep(2)  # past startup: measure the idle state only
-        measured = {name: Samples(proc.pid) for name, proc in processes.items()}
-        started = time.monotonic()
-        for tick in range(1, args.seconds + 2):
-            for samples in measured.values():
-                samples.take()
-            time.sleep(max(0.0, started + tick - time.monotonic()))
-        seconds = time.monotonic() - started
-        for name, proc in processes.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with {proc.returncode} during the measurement")
+        measured, seconds = sample_idle(processes, args.seconds)
     finally:
         for proc in processes.values():
             proc.terminate()
             proc.wait(15)
         box.stop()
 
-    print(f"idle daemon over {seconds:.0f} s (default jobs; /proc sampled every second; targets RSS < "
-          f"{RSS_TARGET_MB:.0f} MB, CPU < {CPU_TARGET_PERCENT:.0f}%)")  # fmt: skip
-    width = max(map(len, measured)) + 2
-    print(f"{'process':<{width}}{'RSS max MB':>12}{'vs target':>11}{'CPU %':>8}{'vs target':>11}")
-    for name, samples in measured.items():
-        rss, cpu = max(samples.rss_mb), samples.cpu_percent(seconds)
-        verdict = "met" if rss < RSS_TARGET_MB and cpu < CPU_TARGET_PERCENT else "MISSED"
-        ratios = f"{rss / RSS_TARGET_MB:>10.2f}x{cpu:>8.2f}{cpu / CPU_TARGET_PERCENT:>10.2f}x"
-        print(f"{name:<{width}}{rss:>12.1f}{ratios}  {verdict}")
+    print_idle(measured, seconds, "")
 
 
 def fresh_database(box: Sandbox, name: str) -> str:

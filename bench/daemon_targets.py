@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.daemon_idle import Samples, fresh_database, wait_healthy  # noqa: E402
+from bench.daemon_idle import fresh_database, sample_idle, wait_healthy  # noqa: E402
 from pgops.sandbox import Sandbox, free_port  # noqa: E402
 
 RSS_TARGET_MB = 150.0
@@ -75,17 +75,8 @@ def main() -> None:
             processes[name] = proc
             wait_healthy(f"http://127.0.0.1:{port}/healthz")
         time.sleep(2)  # past startup: measure the idle state only
-        measured = {name: Samples(proc.pid) for name, proc in processes.items()}
-        started = time.monotonic()
-        for tick in range(1, args.seconds + 2):
-            for samples in measured.values():
-                samples.take()
-            time.sleep(max(0.0, started + tick - time.monotonic()))
-        seconds = time.monotonic() - started
+        measured, seconds = sample_idle(processes, args.seconds)
         thread_counts = {name: threads(proc.pid) for name, proc in processes.items()}
-        for name, proc in processes.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"the {name} daemon exited with {proc.returncode} during the measurement")
     finally:
         for proc in processes.values():
             proc.terminate()
@@ -106,7 +97,8 @@ def main() -> None:
         )
     name, samples = list(measured.items())[-1]
     rss, cpu = max(samples.rss_mb), samples.cpu_percent(seconds)
-    print(f"{name} / 1 target: RSS {rss / base_rss:.2f}x, CPU {cpu / base_cpu:.2f}x")
+    cpu_ratio = f"{cpu / base_cpu:.2f}x" if base_cpu else "n/a (1 target used no CPU)"
+    print(f"{name} / 1 target: RSS {rss / base_rss:.2f}x, CPU {cpu_ratio}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from daemon_idle import CPU_TARGET_PERCENT, RSS_TARGET_MB, Samples, fresh_database, wait_healthy
+from daemon_idle import fresh_database, print_idle, sample_idle, wait_healthy
 
 from pgops import demo
 from pgops.sandbox import Sandbox, free_port
@@ -139,34 +139,15 @@ def idle_cost(box: Sandbox, seconds: int, every: float) -> None:
         viewer_base = processes[f"pages, each every {every:g}s"][1]
         _get(viewer_base + "/")  # loads the pages' modules before the measurement, as a first visit would
         viewer = threading.Thread(target=_viewer, args=(viewer_base, every, stop), daemon=True)
-        measured = {name: Samples(proc.pid) for name, (proc, _) in processes.items()}
         viewer.start()
-        started = time.monotonic()
-        for tick in range(1, seconds + 2):
-            for samples in measured.values():
-                samples.take()
-            time.sleep(max(0.0, started + tick - time.monotonic()))
-        elapsed = time.monotonic() - started
-        for name, (proc, _) in processes.items():
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with {proc.returncode} during the measurement")
+        measured, elapsed = sample_idle({name: proc for name, (proc, _) in processes.items()}, seconds)
     finally:
         stop.set()
         for proc, _ in processes.values():
             proc.terminate()
             proc.wait(15)
     print()
-    print(
-        f"idle daemon over {elapsed:.0f} s, side by side (default jobs; /proc sampled every second; targets RSS < "
-        f"{RSS_TARGET_MB:.0f} MB, CPU < {CPU_TARGET_PERCENT:.0f}%)"
-    )
-    width = max(map(len, measured)) + 2
-    print(f"{'daemon':<{width}}{'RSS max MB':>12}{'vs target':>11}{'CPU %':>8}{'vs target':>11}")
-    for name, samples in measured.items():
-        rss, cpu = max(samples.rss_mb), samples.cpu_percent(elapsed)
-        verdict = "met" if rss < RSS_TARGET_MB and cpu < CPU_TARGET_PERCENT else "MISSED"
-        ratios = f"{rss / RSS_TARGET_MB:>10.2f}x{cpu:>8.2f}{cpu / CPU_TARGET_PERCENT:>10.2f}x"
-        print(f"{name:<{width}}{rss:>12.1f}{ratios}  {verdict}")
+    print_idle(measured, elapsed, ", side by side")
 
 
 def _room_for(box: Sandbox, entries: int) -> None:

@@ -23,7 +23,7 @@ from psycopg.conninfo import make_conninfo
 from pgops import db
 from pgops.config import Settings
 from pgops.errors import EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARNING, first_line
-from pgops.output import human_duration
+from pgops.output import human_duration, human_milliseconds
 from pgops.web import charts
 from pgops.web.history import History
 
@@ -340,16 +340,10 @@ class Pages:
             unit="%",
         )
         return self.render("workload.html", title="Workload", report=report, chart=chart, path="/workload",
-                           ms=_milliseconds)  # fmt: skip
+                           ms=human_milliseconds)  # fmt: skip
 
     def not_found(self, path: str) -> str:
         return self.render("not_found.html", title="Not found", missing=path, path="")
-
-
-def _milliseconds(value: float) -> str:
-    from pgops.workload.decide import milliseconds
-
-    return milliseconds(value)
 
 
 @dataclass(frozen=True)

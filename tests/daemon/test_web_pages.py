@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,9 +78,13 @@ def _prepare(dsn: str, tmp: Path) -> Path:
         for key in (keys * 1000)[:1000]:
             app.execute("SELECT id, name, email FROM customers WHERE id = %s", (key,)).fetchone()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        watch(conn, "fund_stats", settings.refresh, debounce=timedelta(0), max_wait=timedelta(0))
+        watch(conn, "fund_stats", replace(settings.refresh, debounce=timedelta(0), max_wait=timedelta(0)))
         # a long debounce: marked stale by the next write, and still stale when the page loads
-        watch(conn, f'"{HOSTILE_VIEW}"', settings.refresh, debounce=timedelta(hours=1), max_wait=timedelta(hours=2))
+        watch(
+            conn,
+            f'"{HOSTILE_VIEW}"',
+            replace(settings.refresh, debounce=timedelta(hours=1), max_wait=timedelta(hours=2)),
+        )
         conn.execute("INSERT INTO fund_trades (fund_id, amount) SELECT fund_id, 1 FROM fund_trades LIMIT 1")
     config = tmp / "pgops.toml"
     config.write_text(
