@@ -172,10 +172,12 @@ def _refused(exc: psycopg.errors.InvalidParameterValue, when: str, key: str) -> 
     if not message.startswith("invalid schedule"):
         return exc
     seconds = " (schedules in seconds need pg_cron 1.5 or later)" if "second" in when.lower() else ""
-    where = (
-        "in pgops.toml or PGOPS_REFRESH_CRON_SCHEDULE" if key == "refresh.cron_schedule" else "with --every or --cron"
+    fix = (
+        "set a crontab such as '* * * * *' in pgops.toml or PGOPS_REFRESH_CRON_SCHEDULE"
+        if key == "refresh.cron_schedule"
+        else "use --every 1m or --cron '* * * * *'"
     )
-    return PgopsError(f"{key}: pg_cron refused {when!r}{seconds}; set a crontab such as '* * * * *' {where}")
+    return PgopsError(f"{key}: pg_cron refused {when!r}{seconds}; {fix}")
 
 
 def unschedule(conn: psycopg.Connection) -> CronResult:
