@@ -271,7 +271,8 @@ class RefreshSettings:
     interval: timedelta = field(default=timedelta(seconds=5), metadata=PERIOD)
     # empty: schedule no pg_cron job (the daemon processes refreshes)
     cron_schedule: str = field(default="* * * * *", metadata={"check": pg_cron_schedule})
-    cron_keep_history: timedelta = field(default=timedelta(hours=1), metadata=DURATION)  # kept in job_run_details
+    # ignored since migration 0004 (the cleanup policy cron_job_run_details trims); kept so old files load
+    cron_keep_history: timedelta = field(default=timedelta(hours=1), metadata=DURATION)
     statement_timeout: timedelta = field(default=timedelta(minutes=30), metadata=TIMEOUT)
     lock_timeout: timedelta = field(default=timedelta(seconds=5), metadata=TIMEOUT)
 

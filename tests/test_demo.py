@@ -68,7 +68,7 @@ def test_pgops_demo_runs_every_job_end_to_end(pg_server, cli):
     try:
         assert result.exit_code == 0, result.stderr
         out = result.stdout + result.stderr
-        assert "pgops schema: not installed → 0003" in out
+        assert "pgops schema: not installed → 0004" in out
         assert "watching public.fund_stats" in out
         assert "refreshed public.fund_stats" in out
         assert "1 idle in transaction" in out

@@ -97,20 +97,25 @@ def test_evaluate_warns_of_each_job_of_a_dropped_database_with_its_unschedule():
     assert checks[1].detail.endswith("in database postgres, run SELECT cron.unschedule(42)")
 
 
+def _migrate_and_schedule(url: str) -> None:
+    """What `pgops migrate` does: the schema, then pgops' pg_cron job (`pgops refresh schedule`)."""
+    settings = load_settings(env={}, dsn=url)
+    migrate.upgrade(url, settings)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert cron.schedule(conn, settings.refresh).scheduled
+
+
 @pytest.mark.needs_pg_cron
 def test_status_lists_pgops_jobs_of_a_dropped_database_until_unscheduled(pg_server, dbname, dsn, cli):
     """What a user gets who drops a database that pgops had migrated: pg_cron fails its jobs every minute."""
     gone = create_database(pg_server, "pgops_gone")
-    migrate.upgrade(pg_server.database_dsn(gone), load_settings(env={}, dsn=pg_server.database_dsn(gone)))
+    _migrate_and_schedule(pg_server.database_dsn(gone))
     with psycopg.connect(pg_server.dsn, autocommit=True) as server:
         server.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(gone)))  # jobs stay behind
     try:
         result = cli("--dsn", dsn, "status", "--format", "json")
         orphans = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "pg_cron job" and gone in c["detail"]]
-        assert [c["detail"].split(" (job ")[0] for c in orphans] == [
-            f"pgops-refresh:{gone}",
-            f"pgops-refresh-history:{gone}",
-        ]
+        assert [c["detail"].split(" (job ")[0] for c in orphans] == [f"pgops-refresh:{gone}"]
         assert all(c["level"] == "warning" and "cron.unschedule(" in c["detail"] for c in orphans)
         assert result.exit_code >= EXIT_WARNING
         with psycopg.connect(pg_server.cron_dsn, autocommit=True) as cron_conn:
@@ -127,13 +132,13 @@ def test_status_lists_pgops_jobs_of_a_dropped_database_until_unscheduled(pg_serv
 def test_dropping_a_test_database_unschedules_its_jobs(pg_server):
     """The fixtures' drop (pgops.sandbox.drop_database) removes the database's pg_cron jobs first."""
     name = create_database(pg_server, "pgops_cron")
-    migrate.upgrade(pg_server.database_dsn(name), load_settings(env={}, dsn=pg_server.database_dsn(name)))
+    _migrate_and_schedule(pg_server.database_dsn(name))
     with psycopg.connect(pg_server.cron_dsn, autocommit=True) as cron_conn:
         other = cron_conn.execute(
             "SELECT cron.schedule_in_database(%s, '* * * * *', 'SELECT 1', %s)", (f"app-job-{name}", name)
         ).fetchone()[0]
         jobs = "SELECT count(*) FROM cron.job WHERE database = %s OR jobname LIKE %s"
-        assert cron_conn.execute(jobs, (name, f"%:{name}")).fetchone()[0] == 3  # pgops' two and the app's own
+        assert cron_conn.execute(jobs, (name, f"%:{name}")).fetchone()[0] == 2  # pgops' and the app's own
         drop_database(pg_server, name)
         assert cron_conn.execute(jobs, (name, f"%:{name}")).fetchone()[0] == 0
         assert cron_conn.execute("SELECT count(*) FROM cron.job WHERE jobid = %s", (other,)).fetchone()[0] == 0

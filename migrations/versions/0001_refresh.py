@@ -1,4 +1,4 @@
-"""Materialized-view refresh: queue, stale marks, trigger function, registration and processing, pg_cron job.
+"""Materialized-view refresh: queue, stale marks, trigger function, registration and processing.
 
 Revision ID: 0001
 Revises:
@@ -9,7 +9,6 @@ import logging
 
 from alembic import context, op
 
-from pgops.config import Settings, load_settings
 from pgops.refresh import cron
 from pgops.resources import read_sql
 
@@ -19,11 +18,6 @@ branch_labels = None
 depends_on = None
 
 log = logging.getLogger("pgops.migrate")
-
-
-def _settings() -> Settings:
-    config = context.config
-    return config.attributes.get("settings") or load_settings(dsn=context.get_x_argument(as_dictionary=True).get("dsn"))
 
 
 def _run(script: str) -> None:
@@ -37,12 +31,9 @@ def _run(script: str) -> None:
 
 def upgrade() -> None:
     _run(read_sql("refresh/install.sql"))
-    settings = _settings().refresh
+    # the pg_cron job is `pgops refresh schedule`'s (which `pgops migrate` runs), so it can be changed later
     if context.is_offline_mode():
-        _run(cron.offline_schedule_sql(settings))
-        return
-    result = cron.schedule(op.get_bind().connection.driver_connection, settings)
-    log.log(logging.INFO if result.scheduled else logging.WARNING, "%s", result.message)
+        _run("-- then `pgops refresh schedule` schedules the pg_cron job (or run `pgops daemon`)")
 
 
 def downgrade() -> None:

@@ -6,6 +6,7 @@ import typer
 
 from pgops import migrate as migrations
 from pgops.cli.app import app, state
+from pgops.cli.refresh import schedule_job
 from pgops.output import err_console
 
 
@@ -20,7 +21,8 @@ def migrate(
         None, "--downgrade", metavar="REVISION", help="Downgrade to REVISION instead ('base' removes pgops)."
     ),
 ) -> None:
-    """Install pgops' schema and objects (or print the script, or downgrade)."""
+    """Install pgops' schema and objects and schedule the pg_cron job (`refresh schedule`), or print the
+    script, or downgrade."""
     st = state(ctx)
     if sql:
         if downgrade is not None:
@@ -35,3 +37,6 @@ def migrate(
         migrations.upgrade(st.dsn, st.settings, revision)
     after = migrations.current_revision(st.dsn, st.settings)
     err_console.print(f"pgops schema: {before or 'not installed'} → {after or 'not installed'}", highlight=False)
+    if downgrade is None and after is not None:
+        result = schedule_job(st)  # a missing pg_cron is no failure here: the daemon refreshes then
+        err_console.print(("" if result.scheduled else "warning: ") + result.message, markup=False, highlight=False)

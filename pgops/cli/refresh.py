@@ -1,4 +1,4 @@
-"""`pgops refresh watch|unwatch|status|now`: register materialized views and look after their refreshes."""
+"""`pgops refresh watch|unwatch|status|now|schedule`: register materialized views and look after their refreshes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import typer
 
 from pgops import db, output
 from pgops.cli.app import FormatOption, app, duration_option, state
-from pgops.errors import EXIT_ERROR, EXIT_WARNING
-from pgops.refresh import names, process, queue
+from pgops.config import pg_cron_schedule
+from pgops.errors import EXIT_ERROR, EXIT_WARNING, PgopsError
+from pgops.refresh import cron, names, process, queue
 from pgops.refresh import watch as registration
 
 refresh_app = typer.Typer(
@@ -155,3 +156,59 @@ def now(
             f"pgops: error: refresh of {outcome.view} failed: {outcome.error}", markup=False, highlight=False
         )
         raise typer.Exit(EXIT_ERROR)
+
+
+def every_schedule(text: str) -> str:
+    """`--every` as a pg_cron schedule: 1-59 seconds, minutes that divide an hour, hours that divide a day."""
+    every = duration_option(text, "--every")
+    seconds = every.total_seconds()
+    if seconds == int(seconds) and 1 <= seconds <= 59:
+        return f"{int(seconds)} seconds"
+    minutes, hours = seconds / 60, seconds / 3600
+    if minutes == int(minutes) and 1 <= minutes <= 59 and 60 % minutes == 0:
+        return "* * * * *" if minutes == 1 else f"*/{int(minutes)} * * * *"
+    if hours == int(hours) and 1 <= hours <= 24 and 24 % hours == 0:
+        return "0 * * * *" if hours == 1 else "0 0 * * *" if hours == 24 else f"0 */{int(hours)} * * *"
+    raise PgopsError(
+        f"--every: pg_cron can't run every {text}: use 1-59 seconds, minutes that divide an "
+        "hour, hours that divide a day, or --cron"
+    )
+
+
+def schedule_job(st, when: str | None = None) -> cron.CronResult:
+    """pgops' pg_cron job on `when` (default [refresh] cron_schedule); `pgops migrate` runs this too."""
+    with db.connect(st.dsn, st.settings.database) as conn:
+        return cron.schedule(conn, st.settings.refresh, when)
+
+
+@refresh_app.command()
+def schedule(
+    ctx: typer.Context,
+    every: str | None = typer.Option(None, "--every", help="Run every DURATION (30s, 5m, 1h)."),
+    crontab: str | None = typer.Option(None, "--cron", help="A pg_cron schedule ('*/5 * * * *', '30 seconds')."),
+    off: bool = typer.Option(False, "--off", help="Remove pgops' pg_cron job (the daemon then refreshes)."),
+) -> None:
+    """Set pgops' pg_cron job that processes due refreshes (default: [refresh] cron_schedule), or remove it.
+    One error line, naming what is missing, when pg_cron can't be used here."""
+    if [every is not None, crontab is not None, off].count(True) > 1:
+        raise PgopsError("refresh schedule: give one of --every, --cron or --off")
+    when = None
+    if every is not None:
+        when = every_schedule(every)
+    elif crontab is not None:
+        if not crontab.strip():
+            raise PgopsError("--cron: empty schedule: use --off to remove the job")
+        try:
+            pg_cron_schedule(crontab)
+        except ValueError as exc:
+            raise PgopsError(f"--cron: {exc}") from None
+        when = crontab.strip()
+    st = state(ctx)
+    if off:
+        with db.connect(st.dsn, st.settings.database) as conn:
+            result = cron.unschedule(conn)
+    else:
+        result = schedule_job(st, when)
+    if not result.usable:
+        raise PgopsError(result.message)
+    output.err_console.print(result.message, markup=False, highlight=False)

@@ -1,34 +1,33 @@
-"""Schedule `CALL pgops.process_due()` with pg_cron when the server and the role allow it.
+"""Schedule `CALL pgops.process_due()` with pg_cron when the server and the role allow it
+(`pgops refresh schedule`, which `pgops migrate` runs).
 
-pg_cron keeps its jobs in one database (`cron.database_name`). When pgops lives there, the jobs are scheduled in
-the migration's own transaction; otherwise pgops connects to that database and uses `cron.schedule_in_database`
-(pg_cron 1.4+). The CALL is the job's whole command, so the procedure's COMMITs work on pg_cron 1.4. A second job
-deletes pgops' rows of `cron.job_run_details` older than `cron_keep_history`, which pg_cron never does itself.
-When pg_cron is missing or the role may not use it, nothing fails: the result says why, and the daemon does the
-refreshes.
+pg_cron keeps its jobs in one database (`cron.database_name`). When pgops lives there, the job is scheduled
+there; otherwise pgops connects to that database and uses `cron.schedule_in_database` (pg_cron 1.4+). The CALL
+is the job's whole command, so the procedure's COMMITs work on pg_cron 1.4. pg_cron's run history
+(`cron.job_run_details`) is trimmed by one owner, the ready-made cleanup policy `cron_job_run_details`. When
+pg_cron is missing or the role may not use it, the result says what is missing (`usable` is False).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
 
 import psycopg
 from psycopg import sql
 
 from pgops import db
 from pgops.config import RefreshSettings
-from pgops.errors import ConnectError, PgopsError
+from pgops.errors import ConnectError, PgopsError, first_line
 
-HISTORY_SCHEDULE = "*/10 * * * *"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
 
 
 @dataclass(frozen=True)
 class CronResult:
-    scheduled: bool
+    scheduled: bool  # for unschedule: whether a job was removed
     message: str
+    usable: bool = True  # False: pg_cron is missing here or this role may not use it (the message says which)
 
 
 @dataclass(frozen=True)
@@ -79,72 +78,66 @@ def process_command(settings: RefreshSettings) -> str:
     return sql.SQL("CALL pgops.process_due({})").format(sql.Literal(f"{seconds:g} seconds")).as_string(None)
 
 
-def history_command(place: CronPlace, keep: timedelta) -> str:
-    return (
-        sql.SQL(
-            "DELETE FROM cron.job_run_details WHERE end_time < now() - {keep}::interval AND jobid IN "
-            "(SELECT jobid FROM cron.job WHERE jobname IN ({job}, {history_job}))"
-        )
-        .format(
-            keep=sql.Literal(f"{keep.total_seconds()} seconds"),
-            job=sql.Literal(place.job),
-            history_job=sql.Literal(place.history_job),
-        )
-        .as_string(None)
-    )
-
-
 def _cron_connection(conn: psycopg.Connection, dbname: str) -> psycopg.Connection:
     """A connection to pg_cron's database as the same role, with the same parameters as `conn`."""
     return db.connect_like(conn, dbname)
 
 
 def _fallback(reason: str) -> CronResult:
-    return CronResult(False, f"{reason}; run `pgops daemon` to process refreshes")
+    return CronResult(False, f"{reason}; run `pgops daemon` to process refreshes", usable=False)
 
 
-def schedule(conn: psycopg.Connection, settings: RefreshSettings) -> CronResult:
-    """Schedule the refresh job and its history clean-up; never raises for a missing pg_cron or privilege."""
-    if not settings.cron_schedule.strip():
+def schedule(conn: psycopg.Connection, settings: RefreshSettings, when: str | None = None) -> CronResult:
+    """Schedule (or re-schedule) pgops' refresh job on `when` (default `refresh.cron_schedule`); never raises for
+    a missing pg_cron or privilege: the result says what is missing. Removes the history job that pgops scheduled
+    before 0004 (the ready-made cleanup policy `cron_job_run_details` trims pg_cron's history now)."""
+    key = "refresh.cron_schedule" if when is None else "refresh schedule"
+    when = settings.cron_schedule if when is None else when
+    if not when.strip():
         return _fallback("pg_cron job not scheduled: refresh.cron_schedule is empty")
     place = locate(conn)
     if place is None:
         return _hidden(conn)
     if place.cron_database is None:
         return _fallback("pg_cron is not loaded on this server (shared_preload_libraries), so no job was scheduled")
-    history = history_command(place, settings.cron_keep_history)
+    command = process_command(settings)
     if place.cron_database == place.database:
-        return _schedule_here(conn, place, settings, history)
+        return _schedule_here(conn, place, when, command, key)
     try:
         with _cron_connection(conn, place.cron_database) as cron:
-            return _schedule_elsewhere(cron, place, settings, history)
+            return _schedule_elsewhere(cron, place, when, command, key)
     except ConnectError as exc:
         return _fallback(f"can't connect to pg_cron's database {place.cron_database} as {place.role} ({exc.reason})")
 
 
-def _schedule_here(conn: psycopg.Connection, place: CronPlace, settings: RefreshSettings, history: str) -> CronResult:
-    when = settings.cron_schedule
+def _drop_history_job(cron: psycopg.Connection, place: CronPlace) -> None:
+    """The history job of pgops before 0004, with its runs; one owner trims cron.job_run_details now."""
+    cron.execute(
+        "DELETE FROM cron.job_run_details WHERE jobid IN (SELECT jobid FROM cron.job WHERE jobname = %s)",
+        (place.history_job,),
+    )
+    cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s", (place.history_job,))
+
+
+def _schedule_here(conn: psycopg.Connection, place: CronPlace, when: str, command: str, key: str) -> CronResult:
     installed = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0]
     if not installed:
         return _fallback(f"pg_cron is loaded but not created in {place.database} (CREATE EXTENSION pg_cron)")
     try:
-        with conn.transaction():  # a savepoint: a refusal must not abort the migration
-            conn.execute("SELECT cron.schedule(%s, %s, %s)", (place.job, when, process_command(settings)))
-            conn.execute("SELECT cron.schedule(%s, %s, %s)", (place.history_job, HISTORY_SCHEDULE, history))
+        with conn.transaction():  # a savepoint when called inside a transaction
+            conn.execute("SELECT cron.schedule(%s, %s, %s)", (place.job, when, command))
+            _drop_history_job(conn, place)
     except psycopg.errors.InsufficientPrivilege:
         return _fallback(
             f"role {place.role} may not use pg_cron in {place.database} "
             f"(a superuser can GRANT USAGE ON SCHEMA cron TO {place.role})"
         )
     except psycopg.errors.InvalidParameterValue as exc:
-        raise _refused(exc, when) from None
+        raise _refused(exc, when, key) from None
     return CronResult(True, f"pg_cron job {place.job} scheduled ({when}) in {place.database}")
 
 
-def _schedule_elsewhere(
-    cron: psycopg.Connection, place: CronPlace, settings: RefreshSettings, history: str
-) -> CronResult:
-    when = settings.cron_schedule
+def _schedule_elsewhere(cron: psycopg.Connection, place: CronPlace, when: str, command: str, key: str) -> CronResult:
     may = cron.execute(
         "SELECT to_regnamespace('cron') IS NOT NULL AND has_schema_privilege('cron', 'USAGE') "
         "AND to_regprocedure(%s) IS NOT NULL AND has_function_privilege(to_regprocedure(%s), 'EXECUTE')",
@@ -158,44 +151,53 @@ def _schedule_elsewhere(
         )
     try:
         with cron.transaction():
-            command = process_command(settings)
             cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)", (place.job, when, command, place.database))
-            cron.execute("SELECT cron.schedule(%s, %s, %s)", (place.history_job, HISTORY_SCHEDULE, history))
+            _drop_history_job(cron, place)
     except psycopg.errors.InsufficientPrivilege as exc:
         return _fallback(f"pg_cron refused role {place.role}: {exc.diag.message_primary}")
     except psycopg.errors.InvalidParameterValue as exc:
-        raise _refused(exc, when) from None
+        raise _refused(exc, when, key) from None
     return CronResult(True, f"pg_cron job {place.job} scheduled ({when}) in {place.cron_database}")
 
 
-def _refused(exc: psycopg.errors.InvalidParameterValue, when: str) -> Exception:
-    """The configuration loader refuses what no pg_cron accepts; an older pg_cron can still refuse the rest (pg_cron
-    1.4 has no `N seconds`). That is bad input, so one line naming the key, not a fallback that hides it."""
+def _refused(exc: psycopg.errors.InvalidParameterValue, when: str, key: str) -> Exception:
+    """The configuration loader and `refresh schedule` refuse what no pg_cron accepts; an older pg_cron can still
+    refuse the rest (pg_cron 1.4 has no `N seconds`). That is bad input, so one line naming where it came from
+    (`key`), not a fallback that hides it."""
     message = exc.diag.message_primary or str(exc)
     if not message.startswith("invalid schedule"):
         return exc
     seconds = " (schedules in seconds need pg_cron 1.5 or later)" if "second" in when.lower() else ""
-    return PgopsError(
-        f"refresh.cron_schedule: pg_cron refused {when!r}{seconds}; set a crontab such as '* * * * *' in "
-        "pgops.toml or PGOPS_REFRESH_CRON_SCHEDULE"
+    fix = (
+        "set a crontab such as '* * * * *' in pgops.toml or PGOPS_REFRESH_CRON_SCHEDULE"
+        if key == "refresh.cron_schedule"
+        else "use --every 1m or --cron '* * * * *'"
     )
+    return PgopsError(f"{key}: pg_cron refused {when!r}{seconds}; {fix}")
 
 
 def unschedule(conn: psycopg.Connection) -> CronResult:
     """Remove pgops' jobs of this database (and their history); a missing pg_cron is nothing to remove."""
     place = locate(conn)
     if place is None:
-        return CronResult(False, "this role may not see pg_cron, so it has no job to remove")
+        role = conn.execute("SELECT current_user").fetchone()[0]
+        return CronResult(False, f"role {role} may not see pg_cron, so it has no job to remove", usable=False)
     if place.cron_database is None:
-        return CronResult(False, "pg_cron is not loaded: no job to remove")
+        return CronResult(False, "pg_cron is not loaded: no job to remove", usable=False)
     if place.cron_database == place.database:
         installed = conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0]
-        return _unschedule(conn, place) if installed else CronResult(False, "pg_cron not created: no job to remove")
+        if not installed:
+            return CronResult(False, f"pg_cron is not created in {place.database}: no job to remove", usable=False)
+        return _unschedule(conn, place)
     try:
         with _cron_connection(conn, place.cron_database) as cron:
             return _unschedule(cron, place)
     except (psycopg.OperationalError, ConnectError) as exc:
-        return CronResult(False, f"can't reach pg_cron's database {place.cron_database} to remove jobs: {exc}")
+        return CronResult(
+            False,
+            f"can't reach pg_cron's database {place.cron_database} to remove jobs: {first_line(exc)}",
+            usable=False,
+        )
 
 
 def _unschedule(cron: psycopg.Connection, place: CronPlace) -> CronResult:
@@ -209,7 +211,7 @@ def _unschedule(cron: psycopg.Connection, place: CronPlace) -> CronResult:
             )
             cron.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = ANY(%s)", (ours,))
     except psycopg.errors.InsufficientPrivilege:
-        return CronResult(False, f"role {place.role} may not use pg_cron: no job of its own to remove")
+        return CronResult(False, f"role {place.role} may not use pg_cron: no job of its own to remove", usable=False)
     return CronResult(bool(jobs), f"removed {jobs} pg_cron job(s) of {place.database}")
 
 
@@ -290,40 +292,6 @@ def unschedule_database(server: psycopg.Connection, database: str) -> int:
         except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
             return 0
     return len(jobs)
-
-
-def offline_schedule_sql(settings: RefreshSettings) -> str:
-    """For `alembic upgrade head --sql`: schedule in this database when pg_cron lives here; otherwise a notice.
-
-    An offline script can't reach another database, so the notice says what to run there.
-    """
-    if not settings.cron_schedule.strip():
-        return "-- refresh.cron_schedule is empty: no pg_cron job; run `pgops daemon` to process refreshes\n"
-    body = sql.SQL(
-        """DO $pgops$
-BEGIN
-    IF EXISTS (SELECT FROM pg_extension WHERE extname = 'pg_cron') THEN
-        PERFORM cron.schedule('pgops-refresh:' || current_database(), {when}, {command});
-        PERFORM cron.schedule('pgops-refresh-history:' || current_database(), {history_when},
-            format('DELETE FROM cron.job_run_details WHERE end_time < now() - %L::interval AND jobid IN '
-                   '(SELECT jobid FROM cron.job WHERE jobname IN (%L, %L))', {keep},
-                   'pgops-refresh:' || current_database(), 'pgops-refresh-history:' || current_database()));
-    ELSIF current_setting('cron.database_name', true) IS NULL THEN
-        RAISE NOTICE 'pg_cron is not loaded on this server: no job scheduled; run `pgops daemon` to process refreshes';
-    ELSE
-        RAISE NOTICE 'pg_cron is not in this database: in %, run SELECT cron.schedule_in_database(%, %, %, %)',
-            current_setting('cron.database_name', true), quote_literal('pgops-refresh:' || current_database()),
-            quote_literal({when}), quote_literal({command}), quote_literal(current_database());
-    END IF;
-END
-$pgops$;"""
-    ).format(
-        when=sql.Literal(settings.cron_schedule),
-        command=sql.Literal(process_command(settings)),
-        history_when=sql.Literal(HISTORY_SCHEDULE),
-        keep=sql.Literal(f"{settings.cron_keep_history.total_seconds()} seconds"),
-    )
-    return body.as_string(None)
 
 
 def offline_unschedule_sql() -> str:

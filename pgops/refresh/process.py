@@ -1,5 +1,6 @@
-"""Process due refreshes: one view per transaction, through the same SQL function the pg_cron procedure uses
-(`pgops.refresh_view`), so debounce, max-wait, back-off, locking and the no-lost-refresh rule live once, in SQL.
+"""Process due refreshes: each view through the procedure pg_cron's `pgops.process_due()` calls too
+(`pgops.process_view`), so the attempts, debounce, max-wait, back-off, locking and the no-lost-refresh rule live
+once, in SQL; Python picks the views, applies the statement timeout, logs and counts.
 """
 
 from __future__ import annotations
@@ -49,34 +50,34 @@ class Request:
 def refresh_one(
     conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, request: Request = Request()
 ) -> RefreshOutcome:
-    """One view in one READ COMMITTED transaction under pgops' refresh statement and lock timeouts; once more,
-    at once, when that transaction only lowered the view's pending flag (it must be committed before the wait)."""
-    for _ in range(3):
-        outcome = _attempt(conn, view_id, view, settings, request)
-        if outcome.outcome != FLIPPED:
-            break
-    return _observe(outcome)
-
-
-def _attempt(
-    conn: psycopg.Connection, view_id: int, view: str, settings: RefreshSettings, request: Request
-) -> RefreshOutcome:
+    """One view through `pgops.process_view()`, the procedure pg_cron's `process_due()` calls too (its attempts,
+    each a READ COMMITTED transaction under pgops' lock_timeout). The CALL is a top-level statement of its own
+    under pgops' refresh statement_timeout: PostgreSQL arms that limit only when a top-level statement starts.
+    `conn` must not be inside a transaction; it is switched to autocommit for the CALL, whose COMMITs need it."""
+    autocommit = conn.autocommit
     try:
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            conn.execute(
-                "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
-                (_ms(settings.statement_timeout), _ms(settings.lock_timeout)),
-            )
+        conn.autocommit = True
+        saved = conn.execute(
+            "SELECT current_setting('statement_timeout'), set_config('statement_timeout', %s, false)",
+            (_ms(settings.statement_timeout),),
+        ).fetchone()[0]
+        try:
             row = conn.execute(
-                "SELECT * FROM pgops.refresh_view(%s, %s, %s)", (view_id, request.force, request.plain)
+                "CALL pgops.process_view(%s, %s, %s, %s)",
+                (view_id, settings.lock_timeout, request.force, request.plain),
             ).fetchone()
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT set_config('statement_timeout', %s, false)", (saved,))
     except psycopg.errors.Error as exc:
         if exc.sqlstate is None or conn.closed:  # the connection broke: nothing else can be done on it
             raise
         # the bookkeeping itself failed (e.g. a lock timeout on the queue): nothing was recorded, retry next time
-        return RefreshOutcome(view_id, view, FAILED, error=exc.diag.message_primary or str(exc))
-    return RefreshOutcome(view_id, view, *row)
+        return _observe(RefreshOutcome(view_id, view, FAILED, error=exc.diag.message_primary or str(exc)))
+    finally:
+        if not conn.closed and conn.autocommit != autocommit:
+            conn.autocommit = autocommit
+    return _observe(RefreshOutcome(view_id, view, *row))
 
 
 def _observe(outcome: RefreshOutcome) -> RefreshOutcome:

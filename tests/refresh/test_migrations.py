@@ -19,7 +19,7 @@ from alembic.config import Config
 from psycopg import sql
 
 from pgops import migrate
-from pgops.refresh import cron, process, queue, watch
+from pgops.refresh import process, queue, watch
 from tests.refresh.conftest import BASE_SCHEMA, FAST, differs_from_query, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,13 +65,11 @@ def _installed_objects(conn) -> tuple[bool, int, int]:
 def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, alembic_ini, cli):
     config = alembic_ini(dsn)
     command.upgrade(config, "head")
-    assert migrate.current_revision(dsn, settings_for(dsn)) == "0003"
-    jobs = _jobs(pg_server, dbname)
-    assert [(name, database) for name, database, _ in jobs] == [
-        (f"pgops-refresh-history:{dbname}", pg_server.cron_database),
-        (f"pgops-refresh:{dbname}", dbname),
-    ]
-    assert jobs[1][2] == "CALL pgops.process_due('5 seconds')"
+    assert migrate.current_revision(dsn, settings_for(dsn)) == "0004"
+    assert _jobs(pg_server, dbname) == []  # the job is `pgops refresh schedule`'s, not a migration's
+    scheduled = cli("--dsn", dsn, "refresh", "schedule")
+    assert scheduled.exit_code == 0, scheduled.stderr
+    assert _jobs(pg_server, dbname) == [(f"pgops-refresh:{dbname}", dbname, "CALL pgops.process_due('5 seconds')")]
 
     conn.execute(BASE_SCHEMA)
     watch.watch(conn, "fund_stats", FAST)
@@ -84,10 +82,10 @@ def test_upgrade_downgrade_upgrade_with_pg_cron(pg_server, dbname, dsn, conn, al
 
     upgraded = cli("--dsn", dsn, "migrate")
     assert upgraded.exit_code == 0, upgraded.stderr
-    assert "not installed → 0003" in upgraded.stderr and "scheduled" in upgraded.stderr
-    assert len(_jobs(pg_server, dbname)) == 2
+    assert "not installed → 0004" in upgraded.stderr and "scheduled" in upgraded.stderr
+    assert len(_jobs(pg_server, dbname)) == 1
     downgraded = cli("--dsn", dsn, "migrate", "--downgrade", "base")
-    assert downgraded.exit_code == 0 and "0003 → not installed" in downgraded.stderr
+    assert downgraded.exit_code == 0 and "0004 → not installed" in downgraded.stderr
     assert _jobs(pg_server, dbname) == []
 
 
@@ -115,7 +113,7 @@ def test_upgrade_downgrade_upgrade_without_pg_cron(pg_server, dbname, conn, alem
             command.downgrade(alembic_ini(role_dsn), "base")
             assert _installed_objects(as_role) == (False, 0, 0)
             command.upgrade(alembic_ini(role_dsn), "head")
-            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0003"
+            assert migrate.current_revision(role_dsn, settings_for(role_dsn)) == "0004"
             assert _jobs(pg_server, dbname) == []
             watch.watch(as_role, "fund_stats", FAST)
             assert [v.name for v in queue.watched_views(as_role)] == ["public.fund_stats"]
@@ -149,6 +147,21 @@ def _write_path(conn) -> tuple[dict[str, list[str]], list[int], list[int]]:
     return triggers, types, functions
 
 
+def _refresh_before_0004(conn, view: str) -> str:
+    """`refresh now` as the processor did it before 0004 (no pgops.process_view()): pgops.refresh_view() forced,
+    each attempt in its own transaction, again after 'flipped'."""
+    for _ in range(3):
+        with conn.transaction():
+            outcome = conn.execute(
+                "SELECT r.outcome FROM pgops.refresh_views v, pgops.refresh_view(v.view_id, true) r "
+                "WHERE v.schema_name = 'public' AND v.view_name = %s",
+                (view,),
+            ).fetchone()[0]
+        if outcome != "flipped":
+            break
+    return outcome
+
+
 def test_0002_converts_an_installed_write_path_both_ways(dsn, conn, settings):
     """An install at 0001 with a pending view and a clean one: 0002 turns each view's flag into its trigger
     function's body in the same state (and one trigger per table and view), the downgrade turns it back."""
@@ -158,7 +171,7 @@ def test_0002_converts_an_installed_write_path_both_ways(dsn, conn, settings):
     conn.execute("CREATE UNIQUE INDEX ON fund_names (id)")
     stats = watch.watch(conn, "fund_stats", FAST)  # pending from the start
     names = watch.watch(conn, "fund_names", FAST)
-    process.refresh_now(conn, "fund_names", FAST)  # clean: its writers mark
+    _refresh_before_0004(conn, "fund_names")  # clean: its writers mark
     stats_pair, names_pair = (f"{v.view_id},pgops.refresh_pending_{v.view_id}" for v in (stats, names))
     at_0001 = (
         {"funds": [f"mark_stale({stats_pair},{names_pair},)"], "trades": [f"mark_stale({stats_pair},)"]},
@@ -168,7 +181,7 @@ def test_0002_converts_an_installed_write_path_both_ways(dsn, conn, settings):
     assert _write_path(conn) == at_0001
 
     migrate.upgrade(dsn, settings)
-    assert migrate.current_revision(dsn, settings) == "0003"
+    assert migrate.current_revision(dsn, settings) == "0004"
     assert _write_path(conn) == (
         {"funds": [f"refresh_mark_{stats.view_id}()", f"refresh_mark_{names.view_id}()"],
          "trades": [f"refresh_mark_{stats.view_id}()"]},
@@ -208,13 +221,13 @@ def test_0003_keeps_watched_views_working_both_ways(dsn, conn, settings):
     slow = dataclasses.replace(FAST, debounce=timedelta(seconds=30), max_wait=timedelta(minutes=5))
     stats = watch.watch(conn, "fund_stats", slow)  # pending from the start
     names = watch.watch(conn, "fund_names", slow)
-    process.refresh_now(conn, "fund_names", slow)  # clean: its writers mark
+    _refresh_before_0004(conn, "fund_names")  # clean: its writers mark
     s, n = f"refresh_mark_{stats.view_id}", f"refresh_mark_{names.view_id}"
     enabled = {f"funds:{s}": "O", f"funds:{n}": "O", f"trades:{s}": "O"}
     assert _trigger_states(conn) == enabled and _write_path(conn)[2] == [stats.view_id]
 
     migrate.upgrade(dsn, settings)
-    assert migrate.current_revision(dsn, settings) == "0003"
+    assert migrate.current_revision(dsn, settings) == "0004"
     assert _trigger_states(conn) == enabled and _write_path(conn)[2] == [stats.view_id]
     conn.execute("UPDATE funds SET name = 'renamed' WHERE id = 1")
     assert conn.execute("SELECT array_agg(view_id) FROM pgops.refresh_marks").fetchone()[0] == [names.view_id]
@@ -226,7 +239,7 @@ def test_0003_keeps_watched_views_working_both_ways(dsn, conn, settings):
     assert migrate.current_revision(dsn, settings) == "0002"
     assert _trigger_states(conn) == enabled and _write_path(conn)[2] == sorted([stats.view_id, names.view_id])
     for view in ("fund_stats", "fund_names"):
-        assert process.refresh_now(conn, view, slow).outcome == process.REFRESHED
+        assert _refresh_before_0004(conn, view) == process.REFRESHED
         assert differs_from_query(conn, f"public.{view}") == 0
     conn.execute("INSERT INTO trades (fund_id, amount) VALUES (1, 501)")  # clean again under 0002: marks
     assert conn.execute("SELECT array_agg(view_id) FROM pgops.refresh_marks").fetchone()[0] == [stats.view_id]
@@ -243,16 +256,9 @@ def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     for needle in ("CREATE TABLE pgops.refresh_views", "CREATE TABLE pgops.refresh_marks", "pgops.mark_stale()",
                    "CREATE PROCEDURE pgops.process_due", "pgops.alembic_version"):  # fmt: skip
         assert needle in script
-    notices: list[str] = []
-    conn.add_notice_handler(lambda diag: notices.append(diag.message_primary))
+    assert "`pgops refresh schedule` schedules the pg_cron job" in script and "cron.schedule" not in script
     conn.execute(script)
-    assert migrate.current_revision(dsn, settings) == "0003"
-    if "pg_cron" in pg_server.extensions:  # pg_cron lives in another database: the call to run there
-        assert any(f"in {pg_server.cron_database}, run SELECT cron.schedule_in_database" in n for n in notices)
-    else:
-        assert notices == [
-            "pg_cron is not loaded on this server: no job scheduled; run `pgops daemon` to process refreshes"
-        ]
+    assert migrate.current_revision(dsn, settings) == "0004"
     conn.execute(BASE_SCHEMA)
     assert conn.execute("SELECT pgops.watch('fund_stats')").fetchone()[0] == 1
     conn.execute(migrate.downgrade_sql(settings))
@@ -261,9 +267,9 @@ def test_offline_script_is_reviewable_and_runs(pg_server, dsn, conn):
     assert conn.execute(triggers).fetchone()[0] == 0
 
 
-def test_offline_script_without_pg_cron_job(dsn):
-    script = migrate.upgrade_sql(settings_for(dsn))  # FAST has an empty cron_schedule
-    assert "no pg_cron job" in script and "cron.schedule(" not in script
+def test_offline_downgrade_script_removes_the_job_where_pg_cron_lives(dsn):
+    script = migrate.downgrade_sql(settings_for(dsn))
+    assert "PERFORM cron.unschedule(jobid)" in script
 
 
 @pytest.mark.slow
@@ -295,15 +301,6 @@ def test_pg_cron_runs_the_job(pg_server, dbname, dsn, conn, cli):
             assert view.refresh_count == 1 and view.stale_since is None
             assert differs_from_query(conn, "public.fund_stats") == 0
 
-            # the history job's command keeps pgops' rows of cron.job_run_details bounded
-            place = cron.CronPlace(pg_server.cron_database, dbname, "postgres")
-            cron_conn.execute(cron.history_command(place, timedelta(0)))
-            left = cron_conn.execute(
-                "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid) "
-                "WHERE j.jobname = %s AND d.end_time IS NOT NULL",
-                (job,),
-            ).fetchone()[0]
-            assert left == 0
     finally:
         assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
     assert _jobs(pg_server, dbname) == []
@@ -324,6 +321,8 @@ def test_a_schedule_this_pg_cron_refuses_is_one_line_naming_the_key(pg_server, d
         cli("--dsn", dsn, "migrate", "--downgrade", "base")
         return
     assert result.exit_code == 3 and "internal error" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
+    installed, line = result.stderr.strip().splitlines()  # the schema is in; the job is what was refused
+    assert installed == "pgops schema: not installed → 0004"
     assert line.startswith("pgops: error: refresh.cron_schedule: pg_cron refused '30 seconds'"), result.stderr
     assert _jobs(pg_server, dbname) == []
+    assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
