@@ -9,6 +9,7 @@ import logging
 
 from alembic import context, op
 
+from pgops.migration_steps import run_sql
 from pgops.refresh import cron
 from pgops.resources import read_sql
 
@@ -20,20 +21,11 @@ depends_on = None
 log = logging.getLogger("pgops.migrate")
 
 
-def _run(script: str) -> None:
-    """Run SQL text as it is (no bind-parameter parsing of `%` or `:`): online through psycopg itself, offline
-    written verbatim into the script."""
-    if context.is_offline_mode():
-        op.get_context().impl.static_output(script.strip() + "\n")
-    else:
-        op.get_bind().connection.driver_connection.execute(script)
-
-
 def upgrade() -> None:
-    _run(read_sql("refresh/install.sql"))
+    run_sql(read_sql("refresh/install.sql"))
     # the pg_cron job is `pgops refresh schedule`'s (which `pgops migrate` runs), so it can be changed later
     if context.is_offline_mode():
-        _run("-- then `pgops refresh schedule` schedules the pg_cron job (or run `pgops daemon`)")
+        run_sql("-- then `pgops refresh schedule` schedules the pg_cron job (or run `pgops daemon`)")
 
 
 def downgrade() -> None:
@@ -41,5 +33,5 @@ def downgrade() -> None:
         result = cron.unschedule(op.get_bind().connection.driver_connection)
         log.info("%s", result.message)
     else:
-        _run(cron.offline_unschedule_sql())
-    _run(read_sql("refresh/uninstall.sql"))
+        run_sql(cron.offline_unschedule_sql())
+    run_sql(read_sql("refresh/uninstall.sql"))

@@ -8,8 +8,7 @@ Revises: 0003
 Create Date: 2026-12-05
 """
 
-from alembic import context, op
-
+from pgops.migration_steps import run_sql
 from pgops.resources import read_sql
 
 revision = "0004"
@@ -18,17 +17,9 @@ branch_labels = None
 depends_on = None
 
 
-def _run(script: str) -> None:
-    """SQL text as it is: online through psycopg itself, offline written verbatim into the script."""
-    if context.is_offline_mode():
-        op.get_context().impl.static_output(script.strip() + "\n")
-    else:
-        op.get_bind().connection.driver_connection.execute(script)
-
-
 def upgrade() -> None:
-    _run(read_sql("refresh/0004_upgrade.sql"))
+    run_sql(read_sql("refresh/0004_upgrade.sql"))
 
 
 def downgrade() -> None:
-    _run(read_sql("refresh/0004_downgrade.sql"))
+    run_sql(read_sql("refresh/0004_downgrade.sql"))
