@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pgops.config import Target
+from pgops.progress import QUIET, Progress
 
 # Why a statement was not analyzed; the script's summary counts them by these reasons.
 SKIP_UTILITY = "utility or DDL statement"
@@ -325,3 +326,5 @@ class AdvisorOptions:
     # read pg_stat_statements on each of these servers (a primary and its standbys) and merge, instead of the
     # one the advice is computed on
     merge_from: tuple[Target, ...] = ()
+    # told of each statement planned; the CLI draws it, the daemon leaves it quiet
+    progress: Progress = field(default=QUIET, compare=False, repr=False)
