@@ -67,6 +67,11 @@ def test_the_daemon_calls_the_contract():
     assert "run_policy(" not in source and "take_sample(" not in source
 
 
+def test_the_pages_call_the_contract():
+    calls = _calls(PGOPS / "web" / "pages.py")
+    assert {f"{job}.{step}" for job in ("pool_report", "status", "workload") for step in ("prepare", "run")} <= calls
+
+
 def _imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
