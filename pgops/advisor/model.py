@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from pgops.config import Target
@@ -271,11 +272,20 @@ class Rejection:
     reason: str
 
 
+class Review(StrEnum):
+    """Why an existing index is worth a second look."""
+
+    DUPLICATE = "duplicate"
+    REDUNDANT = "redundant"  # its columns lead another index's
+    UNUSED = "unused"
+    INVALID = "invalid"
+
+
 @dataclass(frozen=True)
 class DropSuggestion:
     index: str
     table: str
-    kind: str  # duplicate, redundant, unused, invalid
+    kind: Review
     reason: str
     size_bytes: int
     drop_sql: str
