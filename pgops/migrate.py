@@ -15,6 +15,7 @@ from pgops.config import Settings
 from pgops.resources import migrations_dir
 
 if TYPE_CHECKING:
+    import psycopg
     from alembic.config import Config
 
 
@@ -66,11 +67,16 @@ def _offline(settings: Settings, run, revision: str) -> str:
 def current_revision(dsn: str, settings: Settings) -> str | None:
     """The installed revision, or None when pgops is not installed in this database."""
     with db.connect(dsn, settings.database) as conn:
-        installed = conn.execute("SELECT to_regclass('pgops.alembic_version') IS NOT NULL").fetchone()[0]
-        if not installed:
-            return None
-        row = conn.execute("SELECT version_num FROM pgops.alembic_version").fetchone()
-        return row[0] if row else None
+        return installed_revision(conn)
+
+
+def installed_revision(conn: psycopg.Connection) -> str | None:
+    """`current_revision` on a connection already open to the database."""
+    installed = conn.execute("SELECT to_regclass('pgops.alembic_version') IS NOT NULL").fetchone()[0]
+    if not installed:
+        return None
+    row = conn.execute("SELECT version_num FROM pgops.alembic_version").fetchone()
+    return row[0] if row else None
 
 
 def head_revision(settings: Settings) -> str | None:

@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
@@ -212,3 +212,10 @@ def progress(description: str, total: float | None = None) -> Iterator[Callable[
             log.info("%s: %s%s", description, f"{done:g}", f"/{total:g}" if total else "", extra=fields)
 
     yield advance
+
+
+class Bars:
+    """The CLI's `pgops.progress.Progress`: `progress` above for each task a job reports."""
+
+    def task(self, description: str, total: float | None = None) -> AbstractContextManager[Callable[..., None]]:
+        return progress(description, total)

@@ -12,8 +12,9 @@ from psycopg.rows import dict_row
 from pgops import db, replication
 from pgops.config import Settings, StatusSettings, Target
 from pgops.errors import Level, worst
-from pgops.migrate import current_revision, head_revision
+from pgops.migrate import head_revision, installed_revision
 from pgops.output import human_bytes, human_duration
+from pgops.progress import QUIET, Progress
 from pgops.refresh import cron
 from pgops.resources import read_sql
 from pgops.sqltext import literal
@@ -37,26 +38,48 @@ class Status:
     checks: list[Check]
 
     @property
+    def outcome(self) -> Level:
+        return worst(check.level for check in self.checks)
+
+    @property
     def exit_code(self) -> int:
-        return worst(check.level for check in self.checks).exit_code
+        return self.outcome.exit_code
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the checks are judged by; `peers` (the other targets) that are this primary's standbys are asked
+    which of their sessions holds the xmin their feedback reports."""
+
+    settings: Settings
+    peers: tuple[Target, ...] = ()
+
+
+def prepare(conn: psycopg.Connection, settings: Settings) -> Plan:
+    return Plan(settings)
+
+
+def run(conn: psycopg.Connection, plan: Plan, progress: Progress = QUIET) -> Status:
+    """The checks of the server `conn` is open to: a handful of reads, nothing to report progress of."""
+    settings, peers = plan.settings, plan.peers
+    cur = conn.execute(read_sql("status/overview.sql"))
+    row = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+    row["pg_stat_statements_usable"] = _pg_stat_statements_usable(conn, row)
+    row["orphaned_jobs"] = cron.orphaned_jobs(conn)
+    found = _replication(conn, row["in_recovery"])
+    if peers and any(standby["feedback_xmin"] is not None for standby in found.get("standbys") or []):
+        near = replication.holders_of(conn, peers, settings)
+        for standby in found["standbys"]:
+            standby["holder"] = replication.holder_of(standby["application_name"], standby["feedback_xmin"], near)
+    checks = evaluate(row, installed_revision(conn), head_revision(settings))
+    checks += evaluate_replication(found, settings.status, settings.pool_report.xmin_age)
+    return Status(server=row["server_version"], database=row["database"], user=row["user"], checks=checks)
 
 
 def gather(dsn: str, settings: Settings, peers: Sequence[Target] = ()) -> Status:
-    """The checks of the server at `dsn`; on a primary, `peers` (the other targets) that are its standbys are
-    asked which of their sessions holds the xmin their feedback reports."""
+    """`run` on a connection of its own to `dsn`."""
     with db.connect(dsn, settings.database) as conn:
-        cur = conn.execute(read_sql("status/overview.sql"))
-        row = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
-        row["pg_stat_statements_usable"] = _pg_stat_statements_usable(conn, row)
-        row["orphaned_jobs"] = cron.orphaned_jobs(conn)
-        found = _replication(conn, row["in_recovery"])
-        if peers and any(standby["feedback_xmin"] is not None for standby in found.get("standbys") or []):
-            near = replication.holders_of(conn, peers, settings)
-            for standby in found["standbys"]:
-                standby["holder"] = replication.holder_of(standby["application_name"], standby["feedback_xmin"], near)
-    checks = evaluate(row, current_revision(dsn, settings), head_revision(settings))
-    checks += evaluate_replication(found, settings.status, settings.pool_report.xmin_age)
-    return Status(server=row["server_version"], database=row["database"], user=row["user"], checks=checks)
+        return run(conn, Plan(settings, tuple(peers)))
 
 
 def _replication(conn: psycopg.Connection, in_recovery: bool) -> dict:

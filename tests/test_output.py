@@ -10,12 +10,12 @@ from rich.console import Console, RenderableType
 
 from pgops import output
 from pgops.advisor.model import Advice, Candidate, DropSuggestion, QueryCost, Recommendation, Skipped
-from pgops.advisor.script import render_tables
 from pgops.cleanup.result import CleanupResult, Status
 from pgops.cli import cleanup as cleanup_cli
 from pgops.cli import pool_report as pool_report_cli
 from pgops.cli import status as status_cli
 from pgops.cli import workload as workload_cli
+from pgops.cli.advisor import render_tables
 from pgops.config import PoolReportSettings, WorkloadSettings
 from pgops.pool_report.analyze import analyze
 from pgops.pool_report.sample import Backend, Sample, ServerInfo

@@ -5,6 +5,7 @@ run is dropped and built again rather than kept by IF NOT EXISTS."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import psycopg
 from psycopg import sql
@@ -13,24 +14,32 @@ from pgops import metrics
 from pgops.advisor.model import Advice
 from pgops.config import Settings
 from pgops.db import ConnectOptions, connect
-from pgops.output import progress
+from pgops.progress import QUIET, Progress
+
+
+class Built(StrEnum):
+    """What `--apply` did with one proposed index."""
+
+    BUILT = "built"
+    EXISTS = "exists"  # a valid index of that name was there already
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class Applied:
     name: str
-    outcome: str  # built, exists, failed
+    outcome: Built
     detail: str = ""
 
 
-def apply(dsn: str, settings: Settings, advice: Advice) -> list[Applied]:
+def apply(dsn: str, settings: Settings, advice: Advice, progress: Progress = QUIET) -> list[Applied]:
     cfg = settings.advisor
     results: list[Applied] = []
     with (
         connect(
             dsn, settings.database, ConnectOptions(statement_timeout=cfg.build_timeout, lock_timeout=cfg.lock_timeout)
         ) as conn,
-        progress("building indexes", total=len(advice.recommendations)) as advance,
+        progress.task("building indexes", total=len(advice.recommendations)) as advance,
     ):
         for rec in advice.recommendations:
             schema = rec.candidate.table[0]
@@ -45,9 +54,9 @@ def apply(dsn: str, settings: Settings, advice: Advice) -> list[Applied]:
                 if _index_state(conn, schema, rec.name) is False and existed is None:
                     conn.execute(sql.SQL(rec.drop_sql))
                     detail += " (dropped the INVALID leftover)"
-                results.append(Applied(rec.name, "failed", detail))
+                results.append(Applied(rec.name, Built.FAILED, detail))
             else:
-                results.append(Applied(rec.name, "exists" if existed is not None else "built"))
+                results.append(Applied(rec.name, Built.EXISTS if existed is not None else Built.BUILT))
             metrics.ADVISOR_APPLIED.labels(outcome=results[-1].outcome).inc()
             advance()
     return results

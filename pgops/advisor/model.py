@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from pgops.config import Target
+from pgops.progress import QUIET, Progress
 
 # Why a statement was not analyzed; the script's summary counts them by these reasons.
 SKIP_UTILITY = "utility or DDL statement"
@@ -270,11 +272,20 @@ class Rejection:
     reason: str
 
 
+class Review(StrEnum):
+    """Why an existing index is worth a second look."""
+
+    DUPLICATE = "duplicate"
+    REDUNDANT = "redundant"  # its columns lead another index's
+    UNUSED = "unused"
+    INVALID = "invalid"
+
+
 @dataclass(frozen=True)
 class DropSuggestion:
     index: str
     table: str
-    kind: str  # duplicate, redundant, unused, invalid
+    kind: Review
     reason: str
     size_bytes: int
     drop_sql: str
@@ -325,3 +336,5 @@ class AdvisorOptions:
     # read pg_stat_statements on each of these servers (a primary and its standbys) and merge, instead of the
     # one the advice is computed on
     merge_from: tuple[Target, ...] = ()
+    # told of each statement planned; the CLI draws it, the daemon leaves it quiet
+    progress: Progress = field(default=QUIET, compare=False, repr=False)

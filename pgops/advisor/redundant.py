@@ -5,7 +5,7 @@ for dropping. Pure: reads only the catalog snapshot."""
 
 from __future__ import annotations
 
-from pgops.advisor.model import Catalog, DropSuggestion, ExistingIndex
+from pgops.advisor.model import Catalog, DropSuggestion, ExistingIndex, Review
 from pgops.advisor.script import drop_statement
 
 
@@ -22,7 +22,7 @@ def review(catalog: Catalog, in_use: set[str] | frozenset[str] = frozenset()) ->
     counted (an index built a minute ago has none yet)."""
     suggestions: dict[str, DropSuggestion] = {}
 
-    def suggest(index: ExistingIndex, kind: str, reason: str) -> None:
+    def suggest(index: ExistingIndex, kind: Review, reason: str) -> None:
         key = f"{index.schema}.{index.name}"
         if key not in suggestions:
             text = drop_statement(index.schema, index.name).as_string(None)
@@ -31,7 +31,7 @@ def review(catalog: Catalog, in_use: set[str] | frozenset[str] = frozenset()) ->
 
     for index in catalog.indexes:
         if not index.valid:
-            suggest(index, "invalid", "INVALID (a failed concurrent build?): it slows writes and serves no query")
+            suggest(index, Review.INVALID, "INVALID (a failed concurrent build?): it slows writes and serves no query")
     by_table: dict[tuple[str, str], list[ExistingIndex]] = {}
     for index in catalog.indexes:
         if _comparable(index):
@@ -45,7 +45,7 @@ def review(catalog: Catalog, in_use: set[str] | frozenset[str] = frozenset()) ->
                     continue
                 same = other.key_columns == index.key_columns and other.include_columns == index.include_columns
                 if same and (_protected(other) or other.name < index.name):
-                    suggest(index, "duplicate", f"same columns as {other.schema}.{other.name}")
+                    suggest(index, Review.DUPLICATE, f"same columns as {other.schema}.{other.name}")
                     break
                 covered = set(index.include_columns) <= {*other.key_columns, *other.include_columns}
                 if (
@@ -53,10 +53,10 @@ def review(catalog: Catalog, in_use: set[str] | frozenset[str] = frozenset()) ->
                     and other.key_columns[: len(index.key_columns)] == index.key_columns
                     and covered
                 ):
-                    suggest(index, "redundant", f"its columns lead {other.schema}.{other.name}")
+                    suggest(index, Review.REDUNDANT, f"its columns lead {other.schema}.{other.name}")
                     break
     since = f"since {catalog.stats_reset:%Y-%m-%d}" if catalog.stats_reset else "since statistics began"
     for index in catalog.indexes:
         if index.valid and index.scans == 0 and not _protected(index) and index.name not in in_use:
-            suggest(index, "unused", f"no scans {since}")
+            suggest(index, Review.UNUSED, f"no scans {since}")
     return sorted(suggestions.values(), key=lambda s: (s.kind, s.index))

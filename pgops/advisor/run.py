@@ -4,6 +4,7 @@ otherwise), choose for the whole workload, and review existing indexes. The daem
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import psycopg
@@ -43,7 +44,7 @@ from pgops.advisor.workload import (
 )
 from pgops.config import Settings
 from pgops.db import ConnectOptions, connect
-from pgops.output import progress
+from pgops.progress import track
 from pgops.resources import MARK
 
 STATEMENTS_PER_CANDIDATE = 100
@@ -151,7 +152,8 @@ def analyze_workload(
     # existing indexes the workload uses (an index built a minute ago has no scans counted yet).
     needed = list(range(len(analyses)))
     with planner.session():
-        baselines, generic, in_use, unit = _baselines(planner, catalog, analyses, needed, skipped)
+        planning = track(options.progress, "planning statements", needed, len(needed))
+        baselines, generic, in_use, unit = _baselines(planner, catalog, analyses, planning, skipped)
         # Write overhead is time; where the weights are plan cost, it is counted in cost at the default rate.
         per_weight = 1 / DEFAULT_MS_PER_COST if unit is Unit.cost else 1.0
         written = table_writes(analyses)
@@ -191,7 +193,7 @@ def analyze_workload(
             extensions=extensions,
             workload_ms=_reference(analyses, baselines, catalog, unit),
         )
-        with progress("choosing indexes", total=None):
+        with options.progress.task("choosing indexes"):
             selection = choose(
                 problem,
                 Budget(
@@ -260,29 +262,27 @@ def analyze_workload(
 
 
 def _baselines(
-    planner: Planner, catalog: Catalog, analyses: list[Analysis], needed: list[int], skipped: list[Skipped]
+    planner: Planner, catalog: Catalog, analyses: list[Analysis], needed: Iterable[int], skipped: list[Skipped]
 ) -> tuple[dict[int, Baseline], dict[int, float | None], set[str], Unit]:
     """Each needed statement's weight and cost with the existing indexes (planner, or rules without hypopg),
     the existing indexes those plans use, and the weights' unit; a statement the planner refuses is skipped
     with its reason."""
     planned: dict[int, Planned] = {}
     generic: dict[int, float | None] = {}
-    with progress("planning statements", total=len(needed)) as advance:
-        for number in needed:
-            advance()
-            analysis = analyses[number]
-            used: frozenset[str] = frozenset()
-            if planner.hypopg is None:
-                (cost, used), generic[number] = rules.existing_cost(analysis, catalog), None
-            else:
-                try:
-                    costs = planner.costs(analysis)
-                except PlanError as exc:
-                    skipped.append(_skip(analysis.statement, SKIP_PLAN_FAILED, str(exc)))
-                    continue
-                cost, generic[number], used = costs.cost, costs.generic, costs.used
-            statement = analysis.statement
-            planned[number] = Planned(statement.calls, statement.total_time_ms, cost, used)
+    for number in needed:
+        analysis = analyses[number]
+        used: frozenset[str] = frozenset()
+        if planner.hypopg is None:
+            (cost, used), generic[number] = rules.existing_cost(analysis, catalog), None
+        else:
+            try:
+                costs = planner.costs(analysis)
+            except PlanError as exc:
+                skipped.append(_skip(analysis.statement, SKIP_PLAN_FAILED, str(exc)))
+                continue
+            cost, generic[number], used = costs.cost, costs.generic, costs.used
+        statement = analysis.statement
+        planned[number] = Planned(statement.calls, statement.total_time_ms, cost, used)
     scans = {index.name: index.scans for index in catalog.indexes}
     weights, unit, _ = weigh(planned, scans)
     baselines = {number: Baseline(weights[number], p.cost) for number, p in planned.items()}

@@ -1,4 +1,5 @@
-"""The advice as a script a DBA reviews and runs (`psql -v ON_ERROR_STOP=1 -f fix.sql`), as JSON, or as tables.
+"""The advice as a script a DBA reviews and runs (`psql -v ON_ERROR_STOP=1 -f fix.sql`) or as JSON, and the DDL
+builders the rest of the advisor uses; the tables of `--format table` are drawn by `pgops/cli/advisor.py`.
 
 The script is plain statements (CREATE INDEX CONCURRENTLY can't run in a transaction block) under a
 `SET lock_timeout`, each `IF NOT EXISTS`, so running it twice is harmless.
@@ -13,11 +14,9 @@ from datetime import timedelta
 from typing import Any
 
 from psycopg import sql
-from rich.console import Group
-from rich.text import Text
 
 from pgops.advisor.model import Advice, Candidate, Constant, QueryCost, describe_constant
-from pgops.output import human_bytes, human_duration, table
+from pgops.output import human_bytes, human_duration
 from pgops.sqltext import Script, identifier, literal
 
 NAME_LIMIT = 63  # NAMEDATALEN - 1 bytes
@@ -93,19 +92,19 @@ def _one_line(text: str, limit: int = 110) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _ms(value: float) -> str:
+def ms_text(value: float) -> str:
     return human_duration(timedelta(milliseconds=value))
 
 
-def _weight(advice: Advice, value: float) -> str:
-    return f"{value:,.0f} cost" if advice.unit == "cost" else _ms(value)
+def weight_text(advice: Advice, value: float) -> str:
+    return f"{value:,.0f} cost" if advice.unit == "cost" else ms_text(value)
 
 
 def _saves(advice: Advice, saved: float, total: float) -> str:
     if advice.unit == "cost":
         return f"cuts ~{saved:,.0f} of {total:,.0f} plan cost x calls (no timings in this source)"
     estimated = " (estimated from plan cost where not measured)" if advice.unit != "ms" else ""
-    return f"saves ~{_ms(saved)} of {_ms(total)} statement time{estimated}"
+    return f"saves ~{ms_text(saved)} of {ms_text(total)} statement time{estimated}"
 
 
 def _origins(advice: Advice, queries: list[QueryCost]) -> str:
@@ -118,7 +117,7 @@ def _origins(advice: Advice, queries: list[QueryCost]) -> str:
             calls[origin.target] = calls.get(origin.target, 0) + origin.calls
             time_ms[origin.target] = time_ms.get(origin.target, 0.0) + origin.total_time_ms
     return "; ".join(
-        f"{name} {calls[name]:,} calls, {_weight(advice, time_ms[name])}"
+        f"{name} {calls[name]:,} calls, {weight_text(advice, time_ms[name])}"
         for name in sorted(calls, key=lambda n: (-time_ms[n], n))
     )
 
@@ -156,7 +155,7 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
         script.comment(f"{number}. {rec.candidate.describe()}")
         script.comment(
             f"   {_saves(advice, rec.saved_ms, total)}; size ~{human_bytes(rec.size_bytes)}; "
-            f"write overhead ~{_ms(rec.write_overhead_ms)} ({rec.writes:,} index entries"
+            f"write overhead ~{ms_text(rec.write_overhead_ms)} ({rec.writes:,} index entries"
             + (", ends HOT updates" if rec.ends_hot_updates else "")
             + ")"
             + ("" if rec.validated else "; UNVALIDATED")
@@ -170,7 +169,7 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
                 else ""
             )
             script.comment(
-                f"   {query.calls:,} calls, {_weight(advice, query.total_time_ms)}: cost {query.before:,.1f} → "
+                f"   {query.calls:,} calls, {weight_text(advice, query.total_time_ms)}: cost {query.before:,.1f} → "
                 f"{query.after:,.1f}{generic}: {_one_line(query.query)}"
             )
         script.statement(sql.SQL(rec.create_sql))
@@ -223,34 +222,3 @@ def render_json(advice: Advice) -> dict[str, Any]:
         rec["index"] = source.candidate.describe()
         rec["predicate"] = " AND ".join(describe_constant(c) for c in source.candidate.predicate) or None
     return data
-
-
-def render_tables(advice: Advice, *, explain: bool = False) -> Group:
-    parts: list[Any] = [Text(summary(advice))]
-    rows = [
-        [
-            rec.candidate.describe(),
-            _weight(advice, rec.saved_ms),
-            human_bytes(rec.size_bytes),
-            _ms(rec.write_overhead_ms) + (" (ends HOT)" if rec.ends_hot_updates else ""),
-            len(rec.queries),
-        ]
-        for rec in advice.recommendations
-    ]
-    if rows:
-        title = "Proposed indexes " + ("(validated with hypopg)" if advice.hypopg else "(UNVALIDATED: no hypopg)")
-        parts.append(table(title, ["index", "saves", "size", "write cost", "statements"], rows, keep=("saves", "size")))
-    else:
-        parts.append(Text("no index proposed" + ("" if explain else " (run with --explain to see why)")))
-    if advice.drops:
-        drop_rows = [[d.index, d.kind, human_bytes(d.size_bytes), d.reason] for d in advice.drops]
-        columns = ["index", "kind", "size", "reason"]
-        parts.append(table("Existing indexes to review", columns, drop_rows, keep=("kind", "size")))
-    if advice.skipped_by_reason:
-        skipped = list(advice.skipped_by_reason.items())
-        parts.append(table("Skipped statements", ["reason", "count"], skipped, keep=("count",)))
-    if explain and advice.rejected:
-        parts.append(
-            table("Rejected candidates", ["candidate", "reason"], [[r.index, r.reason] for r in advice.rejected])
-        )
-    return Group(*parts)

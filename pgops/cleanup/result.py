@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pgops.cleanup.walk import WalkKind
+
 
 class Status(StrEnum):
     """How a policy's run ended."""
@@ -21,7 +23,7 @@ class BatchResult:
     policy: str
     table: str  # the relation the batch deleted from (a leaf partition for a partitioned table)
     number: int
-    walk: str  # index or heap (see walk.choose_walk)
+    walk: WalkKind
     selected: int  # rows the batch locked (locked-by-others rows are skipped, not counted)
     deleted: int
     seconds: float
@@ -50,4 +52,4 @@ class CleanupResult:
     plan: str | None = None
     rows_left: int | None = None  # after the run: counted, or estimated (see count.rows_left)
     expired_partitions: list[str] = field(default_factory=list)  # the statements that would drop them whole
-    walks: dict[str, str] = field(default_factory=dict)  # relation → index or heap walk (see walk.choose_walk)
+    walks: dict[str, WalkKind] = field(default_factory=dict)  # relation → its walk

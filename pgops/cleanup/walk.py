@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import NamedTuple
 
 import psycopg
@@ -28,15 +29,22 @@ FRESH_DELETE_LOCK_TIMEOUT = timedelta(milliseconds=20)
 HEAP_WALK_FRACTION = 0.10  # from this share of matching rows on, one sequential pass beats index order
 
 
-def choose_walk(*, indexed: bool, matching: float, total: float, tid_range_scan: bool) -> str:
+class WalkKind(StrEnum):
+    """How a relation's batches go through it (see `choose_walk`)."""
+
+    INDEX = "index"
+    HEAP = "heap"
+
+
+def choose_walk(*, indexed: bool, matching: float, total: float, tid_range_scan: bool) -> WalkKind:
     """`index`: batches in index order of the condition column, touching only matching rows, at the price of
     random heap access; `heap`: consecutive block ranges (TID Range Scan), one sequential pass over the
     table, cheaper per row once many rows match, and the only sane way without an index."""
     if not tid_range_scan:  # PostgreSQL before 14
-        return "index"
+        return WalkKind.INDEX
     if not indexed:
-        return "heap"
-    return "heap" if total > 0 and matching / total >= HEAP_WALK_FRACTION else "index"
+        return WalkKind.HEAP
+    return WalkKind.HEAP if total > 0 and matching / total >= HEAP_WALK_FRACTION else WalkKind.INDEX
 
 
 def run_together(conn: psycopg.Connection, statements: list[sql.Composed]) -> psycopg.Cursor:
@@ -55,7 +63,7 @@ class Batch(NamedTuple):
 class Walk:
     """Where the batches of one relation are: the next key (index walk) or the next block (heap walk)."""
 
-    kind: str
+    kind: WalkKind
     statements: BatchStatements
     after: object = None
     next_block: int = 0
@@ -73,12 +81,12 @@ class Walk:
     def largest(self) -> int:
         """The largest batch size, in this walk's units, that keeps a batch's row locks under MAX_BATCH_SIZE: a
         heap batch's size counts every row of its block range, of which only the matching ones are locked."""
-        if self.kind != "heap" or not self.rows_selected:
+        if self.kind is not WalkKind.HEAP or not self.rows_selected:
             return MAX_BATCH_SIZE
         return int(MAX_BATCH_SIZE * min(100.0, self.rows_walked / self.rows_selected))
 
     def explain(self, conn: psycopg.Connection, size: int) -> str:
-        if self.kind == "heap":
+        if self.kind is WalkKind.HEAP:
             low, high = self._heap_range(size)
             statements = [self.statements.fresh_delete(low, high), self.statements.held_delete(low, high)]
             plans = [conn.execute(explain(s)).fetchall() for s in statements]
@@ -88,7 +96,7 @@ class Walk:
 
     def run_batch(self, conn: psycopg.Connection, size: int, remaining: int | None) -> Batch:
         """Run one batch (one transaction; two when a heap batch is redone) and move on."""
-        if self.kind == "heap":
+        if self.kind is WalkKind.HEAP:
             low, high = self._heap_range(size)
             # A DELETE has no LIMIT: a batch that could go past max_rows takes the two-pass statements.
             if remaining is not None and remaining < (high - low) * self.tuples_per_block:
@@ -157,5 +165,5 @@ def start_walk(conn: psycopg.Connection, leaf: LeafInfo, policy: CleanupPolicy, 
         rows_per_block=rows_per_block,
         tuples_per_block=(block_size - 24) // 28,  # page header; tuple header and line pointer
         fresh_lock_timeout=f"{max(1, int(fresh_lock_timeout.total_seconds() * 1000))}ms",
-        done=kind == "heap" and not blocks,
+        done=kind is WalkKind.HEAP and not blocks,
     )

@@ -5,15 +5,20 @@ from __future__ import annotations
 import dataclasses
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Group
+from rich.text import Text
 
 from pgops import replication
+from pgops.advisor.model import Advice
+from pgops.advisor.script import ms_text, summary, weight_text
 from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, duration_option, size_option, state
 from pgops.config import INT4_MAX, INT8_MAX
 from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
-from pgops.output import console, err_console, print_json
+from pgops.output import Bars, console, err_console, human_bytes, print_json, table
 
 
 class ScriptFormat(StrEnum):
@@ -60,10 +65,10 @@ def advise_indexes(
     Exit 0 when nothing is proposed, 1 when indexes are proposed (or built by --apply), 3 on error.
     """
     # sqlglot is heavy: only this command loads it, so every other command (and the daemon) starts light.
-    from pgops.advisor.apply import apply
+    from pgops.advisor.apply import Built, apply
     from pgops.advisor.model import AdvisorOptions
     from pgops.advisor.run import advise
-    from pgops.advisor.script import render_json, render_sql, render_tables
+    from pgops.advisor.script import render_json, render_sql
 
     least_time = duration_option(min_total_time, "--min-total-time")
     options = AdvisorOptions(
@@ -77,6 +82,7 @@ def advise_indexes(
         user=user,
         use_hypopg=not no_hypopg,
         include_pg_stat_statements=True if with_stats else None,
+        progress=Bars(),
     )
     st = state(ctx)
     settings = st.settings
@@ -97,9 +103,40 @@ def advise_indexes(
     else:
         typer.echo(render_sql(advice, explain=explain), nl=False)
     if do_apply and advice.recommendations:
-        results = apply(url, settings, advice)
+        results = apply(url, settings, advice, Bars())
         for result in results:
             err_console.print(f"{result.name}: {result.outcome}{' — ' + result.detail if result.detail else ''}")
-        if any(result.outcome == "failed" for result in results):
+        if any(result.outcome is Built.FAILED for result in results):
             raise PgopsError("some indexes could not be built (see above); their INVALID leftovers were dropped")
     raise typer.Exit(EXIT_WARNING if advice.recommendations else EXIT_OK)
+
+
+def render_tables(advice: Advice, *, explain: bool = False) -> Group:
+    parts: list[Any] = [Text(summary(advice))]
+    rows = [
+        [
+            rec.candidate.describe(),
+            weight_text(advice, rec.saved_ms),
+            human_bytes(rec.size_bytes),
+            ms_text(rec.write_overhead_ms) + (" (ends HOT)" if rec.ends_hot_updates else ""),
+            len(rec.queries),
+        ]
+        for rec in advice.recommendations
+    ]
+    if rows:
+        title = "Proposed indexes " + ("(validated with hypopg)" if advice.hypopg else "(UNVALIDATED: no hypopg)")
+        parts.append(table(title, ["index", "saves", "size", "write cost", "statements"], rows, keep=("saves", "size")))
+    else:
+        parts.append(Text("no index proposed" + ("" if explain else " (run with --explain to see why)")))
+    if advice.drops:
+        drop_rows = [[d.index, d.kind, human_bytes(d.size_bytes), d.reason] for d in advice.drops]
+        columns = ["index", "kind", "size", "reason"]
+        parts.append(table("Existing indexes to review", columns, drop_rows, keep=("kind", "size")))
+    if advice.skipped_by_reason:
+        skipped = list(advice.skipped_by_reason.items())
+        parts.append(table("Skipped statements", ["reason", "count"], skipped, keep=("count",)))
+    if explain and advice.rejected:
+        parts.append(
+            table("Rejected candidates", ["candidate", "reason"], [[r.index, r.reason] for r in advice.rejected])
+        )
+    return Group(*parts)

@@ -7,12 +7,13 @@ import dataclasses
 import typer
 from rich.markup import escape
 
-from pgops import output
+from pgops import cleanup, output
 from pgops.cleanup.policy import describe_condition, one_off_policy, policy_summary, resolve_policies
-from pgops.cleanup.runner import BatchResult, CleanupResult, RunOptions, run_policy, validate_all
+from pgops.cleanup.runner import CleanupResult, RunOptions
 from pgops.cli.app import FormatOption, app, duration_option, state
 from pgops.config import INT4_MAX, INT8_MAX, CleanupPolicy
-from pgops.errors import EXIT_OK, EXIT_WARNING, PgopsError
+from pgops.db import connect
+from pgops.errors import PgopsError
 from pgops.sqltext import printable
 
 cleanup_app = typer.Typer(help="Batched cleanup of expired rows without long locks.", no_args_is_help=True)
@@ -122,19 +123,14 @@ def run(
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     policies = {name: dataclasses.replace(policy, **overrides) for name, policy in policies.items()}
-    validate_all(st.dsn, policies, st.settings)
-    results = []
-    with output.progress("deleting expired rows") as advance:
-
-        def on_batch(batch: BatchResult) -> None:
-            advance(batch.deleted, policy=batch.policy)
-
-        for name, policy in policies.items():
-            options = RunOptions(dry_run=dry_run, on_batch=on_batch)
-            results.append(run_policy(st.dsn, name, policy, st.settings, options))
-    _render(results, fmt)
-    warned = any(r.warnings or r.expired_partitions or r.status == "limit" for r in results)
-    raise typer.Exit(EXIT_WARNING if warned else EXIT_OK)
+    # the chosen policies become the settings' only ones: `prepare` plans exactly those
+    chosen = dataclasses.replace(st.settings.cleanup, policies=policies, ready_made=[])
+    settings = dataclasses.replace(st.settings, cleanup=chosen)
+    with connect(st.dsn, settings.database) as conn:
+        plan = dataclasses.replace(cleanup.prepare(conn, settings), options=RunOptions(dry_run=dry_run))
+        result = cleanup.run(conn, plan, output.Bars())
+    _render(list(result.results), fmt)
+    raise typer.Exit(result.outcome.exit_code)
 
 
 @cleanup_app.command("list")

@@ -223,7 +223,8 @@ def pool_report(
             with pool.open_connection(this.url, settings) as conn:
                 peers = [t for t in known if t.url != this.url]
                 # PgBouncer pools one server's clients: `--target NAME` reads its console
-                _, found = pool.report(conn, settings, peers=peers, read_pgbouncer_pools=False)
+                plan = dataclasses.replace(pool.prepare(conn, settings), pgbouncer_url=None, peers=tuple(peers))
+                found = pool.run(conn, plan).report
             return found.status, as_json(found), render(found)
 
         assert chosen is not None
@@ -232,9 +233,10 @@ def pool_report(
     peers = [t for t in known if t.url != url]
     with pool.open_connection(url, settings) as conn:
         terminated = _terminate(conn, threshold, yes) if threshold is not None else None
+        plan = dataclasses.replace(pool.prepare(conn, settings), peers=tuple(peers))
         if watch is None:
-            _, report = pool.report(conn, settings, peers=peers)
+            report = pool.run(conn, plan).report
             _show(report, fmt, terminated)
         else:
-            report = _watch(lambda: pool.report(conn, settings, peers=peers)[1], fmt, watch, count)
+            report = _watch(lambda: pool.run(conn, plan).report, fmt, watch, count)
     raise typer.Exit(report.status)

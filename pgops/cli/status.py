@@ -9,10 +9,10 @@ import typer
 from rich.console import RenderableType
 from rich.text import Text
 
-from pgops import output, status
+from pgops import db, output, status
 from pgops.cli import targets as targets_cli
 from pgops.cli.app import app, state
-from pgops.config import Target
+from pgops.config import Settings, Target
 
 STYLE = {status.OK: "green", status.WARNING: "yellow", status.CRITICAL: "red"}
 
@@ -26,6 +26,13 @@ def render(report: status.Status) -> RenderableType:
     rows = [(c.name, Text(c.level, style=STYLE[c.level]), c.detail) for c in report.checks]
     title = f"pgops status — PostgreSQL {report.server}, database {report.database} as {report.user}"
     return output.table(title, ["check", "state", "detail"], rows, keep=("check", "state"))
+
+
+def _checked(url: str, settings: Settings, known: tuple[Target, ...]) -> status.Status:
+    """The contract's run on the server at `url`; the other targets are its peers."""
+    with db.connect(url, settings.database) as conn:
+        plan = dataclasses.replace(status.prepare(conn, settings), peers=tuple(t for t in known if t.url != url))
+        return status.run(conn, plan)
 
 
 @app.command("status")
@@ -43,12 +50,12 @@ def status_command(
     known = st.settings.targets()
 
     def one(this: Target) -> tuple[int, dict[str, Any], RenderableType]:
-        report = status.gather(this.url, st.settings, peers=[t for t in known if t.url != this.url])
+        report = _checked(this.url, st.settings, known)
         return report.exit_code, as_json(report), render(report)
 
     if chosen is not None and every:
         targets_cli.show(targets_cli.each(chosen, st, one), fmt)
-    report = status.gather(url, st.settings, peers=[t for t in known if t.url != url])
+    report = _checked(url, st.settings, known)
     if fmt is output.Format.json:
         output.print_json(as_json(report))
     else:

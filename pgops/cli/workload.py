@@ -140,13 +140,13 @@ def workload(
 
         def one(this: Target) -> tuple[int, dict[str, Any], RenderableType]:
             with workload_job.open_connection(this.url, settings) as conn:
-                found = workload_job.report(conn, settings)
+                found = workload_job.run(conn, workload_job.prepare(conn, settings))
             return found.status, as_json(found), render(found)
 
         assert chosen is not None
         targets_cli.show(targets_cli.each(chosen, st, one), fmt)
     with workload_job.open_connection(targets_cli.one_url(st, target), settings) as conn:
-        report = workload_job.report(conn, settings)
+        report = workload_job.run(conn, workload_job.prepare(conn, settings))
     if fmt is output.Format.json:
         output.print_json(as_json(report))
     else:

@@ -9,6 +9,7 @@ or missing fails its runs (and says so) while the daemon and the other jobs keep
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import multiprocessing
@@ -87,10 +88,14 @@ def _refresh(ctx: JobContext) -> str:
 
 def _cleanup(name: str, policy: CleanupPolicy) -> Callable[[JobContext], str]:
     def run(ctx: JobContext) -> str:
-        from pgops.cleanup.runner import RunOptions, run_policy
+        from pgops import cleanup
 
+        options = cleanup.RunOptions(should_stop=ctx.should_stop)
         try:
-            result = run_policy(ctx.dsn, name, policy, ctx.settings, RunOptions(should_stop=ctx.should_stop))
+            # this job's one policy, on this job's target
+            plan = cleanup.prepare(ctx.conn, ctx.settings)
+            plan = dataclasses.replace(plan, dsn=ctx.dsn, policies={name: policy}, options=options)
+            result = cleanup.run(ctx.conn, plan).results[0]
         except Exception as exc:
             HISTORY.record_cleanup(name, None, first_line(exc))
             raise
@@ -119,7 +124,10 @@ class _PoolSampler:
             self.idle_growth = IdleGrowth(settings.idle_growth_samples)
         # its own session: the pooled ones carry pgops' idle_in_transaction timeout, which the sample would read
         with pool_report.open_connection(ctx.dsn, ctx.settings) as conn:
-            sample, report = pool_report.report(conn, ctx.settings)
+            # the standbys' usage is the CLI's: the sampler's gauges are this server's connections
+            plan = dataclasses.replace(pool_report.prepare(conn, ctx.settings), standbys=False)
+            result = pool_report.run(conn, plan)
+        sample, report = result.sample, result.report
         for line in crossings(self.previous, report):
             log.warning("pool report: %s", line, extra={"job": ctx.job})
         self.previous = report

@@ -2,12 +2,14 @@
 
 `sample` reads (one pg_stat_activity snapshot); `limits`, `leaks` and `growth` decide (pure) and `analyze` puts
 the report together; `pgbouncer` reads a pooler's console, `terminate` ends sessions when asked, `export` turns
-a report into Prometheus gauges.
+a report into Prometheus gauges. The job's contract (docs/design/jobs.md): `prepare(conn, settings) -> Plan`,
+`run(conn, plan, progress) -> Result`; the CLI renders the result, the daemon's sampler exports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg.rows import dict_row
@@ -15,9 +17,11 @@ from psycopg.rows import dict_row
 from pgops import replication
 from pgops.config import Settings, Target
 from pgops.db import ConnectOptions, connect
+from pgops.errors import Level
 from pgops.pool_report.analyze import Report, StandbyUsage, analyze, standby_usage
 from pgops.pool_report.pgbouncer import read_pgbouncer
 from pgops.pool_report.sample import Sample, take_sample
+from pgops.progress import QUIET, Progress
 from pgops.resources import read_sql
 
 
@@ -33,6 +37,40 @@ def open_connection(dsn: str, settings: Settings) -> psycopg.Connection:
     return connect(dsn, settings.database, options)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one sample reads: PgBouncer's console when there is a URL, and on a primary its standbys' usage,
+    with `peers` (other targets) that are those standbys telling which session holds their xmin."""
+
+    settings: Settings
+    pgbouncer_url: str | None
+    peers: tuple[Target, ...] = ()
+    standbys: bool = True
+
+
+@dataclass(frozen=True)
+class Result:
+    sample: Sample
+    report: Report
+
+    @property
+    def outcome(self) -> Level:
+        return self.report.outcome
+
+
+def prepare(conn: psycopg.Connection, settings: Settings) -> Plan:
+    return Plan(settings, settings.pool_report.pgbouncer_url)
+
+
+def run(conn: psycopg.Connection, plan: Plan, progress: Progress = QUIET) -> Result:
+    """Sample the server (and PgBouncer's console), then analyze; one snapshot, nothing to report progress of."""
+    settings = plan.settings
+    sample = take_sample(conn)
+    pools = read_pgbouncer(plan.pgbouncer_url, settings.database.connect_timeout) if plan.pgbouncer_url else None
+    standbys = _standbys(conn, settings, plan.peers) if plan.standbys else []
+    return Result(sample, analyze(sample, settings.pool_report, pools, standbys))
+
+
 def report(
     conn: psycopg.Connection,
     settings: Settings,
@@ -41,12 +79,10 @@ def report(
     *,
     read_pgbouncer_pools: bool = True,
 ) -> tuple[Sample, Report]:
-    """Sample the server (and PgBouncer's console when given a URL), then analyze. On a primary, its standbys
-    too; `peers` (other targets) that are those standbys tell which session holds the xmin their feedback holds."""
-    sample = take_sample(conn)
+    """`run` with the plan's parts as arguments: PgBouncer's console at `pgbouncer_url` (else the setting's)."""
     url = (pgbouncer_url or settings.pool_report.pgbouncer_url) if read_pgbouncer_pools else None
-    pools = read_pgbouncer(url, settings.database.connect_timeout) if url else None
-    return sample, analyze(sample, settings.pool_report, pools, _standbys(conn, settings, peers))
+    result = run(conn, replace(prepare(conn, settings), pgbouncer_url=url, peers=tuple(peers)))
+    return result.sample, result.report
 
 
 def _standbys(conn: psycopg.Connection, settings: Settings, peers: Sequence[Target]) -> list[StandbyUsage]:

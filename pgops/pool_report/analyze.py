@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pgops.config import PoolReportSettings
-from pgops.errors import EXIT_OK, EXIT_WARNING
+from pgops.errors import EXIT_OK, EXIT_WARNING, LEVELS, Level
 from pgops.pool_report.growth import Growth as Growth  # re-exported: the daemon imports it from here
 from pgops.pool_report.growth import IdleGrowth as IdleGrowth
 from pgops.pool_report.leaks import IDLE_IN_TRANSACTION_STATES, IDLE_POOL_BLOAT, Problem, leaks
@@ -78,6 +78,10 @@ class Report:
     @property
     def status_name(self) -> str:
         return LEVEL_NAMES[self.status]
+
+    @property
+    def outcome(self) -> Level:
+        return LEVELS[self.status]
 
 
 def groups(sample: Sample, problems: list[Problem]) -> list[Group]:

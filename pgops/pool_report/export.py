@@ -20,7 +20,7 @@ from pgops.pool_report.leaks import (
     WAITING_ON_LOCK,
     XMIN_HORIZON,
 )
-from pgops.pool_report.limits import LimitUsage
+from pgops.pool_report.limits import LimitKind, LimitUsage
 
 OTHER = "other"
 PROBLEM_KINDS = (IDLE_IN_TRANSACTION, WAITING_ON_LOCK, LONG_TRANSACTION, LONG_QUERY, XMIN_HORIZON, IDLE_POOL_BLOAT)
@@ -33,11 +33,11 @@ def bounded_applications(totals: Counter[str], top_n: int) -> dict[str, str]:
 
 
 def _limits(report: Report, top_n: int) -> list[LimitUsage]:
-    server = [u for u in report.limits if u.kind == "server"]
-    others = [u for u in report.limits if u.kind != "server"]
+    server = [u for u in report.limits if u.kind == LimitKind.SERVER]
+    others = [u for u in report.limits if u.kind != LimitKind.SERVER]
     pools = [
         LimitUsage(
-            "pgbouncer pool",
+            LimitKind.PGBOUNCER_POOL,
             f"{p.database}/{p.user}",
             p.servers_used,
             p.pool_size,

@@ -8,6 +8,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_OK, EXIT_WARNING
@@ -15,20 +16,32 @@ from pgops.pool_report.sample import Backend, Sample
 
 IDLE_IN_TRANSACTION_STATES = ("idle in transaction", "idle in transaction (aborted)")
 
-# Leak signals (Problem.kind).
-IDLE_IN_TRANSACTION = "idle in transaction"
-WAITING_ON_LOCK = "waiting on lock"
-LONG_TRANSACTION = "long transaction"
-LONG_QUERY = "long query"
-XMIN_HORIZON = "holds xmin horizon"
-IDLE_POOL_BLOAT = "idle pool bloat"
+
+class Leak(StrEnum):
+    """A leak signal (`Problem.kind`)."""
+
+    IDLE_IN_TRANSACTION = "idle in transaction"
+    WAITING_ON_LOCK = "waiting on lock"
+    LONG_TRANSACTION = "long transaction"
+    LONG_QUERY = "long query"
+    XMIN_HORIZON = "holds xmin horizon"
+    IDLE_POOL_BLOAT = "idle pool bloat"
+
+
+# the names the rest of the report (and its tests) use
+IDLE_IN_TRANSACTION = Leak.IDLE_IN_TRANSACTION
+WAITING_ON_LOCK = Leak.WAITING_ON_LOCK
+LONG_TRANSACTION = Leak.LONG_TRANSACTION
+LONG_QUERY = Leak.LONG_QUERY
+XMIN_HORIZON = Leak.XMIN_HORIZON
+IDLE_POOL_BLOAT = Leak.IDLE_POOL_BLOAT
 
 
 @dataclass(frozen=True)
 class Problem:
     """One leak signal on one session, with what a person needs to act on it."""
 
-    kind: str
+    kind: Leak
     pid: int
     database: str | None
     user: str | None

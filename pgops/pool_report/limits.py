@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from enum import StrEnum
 
 from pgops.config import PoolReportSettings
 from pgops.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, LEVELS
@@ -14,11 +15,20 @@ from pgops.pool_report.sample import Sample
 LEVEL_NAMES = {code: str(level) for code, level in LEVELS.items()}  # levels here are exit codes, ordered
 
 
+class LimitKind(StrEnum):
+    """What a limit is a limit of."""
+
+    SERVER = "server"
+    DATABASE = "database"
+    ROLE = "role"
+    PGBOUNCER_POOL = "pgbouncer pool"
+
+
 @dataclass(frozen=True)
 class LimitUsage:
     """One limit: connections used against the usable slots, with the level its thresholds give."""
 
-    kind: str  # server, database, role, pgbouncer pool
+    kind: LimitKind
     name: str
     used: int
     limit: int
@@ -48,7 +58,7 @@ def level_for(ratio: float, settings: PoolReportSettings) -> int:
     return EXIT_OK
 
 
-def _usage(kind: str, name: str, used: int, limit: int, settings: PoolReportSettings) -> LimitUsage:
+def _usage(kind: LimitKind, name: str, used: int, limit: int, settings: PoolReportSettings) -> LimitUsage:
     ratio = used / limit if limit > 0 else (1.0 if used else 0.0)  # a zero limit is full with one session
     return LimitUsage(kind, name, used, limit, limit - used, ratio, level_for(ratio, settings))
 
@@ -63,15 +73,15 @@ def saturation(sample: Sample, settings: PoolReportSettings) -> list[LimitUsage]
     """
     server = sample.server
     usable = server.max_connections - server.superuser_reserved_connections - server.reserved_connections
-    limits = [_usage("server", "max_connections", len(sample.backends), usable, settings)]
+    limits = [_usage(LimitKind.SERVER, "max_connections", len(sample.backends), usable, settings)]
     per_database = Counter(b.database for b in sample.backends)
     per_role = Counter(b.user for b in sample.backends)
     limits += [
-        _usage("database", name, per_database[name], limit, settings)
+        _usage(LimitKind.DATABASE, name, per_database[name], limit, settings)
         for name, limit in sorted(sample.database_limits.items())
     ]
     limits += [
-        _usage("role", name, per_role[name], limit, settings)
+        _usage(LimitKind.ROLE, name, per_role[name], limit, settings)
         for name, limit in sorted(sample.role_limits.items())
         if name not in sample.superusers
     ]

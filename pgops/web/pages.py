@@ -112,14 +112,18 @@ class Pages:
 
         def read() -> Any:
             with pool_report.open_connection(self.dsn, self.settings) as conn:
-                return pool_report.report(conn, self.settings)[1]
+                return pool_report.run(conn, pool_report.prepare(conn, self.settings)).report
 
         return _read(read)
 
     def status(self) -> Read:
         from pgops import status
 
-        return _read(lambda: status.gather(self.dsn, self.settings))
+        def read() -> Any:
+            with db.connect(self.dsn, self.settings.database) as conn:
+                return status.run(conn, status.prepare(conn, self.settings))
+
+        return _read(read)
 
     def views(self) -> Read:
         from pgops.refresh.queue import watched_views
@@ -135,7 +139,7 @@ class Pages:
 
         def read() -> Any:
             with workload.open_connection(self.dsn, self.settings) as conn:
-                return workload.report(conn, self.settings)
+                return workload.run(conn, workload.prepare(conn, self.settings))
 
         return _read(read)
 

@@ -11,15 +11,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from pgops.config import WorkloadSettings
-from pgops.errors import EXIT_OK, EXIT_WARNING, LEVELS
+from pgops.errors import EXIT_OK, EXIT_WARNING, LEVELS, Level
 from pgops.output import human_milliseconds
 from pgops.pool_report.leaks import mask_query
 from pgops.workload.read import HIDDEN_QUERY, Snapshot, StatementStats
 
-N_PLUS_ONE = "n+1 suspect"
-HEAVY = "heavy"
+
+class Kind(StrEnum):
+    """Why a statement is listed: an N+1 suspect, or only heavy."""
+
+    N_PLUS_ONE = "n+1 suspect"
+    HEAVY = "heavy"
+
+
+N_PLUS_ONE, HEAVY = Kind.N_PLUS_ONE, Kind.HEAVY
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,7 @@ class StatementCost:
     rows_per_call: float
     shared_blks_hit: int
     shared_blks_read: int
-    kind: str | None = None  # N_PLUS_ONE, HEAVY or None
+    kind: Kind | None = None
     reason: str | None = None  # which thresholds it passed, with its figures
     fix: str | None = None  # what usually fixes it
 
@@ -64,7 +72,11 @@ class WorkloadReport:
 
     @property
     def status_name(self) -> str:
-        return str(LEVELS[self.status])
+        return str(self.outcome)
+
+    @property
+    def outcome(self) -> Level:
+        return LEVELS[self.status]
 
 
 def _limit_ms(value: float) -> str:

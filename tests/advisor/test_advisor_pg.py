@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from pgops import demo
-from pgops.advisor.apply import apply
+from pgops.advisor.apply import Built, apply
 from pgops.advisor.catalog import read_catalog
 from pgops.advisor.hypo import PlanError, Planner, hypopg_schema
 from pgops.advisor.model import SKIP_PRIVILEGE, Advice, AdvisorOptions, Analysis, Candidate, Recommendation
@@ -199,7 +199,7 @@ def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
     )
     advice = Advice("db", datetime.now(UTC), [], {}, True, "", 0, 0, recommendations=[broken])
     results = apply(demo_dsn, settings_for(demo_dsn), advice)
-    assert results[0].outcome == "failed" and "dropped the INVALID leftover" in results[0].detail
+    assert results[0].outcome is Built.FAILED and "dropped the INVALID leftover" in results[0].detail
     assert demo_conn.execute("SELECT to_regclass('public.orders_status_broken')").fetchone()[0] is None
 
     # An INVALID leftover of an earlier run (made here on purpose) is rebuilt, not kept by IF NOT EXISTS.
@@ -210,7 +210,7 @@ def test_a_failed_build_drops_its_invalid_leftover(demo_dsn, demo_conn):
             "orders_status_idx", "CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_status_idx ON public.orders (status)"
         )
     ]
-    assert apply(demo_dsn, settings_for(demo_dsn), advice)[0].outcome == "built"
+    assert apply(demo_dsn, settings_for(demo_dsn), advice)[0].outcome is Built.BUILT
     assert demo_conn.execute(
         "SELECT indisvalid, indisunique FROM pg_index WHERE indexrelid = 'orders_status_idx'::regclass"
     ).fetchone() == (True, False)
