@@ -370,7 +370,9 @@ def test_pg_stat_statements_filters_and_metrics(demo_dsn, demo_conn, cli, tmp_pa
     assert len(everything) > 5
     assert all(a.total_time_ms >= b.total_time_ms for a, b in itertools.pairwise(everything))
     top = read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, top=3))
-    assert [s.queryid for s in top] == [s.queryid for s in everything[:3]]
+    # the heaviest, in order; entries grow while we look (other sessions' statements), so near-ties may swap
+    assert len(top) == 3 and all(a.total_time_ms >= b.total_time_ms for a, b in itertools.pairwise(top))
+    assert {s.queryid for s in top} <= {s.queryid for s in everything[:5]}
     busy = read_pg_stat_statements(demo_conn, StatementFilter(min_calls=50, top=1000))
     assert busy and all(s.calls >= 50 for s in busy) and len(busy) < len(everything)
     assert read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, top=1000, user="no_such_role")) == []

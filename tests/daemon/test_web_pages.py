@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pgops import demo, migrate
 from pgops.config import load_settings
@@ -126,7 +127,8 @@ def site(pg_server, tmp_path_factory) -> Iterator[Site]:
         # what the pages show comes from the jobs: a cleanup run, the advice, a few pool samples
         wait_for(lambda: _outcomes(log, "cleanup:sessions"), 60, "a cleanup run")
         wait_for(lambda: _outcomes(log, "advisor"), 120, "the advice")
-        wait_for(lambda: len(_outcomes(log, "pool-sample")) >= 3, 60, "three pool samples")
+        # counted from /metrics: a run that says what the last one said is logged at debug only
+        wait_for(lambda: _runs(url, "pool-sample") >= 3, 60, "three pool samples")
         wait_for(lambda: _refreshed(dsn), 60, "fund_stats refreshed")
         with playwright_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
@@ -155,6 +157,17 @@ def _answers(url: str) -> bool:
         return http_get(url)[0] == 200
     except OSError:  # not listening yet
         return False
+
+
+def _runs(url: str, job: str) -> float:
+    """The daemon's successful runs of `job`, from its /metrics."""
+    _, body = http_get(url + "/metrics")
+    for family in text_string_to_metric_families(body):
+        if family.name == "pgops_daemon_job_runs":
+            return sum(
+                s.value for s in family.samples if s.labels.get("job") == job and s.labels.get("outcome") == "ok"
+            )
+    return 0.0
 
 
 def _outcomes(log: Path, job: str) -> list[str]:
