@@ -31,6 +31,13 @@ class Baseline:
 
     total_time_ms: float
     cost: float
+    # What a cut is judged noise against: by default the cost now, but a cost that the advice, once applied,
+    # does not lower (the statement's cost without secondary indexes) keeps a second run judging the same.
+    scale: float = 0.0
+
+    @property
+    def noise(self) -> float:
+        return NOISE * max(self.scale, self.cost)
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ class Selection:
 
 def _weighted_cut(baseline: Baseline, current: float, after: float) -> float:
     """The statement's weight times the share of its cost an index set cuts; nothing below the noise."""
-    if baseline.cost <= 0 or (current - after) < NOISE * baseline.cost:
+    if baseline.cost <= 0 or (current - after) < baseline.noise:
         return 0.0
     return baseline.total_time_ms * (current - after) / baseline.cost
 
@@ -117,6 +124,9 @@ class _Search:
         self.total = problem.workload_ms if problem.workload_ms is not None else weights
         self.extended: dict[Candidate, Candidate] = {}
         self.alone: dict[Candidate, tuple[float, float, float]] = {}  # a seed's parts against the existing indexes
+        # Each step's parts as last costed, with the set they were costed against: the final round costs every
+        # step against the final set, which the rejection reasons then read instead of planning again.
+        self.costed: dict[Step, tuple[frozenset[Candidate], tuple[float, float, float]]] = {}
 
     def gain(self, step: Step) -> tuple[float, float]:
         """(net saving in ms, bytes added) of taking `step` from the current set."""
@@ -128,17 +138,25 @@ class _Search:
         config = (self.config - {step.old}) | {step.new}
         numbers = set(self.p.statements_of(step.new)) | (set(self.p.statements_of(step.old)) if step.old else set())
         saved = 0.0
-        for number in numbers:
+        for number in sorted(numbers):
             base = self.p.baselines.get(number)
             if base is None:
                 continue
             after = self.p.cost(number, config)
             change = self.current[number] - after
-            if abs(change) >= NOISE * base.cost:
+            if abs(change) >= base.noise:
                 saved += base.total_time_ms * change / base.cost if base.cost > 0 else 0.0
         overhead = self.p.write_overhead_ms(step.new) - (self.p.write_overhead_ms(step.old) if step.old else 0.0)
         added = self.p.size(step.new) - (self.p.size(step.old) if step.old else 0)
+        self.costed[step] = (self.config, (saved, overhead, float(added)))
         return saved, overhead, float(added)
+
+    def known_parts(self, step: Step) -> tuple[float, float, float]:
+        """`parts`, from the last costing when that was against the current set."""
+        known = self.costed.get(step)
+        if known is not None and known[0] == self.config:
+            return known[1]
+        return self.parts(step)
 
     def fits(self, step: Step) -> Stop | None:
         if step.old is None and len(self.config) >= self.budget.max_indexes:
@@ -162,13 +180,55 @@ def _ratio(net: float, added: float) -> float:
     return net / max(added, 8192.0)  # a page at least: a step that adds nothing is not infinitely good
 
 
+# Rounds of growth and pruning before the set is taken as it stands (each round but the last changes the set).
+MAX_ROUNDS = 8
+
+
 def choose(problem: Problem, budget: Budget) -> Selection:
+    """Grow the set, prune it, then cost every step again against the set as it stands, exactly, and grow on
+    if one passes: the lazy bounds and the re-costing after each step are shortcuts that can miss a step (one
+    dropped while a competitor stood that pruning took out, one that only pays beside an index chosen later),
+    and a run on this advice, applied, costs exactly those steps. The set is done when none passes: the fixed
+    point, up to the planner costing a built index as it costed the hypothetical one."""
     search = _Search(problem, budget)
     outcome = Selection(total_ms=search.total)
+    seeds = list(dict.fromkeys(problem.seeds))
+    pruned: list[Rejection] = []
+    seen: set[frozenset[Candidate]] = set()
+    for _ in range(MAX_ROUNDS):
+        seen.add(search.config)
+        steps = [Step(seed) for seed in seeds if seed not in search.config]
+        steps += [
+            Step(extension, index)
+            for index in sorted(search.config, key=lambda c: c.describe())
+            for extension in problem.extensions(index)
+            if extension not in search.config
+        ]
+        if not _grow(problem, budget, search, outcome, seeds, steps):
+            break
+        pruned += _prune(problem, search, budget)
+        if search.config in seen:
+            break  # pruning took out what this round added
+    outcome.chosen = _explain(problem, search.config)
+    chosen = {c.candidate.describe() for c in outcome.chosen}
+    pruned = list({r.index: r for r in pruned if r.index not in chosen}.values())
+    outcome.rejected = pruned + _rejections(problem, search, budget, {r.index for r in pruned})
+    outcome.saved_ms = sum(
+        max(0.0, _weighted_cut(base, base.cost, search.current[number])) for number, base in problem.baselines.items()
+    )
+    return outcome
+
+
+def _grow(
+    problem: Problem, budget: Budget, search: _Search, outcome: Selection, seeds: list[Candidate], steps: list[Step]
+) -> bool:
+    """Extend from the current set, lazily, starting from `steps` costed exactly; whether a step was taken."""
     # The lazy queue holds (-ratio, tie-break, step); a popped step is re-evaluated against the current set and
     # taken only if it is still at least as good as the next one's (older) bound.
     queue: list[tuple[float, str, int, Step]] = []
     counter = 0
+    took = False
+    outcome.stop = Stop.nothing_left  # the last round's reason is the one that stands
 
     def push(step: Step) -> None:
         nonlocal counter
@@ -180,14 +240,14 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             counter += 1
             heapq.heappush(queue, (-_ratio(net, added), step.new.describe(), counter, step))
 
-    seeds = list(dict.fromkeys(problem.seeds))
-    for seed in seeds:
-        push(Step(seed))
+    for step in steps:
+        push(step)
     while queue:
         _, _, _, step = heapq.heappop(queue)
         if (step.old is not None and step.old not in search.config) or step.new in search.config:
             continue  # extends an index since replaced, or already taken
-        net, added = search.gain(step)  # against the current set: the planner calls are cached by set
+        saved, overhead, added = search.known_parts(step)  # against the current set
+        net = saved - overhead
         if net <= 0:
             continue
         ratio = _ratio(net, added)
@@ -206,6 +266,7 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             outcome.stop = over  # a smaller step may still fit
             continue
         search.take(step)
+        took = True
         for extension in problem.extensions(step.new):
             push(Step(extension, step.new))
         # An index on another table may now be worth more than its bound says (a join that can now start from
@@ -219,13 +280,7 @@ def choose(problem: Problem, budget: Budget) -> Selection:
                 and touched & set(problem.statements_of(seed))
             ):
                 push(Step(seed))
-    pruned = _prune(problem, search, budget)
-    outcome.chosen = _explain(problem, search.config)
-    outcome.rejected = pruned + _rejections(problem, search, budget, {r.index for r in pruned})
-    outcome.saved_ms = sum(
-        max(0.0, _weighted_cut(base, base.cost, search.current[number])) for number, base in problem.baselines.items()
-    )
-    return outcome
+    return took
 
 
 def _prune(problem: Problem, search: _Search, budget: Budget) -> list[Rejection]:
@@ -290,7 +345,8 @@ def _why_not(seed: Candidate, search: _Search, budget: Budget) -> str:
         return "no statement got cheaper with it (the planner would not use it, or barely)"
     if saved <= overhead:
         return f"write overhead ~{overhead:,.1f} ms outweighs the ~{saved:,.1f} ms it saves"
-    net, added = search.gain(Step(seed))
+    saved, overhead, added = search.known_parts(Step(seed))
+    net = saved - overhead
     if net <= 0:
         return "its statements are already served by the chosen indexes"
     share = net / search.total if search.total else 0.0
