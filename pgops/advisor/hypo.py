@@ -59,6 +59,7 @@ class Planner:
         self._created = 0
         self._live: dict[Candidate, int] = {}
         self._types: dict[str, list[str]] = {}  # the parameter types a statement planned with
+        self.refused: dict[Candidate, str] = {}  # candidates hypopg would not create, and why
         conn.read_only = True
 
     # -- costs -------------------------------------------------------------------------------------------------
@@ -162,23 +163,32 @@ class Planner:
 
     def configure(self, candidates: frozenset[Candidate]) -> None:
         """Make exactly `candidates` the hypothetical indexes the planner sees (creating and dropping the
-        difference from the last set, so successive sets that differ by one index cost one call)."""
+        difference from the last set, so successive sets that differ by one index cost one call), but for those
+        hypopg refuses, which are left out and listed in `refused`."""
         assert self.hypopg is not None
         if self._created + len(candidates - self._live.keys()) > BATCH:
             self._reset()
         for gone in self._live.keys() - candidates:
             self._drop(self._live.pop(gone))
-        for new in candidates - self._live.keys():
-            self._live[new] = self._create(new)[0]
+        for new in candidates - self._live.keys() - self.refused.keys():
+            try:
+                self._live[new] = self._create(new)[0]
+            except PlanError as exc:  # planned without it: it can show no saving
+                self.refused[new] = str(exc)
 
     def _create(self, candidate: Candidate) -> tuple[int, str]:
         schema = sql.Identifier(self.hypopg or "public")
         if self._created >= BATCH:
             self._reset()
         definition = index_definition(candidate, None).as_string(self.conn)
-        row = self.conn.execute(
-            sql.SQL("SELECT indexrelid, indexname FROM {}.hypopg_create_index(%s)").format(schema), [definition]
-        ).fetchone()
+        try:
+            row = self.conn.execute(
+                sql.SQL("SELECT indexrelid, indexname FROM {}.hypopg_create_index(%s)").format(schema), [definition]
+            ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            raise
+        except psycopg.Error as exc:  # hypopg refuses this index (a type, an expression, a table gone since)
+            raise PlanError(f"hypopg could not create {candidate.describe()}: {_message(exc)}") from None
         assert row is not None
         self._created += 1
         return int(row[0]), str(row[1])

@@ -15,6 +15,7 @@ from pgops.advisor.catalog import read_catalog
 from pgops.advisor.hypo import PlanError, Planner, hypopg_schema
 from pgops.advisor.model import (
     SKIP_PLAN_FAILED,
+    SKIP_WHATIF_FAILED,
     Advice,
     AdvisorOptions,
     Analysis,
@@ -22,6 +23,7 @@ from pgops.advisor.model import (
     Catalog,
     QueryCost,
     Recommendation,
+    Rejection,
     Skipped,
     Statement,
 )
@@ -222,7 +224,12 @@ def analyze_workload(
                 ],
             )
         )
-    not_chosen = selection.rejected
+    # A candidate hypopg would not create showed no saving; a statement whose what-if plan failed counted as
+    # no index helping it: both say why rather than abort the run.
+    refused = {candidate.describe(): reason for candidate, reason in planner.refused.items()}
+    not_chosen = [Rejection(r.index, refused[r.index]) if r.index in refused else r for r in selection.rejected]
+    for number, reason in sorted(whatif.failures.items()):
+        skipped.append(_skip(analyses[number].statement, SKIP_WHATIF_FAILED, reason))
     for skip in skipped:
         metrics.ADVISOR_SKIPPED.labels(reason=skip.reason).inc()
     return Advice(
@@ -233,7 +240,7 @@ def analyze_workload(
         hypopg=schema is not None,
         hypopg_note=_hypopg_note(conn, schema, options),
         statements=len(statements),
-        analyzed=len(analyses) - sum(skip.reason == SKIP_PLAN_FAILED for skip in skipped),
+        analyzed=len(analyses) - sum(skip.reason in (SKIP_PLAN_FAILED, SKIP_WHATIF_FAILED) for skip in skipped),
         recommendations=recommendations,
         rejected=rejected + not_chosen,
         skipped=skipped,

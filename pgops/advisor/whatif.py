@@ -17,6 +17,7 @@ class WhatIf:
         self.baseline = baseline
         self._cache: dict[tuple[int, frozenset[Candidate]], float] = {}
         self.planned = 0  # planner calls made, for the summary and the tests
+        self.failures: dict[int, str] = {}  # statements a what-if plan failed for: the first reason
 
     def relevant(self, number: int, config: frozenset[Candidate]) -> frozenset[Candidate]:
         tables = self.analyses[number].tables
@@ -36,10 +37,11 @@ class WhatIf:
         if self.planner.hypopg is None:
             estimates = [rules.estimate(analysis, candidate, self.catalog) for candidate in indexes]
             return min([self.baseline[number], *estimates])
-        self.planner.configure(indexes)
         self.planned += 1
         try:
+            self.planner.configure(indexes)
             costs = self.planner.costs(analysis)
-        except PlanError:
+        except PlanError as exc:  # no saving can be shown: the statement counts as no index helping it
+            self.failures.setdefault(number, str(exc))
             return self.baseline[number]
         return min(costs.cost, self.baseline[number])  # an index the plan would not use costs nothing

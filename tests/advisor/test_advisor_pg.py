@@ -26,6 +26,7 @@ from pgops.advisor.model import SKIP_PRIVILEGE, Advice, AdvisorOptions, Analysis
 from pgops.advisor.parse import analyze
 from pgops.advisor.run import advise
 from pgops.advisor.script import render_sql
+from pgops.advisor.whatif import WhatIf
 from pgops.config import DatabaseSettings, Settings
 from tests.advisor.helpers import statement
 from tests.conftest import PgServer, create_database, drop_database
@@ -252,6 +253,29 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
         assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
         assert session.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0
         assert session.execute("SHOW transaction_read_only").fetchone()[0] == "off"  # only our own transactions
+
+
+@pytest.mark.needs_hypopg
+def test_an_index_hypopg_refuses_is_left_out_of_the_plan_not_the_run(dsn, conn):
+    """hypopg refusing one hypothetical index (a column gone since the catalog was read) costs the set without
+    it and names it, instead of aborting the whole run."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
+    conn.execute("ANALYZE t")
+    with psycopg.connect(dsn, autocommit=True) as session:
+        catalog = read_catalog(session)
+        planner = Planner(session, catalog, hypopg_schema(session))
+        query = analyze(statement("SELECT * FROM t WHERE a = 5"), catalog)
+        assert isinstance(query, Analysis)
+        good, gone = Candidate(("public", "t"), ("a",)), Candidate(("public", "t"), ("no_such_column",))
+        with planner.session():
+            base = planner.costs(query).cost
+            whatif = WhatIf(planner, catalog, [query], {0: base})
+            assert whatif.cost(0, frozenset({gone})) == base
+            assert whatif.cost(0, frozenset({good, gone})) < base / 2
+        assert list(planner.refused) == [gone] and "no_such_column" in planner.refused[gone]
+        assert whatif.failures == {}
+        assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
 
 
 def test_generic_plan_on_16_costs_parameters_prepare_can_not_type(pg_server, dsn, conn):
