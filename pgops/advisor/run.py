@@ -4,6 +4,7 @@ otherwise), choose for the whole workload, and review existing indexes. The daem
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import psycopg
@@ -170,6 +171,8 @@ def analyze_workload(
                 )
             return overheads[candidate]
 
+        reference = _cost_reference(analyses, baselines, catalog, unit)
+        baselines_costs = {n: b.cost for n, b in baselines.items()}
         problem = Problem(
             baselines=baselines,
             seeds=sorted(candidates, key=lambda c: c.describe()),
@@ -178,7 +181,8 @@ def analyze_workload(
             size=size,
             write_overhead_ms=lambda c: overhead(c)[1] * per_weight,
             extensions=extensions,
-            workload_ms=_reference(analyses, baselines, catalog, unit),
+            workload_ms=reference(baselines_costs) if reference else _measured(analyses),
+            reference=reference,
         )
         with progress("choosing indexes", total=None):
             selection = choose(
@@ -327,18 +331,26 @@ def table_writes(analyses: list[Analysis]) -> dict[tuple[str, str], TableWrites]
     return writes
 
 
-def _reference(analyses: list[Analysis], baselines: dict[int, Baseline], catalog: Catalog, unit: Unit) -> float:
-    """What the thresholds are shares of, as steady as can be before and after the advice is applied: the
-    measured time, or with plan cost alone a cost that the applied indexes lower as little as possible (the plan
-    cost itself falls with them, so a second run would find the rest of the steps worth more)."""
+def _measured(analyses: list[Analysis]) -> float:
+    return sum(a.statement.total_time_ms for a in analyses)
+
+
+def _cost_reference(
+    analyses: list[Analysis], baselines: dict[int, Baseline], catalog: Catalog, unit: Unit
+) -> Callable[[Mapping[int, float]], float] | None:
+    """What the thresholds are shares of, where the weights are plan cost: the workload's cost given each
+    statement's, counting a statement at least as scans of its tables (a cost no index lowers). The selection
+    lowers it as its set lowers the costs, so a second run on the applied advice judges against the same figure.
+    None where time was measured: measured time stays the reference."""
     if unit is not Unit.cost:
-        return sum(a.statement.total_time_ms for a in analyses)
-    # Per statement the larger of its scan cost and its plan cost now: a plan the indexes did not change keeps
-    # its cost as in the first run, one they cut counts at least as scans.
-    return sum(
-        max(rules.statement_cost(analyses[n], catalog), base.cost) * analyses[n].statement.calls
-        for n, base in baselines.items()
-    )
+        return None
+    floors = {n: rules.statement_cost(analyses[n], catalog) for n in baselines}
+    calls = {n: analyses[n].statement.calls for n in baselines}
+
+    def reference(costs: Mapping[int, float]) -> float:
+        return sum(max(floors[n], costs[n]) * calls[n] for n in floors)
+
+    return reference
 
 
 def _covered_rows(catalog: Catalog, candidate: Candidate) -> float:

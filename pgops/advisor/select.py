@@ -13,7 +13,7 @@ Pure: the costs come through the `Costs` callback.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -31,13 +31,6 @@ class Baseline:
 
     total_time_ms: float
     cost: float
-    # What a cut is judged noise against: by default the cost now, but a cost that the advice, once applied,
-    # does not lower (the statement's cost without secondary indexes) keeps a second run judging the same.
-    scale: float = 0.0
-
-    @property
-    def noise(self) -> float:
-        return NOISE * max(self.scale, self.cost)
 
 
 @dataclass(frozen=True)
@@ -79,6 +72,9 @@ class Problem:
     # Measured time stays the reference after an index made some statements cheaper, so what was negligible
     # before stays negligible on the next run.
     workload_ms: float | None = None
+    # Where the reference is itself a cost (no timings), the reference given the statements' costs under a set:
+    # a run on the applied advice measures the workload as the advice left it, so the thresholds here are too.
+    reference: Callable[[Mapping[int, float]], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class Selection:
 
 def _weighted_cut(baseline: Baseline, current: float, after: float) -> float:
     """The statement's weight times the share of its cost an index set cuts; nothing below the noise."""
-    if baseline.cost <= 0 or (current - after) < baseline.noise:
+    if baseline.cost <= 0 or (current - after) < NOISE * current:
         return 0.0
     return baseline.total_time_ms * (current - after) / baseline.cost
 
@@ -144,7 +140,7 @@ class _Search:
                 continue
             after = self.p.cost(number, config)
             change = self.current[number] - after
-            if abs(change) >= base.noise:
+            if abs(change) >= NOISE * self.current[number]:
                 saved += base.total_time_ms * change / base.cost if base.cost > 0 else 0.0
         overhead = self.p.write_overhead_ms(step.new) - (self.p.write_overhead_ms(step.old) if step.old else 0.0)
         added = self.p.size(step.new) - (self.p.size(step.old) if step.old else 0)
@@ -181,7 +177,7 @@ def _ratio(net: float, added: float) -> float:
 
 
 # Rounds of growth and pruning before the set is taken as it stands (each round but the last changes the set).
-MAX_ROUNDS = 8
+MAX_ROUNDS = 12
 
 
 def choose(problem: Problem, budget: Budget) -> Selection:
@@ -204,11 +200,18 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             for extension in problem.extensions(index)
             if extension not in search.config
         ]
-        if not _grow(problem, budget, search, outcome, seeds, steps):
+        if _grow(problem, budget, search, outcome, seeds, steps):
+            pruned += _prune(problem, search, budget)
+            if search.config in seen:
+                break  # pruning took out what this round added
+            continue
+        # Nothing passes any more. Where the reference is a cost, the set lowers it: a run on the applied advice
+        # would judge against the lower one, so the thresholds here follow it down until it holds still.
+        lower = problem.reference(search.current) if problem.reference is not None else search.total
+        if lower >= search.total:
             break
-        pruned += _prune(problem, search, budget)
-        if search.config in seen:
-            break  # pruning took out what this round added
+        search.total = lower
+    outcome.total_ms = search.total
     outcome.chosen = _explain(problem, search.config)
     chosen = {c.candidate.describe() for c in outcome.chosen}
     pruned = list({r.index: r for r in pruned if r.index not in chosen}.values())
@@ -284,19 +287,27 @@ def _grow(
 
 
 def _prune(problem: Problem, search: _Search, budget: Budget) -> list[Rejection]:
-    """Take out, weakest first, a chosen index the rest of the set has made negligible: a step that was worth
-    it when taken may be served later by an extension of another index."""
+    """Take out, weakest per byte first, a chosen index the rest of the set has made negligible, in all or per
+    MB of its whole size: a step that was worth it when taken may be served later by an extension of another
+    index, and an index kept must be worth its size beside the rest, as a new step of that size would be."""
     rejected = []
     while search.config:
-        choices = _explain(problem, search.config)
-        weakest = min(choices, key=lambda c: (c.saved_ms - c.write_overhead_ms, c.candidate.describe()))
-        if weakest.saved_ms - weakest.write_overhead_ms >= budget.min_share * search.total:
+        weak = [
+            choice
+            for choice in _explain(problem, search.config)
+            if (net := choice.saved_ms - choice.write_overhead_ms) < budget.min_share * search.total
+            or net / search.total / (max(choice.size_bytes, 8192) / MB) < budget.min_share_per_mb
+        ]
+        if not weak:
             break
+        weakest = min(
+            weak, key=lambda c: (_ratio(c.saved_ms - c.write_overhead_ms, c.size_bytes), c.candidate.describe())
+        )
         search.config = search.config - {weakest.candidate}
         for number in problem.statements_of(weakest.candidate):
             if number in search.current:
                 search.current[number] = problem.cost(number, search.config)
-        reason = "taken, then left out: the rest of the chosen set serves its statements as well"
+        reason = "taken, then left out: beside the rest of the chosen set it saves too little for its size"
         rejected.append(Rejection(weakest.candidate.describe(), reason))
     return rejected
 
