@@ -137,7 +137,7 @@ def test_a_run_on_its_own_applied_choice_takes_nothing_more():
                 (1, frozenset()): 100.0,
                 (1, frozenset({c})): 60.0,
             }
-        ),  # fmt: skip
+        ),
         size=lambda _: MB,
         write_overhead_ms=lambda _: 0.0,
         workload_ms=200.0,
@@ -170,7 +170,7 @@ def test_thresholds_follow_the_cost_reference_down_to_where_a_second_run_would_j
                 (1, frozenset()): 60.0,
                 (1, frozenset({b})): 30.0,
             }
-        ),  # fmt: skip
+        ),
         size=lambda _: 8192,
         write_overhead_ms=lambda _: 0.0,
         workload_ms=reference({0: 100000.0, 1: 60.0}),
