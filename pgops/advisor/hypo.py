@@ -26,6 +26,7 @@ from pgops.errors import PgopsError
 from pgops.resources import MARK
 
 BATCH = 500  # hypothetical indexes between resets, far below hypopg's ~2,500 OID limit
+DISABLED_COST = 1.0e9  # up to PostgreSQL 17 a path taken although disabled costs 1e10 more
 _names = itertools.count(1)
 
 
@@ -60,6 +61,7 @@ class Planner:
         self._live: dict[Candidate, int] = {}
         self._types: dict[str, list[str]] = {}  # the parameter types a statement planned with
         self.refused: dict[Candidate, str] = {}  # candidates hypopg would not create, and why
+        self._unindexed = False
         conn.read_only = True
 
     # -- costs -------------------------------------------------------------------------------------------------
@@ -80,6 +82,25 @@ class Planner:
         except PlanError:
             return Costs(generic, generic, generic_used)  # the values do not fit: the generic plan decides
         return Costs(cost, generic, used)
+
+    def unindexed_cost(self, analysis: Analysis) -> float | None:
+        """The statement's plan cost with no index at all (index and bitmap scans off): a cost no index, built
+        or hypothetical, changes. None where the planner could not avoid an index (its cost then carries the
+        penalty of a disabled path) or refuses the statement."""
+        self._unindexed = True
+        try:
+            cost = self.costs(analysis).cost
+        except PlanError:
+            return None
+        finally:
+            self._unindexed = False
+        return cost if cost < DISABLED_COST else None
+
+    def _settings(self) -> None:
+        """Inside a planning transaction: the settings of this plan."""
+        if self._unindexed:
+            for setting in ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan"):
+                self.conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
 
     def _generic(self, text: str, count: int, analysis: Analysis) -> tuple[float, frozenset[str]]:
         """The generic plan, through PREPARE with each parameter's type: its column's where the statement
@@ -103,6 +124,7 @@ class Planner:
     def _explain(self, statement: sql.Composable, *, generic: bool = False) -> tuple[float, frozenset[str]]:
         try:
             with self.conn.transaction():
+                self._settings()
                 return self._explain_in_transaction(statement, generic=generic)
         except psycopg.Error as exc:
             raise PlanError(_message(exc)) from None
@@ -115,6 +137,7 @@ class Planner:
         try:
             with self.conn.transaction():
                 self.conn.execute(sql.SQL("SET LOCAL plan_cache_mode = {}").format(sql.Literal(mode)))
+                self._settings()
                 declared = sql.SQL(", ").join(sql.SQL(t) for t in types) if types else None
                 prepare = "PREPARE {} ({}) AS {}" if declared else "PREPARE {} AS {}"
                 parts = (name, declared, sql.SQL(text)) if declared else (name, sql.SQL(text))

@@ -171,7 +171,7 @@ def analyze_workload(
                 )
             return overheads[candidate]
 
-        reference = _cost_reference(analyses, baselines, catalog, unit)
+        reference = _cost_reference(planner, analyses, baselines, catalog, unit)
         baselines_costs = {n: b.cost for n, b in baselines.items()}
         problem = Problem(
             baselines=baselines,
@@ -336,15 +336,22 @@ def _measured(analyses: list[Analysis]) -> float:
 
 
 def _cost_reference(
-    analyses: list[Analysis], baselines: dict[int, Baseline], catalog: Catalog, unit: Unit
+    planner: Planner, analyses: list[Analysis], baselines: dict[int, Baseline], catalog: Catalog, unit: Unit
 ) -> Callable[[Mapping[int, float]], float] | None:
     """What the thresholds are shares of, where the weights are plan cost: the workload's cost given each
-    statement's, counting a statement at least as scans of its tables (a cost no index lowers). The selection
-    lowers it as its set lowers the costs, so a second run on the applied advice judges against the same figure.
-    None where time was measured: measured time stays the reference."""
+    statement's, counting a statement at least as its plan with no index at all (the planner's, with index scans
+    off; as scans of its tables without hypopg), a cost no index changes, so that a second run on the applied
+    advice judges against the same figure; the selection lowers it only where its set makes a plan cheaper
+    still. None where time was measured: measured time stays the reference."""
     if unit is not Unit.cost:
         return None
-    floors = {n: rules.statement_cost(analyses[n], catalog) for n in baselines}
+    floors = {}
+    with progress("planning statements without indexes", total=len(baselines)) as advance:
+        for number in baselines:
+            advance()
+            scans = rules.statement_cost(analyses[number], catalog)
+            unindexed = planner.unindexed_cost(analyses[number]) if planner.hypopg is not None else None
+            floors[number] = max(scans, unindexed or 0.0)
     calls = {n: analyses[n].statement.calls for n in baselines}
 
     def reference(costs: Mapping[int, float]) -> float:
