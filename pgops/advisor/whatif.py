@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pgops.advisor import rules
 from pgops.advisor.hypo import PlanError, Planner
-from pgops.advisor.model import Analysis, Candidate, Catalog
+from pgops.advisor.model import Analysis, Candidate, Catalog, TableUse
 
 
 class WhatIf:
@@ -20,8 +20,10 @@ class WhatIf:
         self.failures: dict[int, str] = {}  # statements a what-if plan failed for: the first reason
 
     def relevant(self, number: int, config: frozenset[Candidate]) -> frozenset[Candidate]:
+        """The indexes of `config` the statement's plan could use: on its tables, with a key column it mentions
+        (a B-tree none of whose keys the statement names serves no scan, join, order or skip scan of it)."""
         tables = self.analyses[number].tables
-        return frozenset(c for c in config if c.table in tables)
+        return frozenset(c for c in config if c.table in tables and _may_use(tables[c.table], c))
 
     def cost(self, number: int, config: frozenset[Candidate]) -> float:
         indexes = self.relevant(number, config)
@@ -45,3 +47,10 @@ class WhatIf:
             self.failures.setdefault(number, str(exc))
             return self.baseline[number]
         return min(costs.cost, self.baseline[number])  # an index the plan would not use costs nothing
+
+
+def _may_use(use: TableUse, candidate: Candidate) -> bool:
+    if use.star or not use.referenced:
+        return True  # which columns it reads is not known: any index may matter
+    keys = (*candidate.columns, *(constant.column for constant in candidate.predicate))
+    return any(column in use.referenced for column in keys)
