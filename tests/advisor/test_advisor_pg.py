@@ -26,6 +26,7 @@ from pgops.advisor.model import SKIP_PRIVILEGE, Advice, AdvisorOptions, Analysis
 from pgops.advisor.parse import analyze
 from pgops.advisor.run import advise
 from pgops.advisor.script import render_sql
+from pgops.advisor.size import estimate_size
 from pgops.advisor.whatif import WhatIf
 from pgops.config import DatabaseSettings, Settings
 from tests.advisor.helpers import statement
@@ -281,6 +282,38 @@ def test_an_index_hypopg_refuses_is_left_out_of_the_plan_not_the_run(dsn, conn):
         assert list(planner.refused) == [gone] and "no_such_column" in planner.refused[gone]
         assert whatif.failures == {}
         assert session.execute("SELECT count(*) FROM hypopg_list_indexes").fetchone()[0] == 0
+
+
+@pytest.mark.needs_hypopg
+def test_a_parallel_scan_only_hypopg_size_allows_is_planned_again_without(dsn, conn):
+    """hypopg sizes a hypothetical index above the built one; where that puts it over
+    min_parallel_index_scan_size and the built index would stay under, a parallel scan of it is a plan the built
+    index can't have (TPC-DS q35), and the planner is asked again without it."""
+    conn.execute("CREATE TABLE small (id int PRIMARY KEY, k int NOT NULL, v text)")
+    conn.execute("INSERT INTO small SELECT i, i % 5000, md5(i::text) FROM generate_series(1, 60000) i")
+    conn.execute("ANALYZE small")
+    with psycopg.connect(dsn, autocommit=True) as session:
+        catalog = read_catalog(session)
+        planner = Planner(session, catalog, hypopg_schema(session))
+        key = Candidate(("public", "small"), ("k",))
+        estimate = estimate_size(catalog, key)
+        with planner.session():
+            planner.configure(frozenset({key}))
+            ((oid, _),) = planner._by_oid.items()
+            hypopg = session.execute("SELECT hypopg_relation_size(%s)", [oid]).fetchone()[0]
+            assert estimate < hypopg  # hypopg's own estimate is the larger: the case at hand
+            scan = {"Node Type": "Index Only Scan", "Parallel Aware": True, "Index Name": f"<{oid}>btree_small_k"}
+            plan = {"Node Type": "Gather", "Plans": [scan]}
+            session.execute(f"SET min_parallel_index_scan_size = '{(estimate + hypopg) // 2 // 1024}kB'")
+            assert planner._unbuildable_parallel_scan(plan) == hypopg
+            assert planner._unbuildable_parallel_scan({**plan, "Plans": [{**scan, "Parallel Aware": False}]}) is None
+        planner = Planner(session, catalog, hypopg_schema(session))
+        with planner.session():
+            planner.configure(frozenset({key}))
+            ((oid, _),) = planner._by_oid.items()
+            scan["Index Name"] = f"<{oid}>btree_small_k"
+            session.execute(f"SET min_parallel_index_scan_size = '{estimate // 2 // 1024}kB'")  # built, it gets one
+            assert planner._unbuildable_parallel_scan(plan) is None
 
 
 def test_generic_plan_on_16_costs_parameters_prepare_can_not_type(pg_server, dsn, conn):
