@@ -124,11 +124,6 @@ class _Search:
         # step against the final set, which the rejection reasons then read instead of planning again.
         self.costed: dict[Step, tuple[frozenset[Candidate], tuple[float, float, float]]] = {}
 
-    def gain(self, step: Step) -> tuple[float, float]:
-        """(net saving in ms, bytes added) of taking `step` from the current set."""
-        saved, overhead, added = self.parts(step)
-        return saved - overhead, added
-
     def parts(self, step: Step) -> tuple[float, float, float]:
         """(saving in ms, write overhead in ms, bytes added) of taking `step` from the current set."""
         config = (self.config - {step.old}) | {step.new}
