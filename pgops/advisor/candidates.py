@@ -153,35 +153,6 @@ def _partial(table: TableInfo, constants: list[Constant], columns: tuple[str, ..
     return None
 
 
-def merge_prefixes(
-    candidates: dict[Candidate, set[int]],
-) -> tuple[dict[Candidate, set[int]], list[Rejection]]:
-    """Fold a candidate whose key columns lead a longer candidate's into the longer one: one index, both uses."""
-    ordered = sorted(candidates, key=lambda c: -len(c.columns))
-    kept: dict[Candidate, set[int]] = {}
-    rejected: list[Rejection] = []
-    for candidate in ordered:
-        longer = next(
-            (
-                other
-                for other in kept
-                if other.table == candidate.table
-                and other.predicate == candidate.predicate
-                and not candidate.include
-                and all(other.opclass(n) == candidate.opclass(n) for n in range(len(candidate.columns)))
-                and len(other.columns) > len(candidate.columns)
-                and other.columns[: len(candidate.columns)] == candidate.columns
-            ),
-            None,
-        )
-        if longer is None:
-            kept[candidate] = set(candidates[candidate])
-        else:
-            kept[longer] |= candidates[candidate]
-            rejected.append(Rejection(candidate.describe(), f"merged into {longer.describe()} (same leading columns)"))
-    return kept, rejected
-
-
 def served_by(candidate: Candidate, indexes: list[ExistingIndex]) -> ExistingIndex | None:
     """A valid, non-partial B-tree whose leading key columns are the candidate's already does its work; its
     INCLUDE columns do not make another index (a variant of an index is the same index, so a second run of

@@ -18,6 +18,7 @@ SKIP_SYNTAX = "syntax sqlglot can't read, or truncated text"
 SKIP_MISSING_RELATION = "relation no longer exists"
 SKIP_NO_TABLE = "reads no user table"
 SKIP_PLAN_FAILED = "the planner could not plan it"
+SKIP_WHATIF_FAILED = "the planner could not plan it with hypothetical indexes"
 SKIP_MULTIPLE = "more than one statement in one entry"
 SKIP_TOO_LARGE = "too large to analyze"
 

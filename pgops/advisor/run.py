@@ -4,7 +4,7 @@ otherwise), choose for the whole workload, and review existing indexes. The daem
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
 import psycopg
@@ -16,6 +16,7 @@ from pgops.advisor.catalog import read_catalog
 from pgops.advisor.hypo import PlanError, Planner, hypopg_schema
 from pgops.advisor.model import (
     SKIP_PLAN_FAILED,
+    SKIP_WHATIF_FAILED,
     Advice,
     AdvisorOptions,
     Analysis,
@@ -23,6 +24,7 @@ from pgops.advisor.model import (
     Catalog,
     QueryCost,
     Recommendation,
+    Rejection,
     Skipped,
     Statement,
 )
@@ -183,6 +185,9 @@ def analyze_workload(
                 )
             return overheads[candidate]
 
+        unindexed = track(options.progress, "planning statements without indexes", list(baselines), len(baselines))
+        reference = _cost_reference(planner, analyses, unindexed, catalog, unit)
+        baselines_costs = {n: b.cost for n, b in baselines.items()}
         problem = Problem(
             baselines=baselines,
             seeds=sorted(candidates, key=lambda c: c.describe()),
@@ -191,7 +196,8 @@ def analyze_workload(
             size=size,
             write_overhead_ms=lambda c: overhead(c)[1] * per_weight,
             extensions=extensions,
-            workload_ms=_reference(analyses, baselines, catalog, unit),
+            workload_ms=reference(baselines_costs) if reference else _measured(analyses),
+            reference=reference,
         )
         with options.progress.task("choosing indexes"):
             selection = choose(
@@ -238,7 +244,12 @@ def analyze_workload(
                 ],
             )
         )
-    not_chosen = selection.rejected
+    # A candidate hypopg would not create showed no saving; a statement whose what-if plan failed counted as
+    # no index helping it: both say why rather than abort the run.
+    refused = {candidate.describe(): reason for candidate, reason in planner.refused.items()}
+    not_chosen = [Rejection(r.index, refused[r.index]) if r.index in refused else r for r in selection.rejected]
+    for number, reason in sorted(whatif.failures.items()):
+        skipped.append(_skip(analyses[number].statement, SKIP_WHATIF_FAILED, reason))
     for skip in skipped:
         metrics.ADVISOR_SKIPPED.labels(reason=skip.reason).inc()
     return Advice(
@@ -249,7 +260,7 @@ def analyze_workload(
         hypopg=schema is not None,
         hypopg_note=_hypopg_note(conn, schema, options),
         statements=len(statements),
-        analyzed=len(analyses) - sum(skip.reason == SKIP_PLAN_FAILED for skip in skipped),
+        analyzed=len(analyses) - sum(skip.reason in (SKIP_PLAN_FAILED, SKIP_WHATIF_FAILED) for skip in skipped),
         recommendations=recommendations,
         rejected=rejected + not_chosen,
         skipped=skipped,
@@ -334,18 +345,31 @@ def table_writes(analyses: list[Analysis]) -> dict[tuple[str, str], TableWrites]
     return writes
 
 
-def _reference(analyses: list[Analysis], baselines: dict[int, Baseline], catalog: Catalog, unit: Unit) -> float:
-    """What the thresholds are shares of, as steady as can be before and after the advice is applied: the
-    measured time, or with plan cost alone a cost that the applied indexes lower as little as possible (the plan
-    cost itself falls with them, so a second run would find the rest of the steps worth more)."""
+def _measured(analyses: list[Analysis]) -> float:
+    return sum(a.statement.total_time_ms for a in analyses)
+
+
+def _cost_reference(
+    planner: Planner, analyses: list[Analysis], numbers: Iterable[int], catalog: Catalog, unit: Unit
+) -> Callable[[Mapping[int, float]], float] | None:
+    """What the thresholds are shares of, where the weights are plan cost: the workload's cost given each
+    statement's, counting a statement at least as its plan with no index at all (the planner's, with index scans
+    off; as scans of its tables without hypopg), a cost no index changes, so that a second run on the applied
+    advice judges against the same figure; the selection lowers it only where its set makes a plan cheaper
+    still. None where time was measured: measured time stays the reference. `numbers`: the planned statements'."""
     if unit is not Unit.cost:
-        return sum(a.statement.total_time_ms for a in analyses)
-    # Per statement the larger of its scan cost and its plan cost now: a plan the indexes did not change keeps
-    # its cost as in the first run, one they cut counts at least as scans.
-    return sum(
-        max(rules.statement_cost(analyses[n], catalog), base.cost) * analyses[n].statement.calls
-        for n, base in baselines.items()
-    )
+        return None
+    floors = {}
+    for number in numbers:
+        scans = rules.statement_cost(analyses[number], catalog)
+        unindexed = planner.unindexed_cost(analyses[number]) if planner.hypopg is not None else None
+        floors[number] = max(scans, unindexed or 0.0)
+    calls = {n: analyses[n].statement.calls for n in floors}
+
+    def reference(costs: Mapping[int, float]) -> float:
+        return sum(max(floors[n], costs[n]) * calls[n] for n in floors)
+
+    return reference
 
 
 def _covered_rows(catalog: Catalog, candidate: Candidate) -> float:

@@ -13,7 +13,7 @@ Pure: the costs come through the `Costs` callback.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -72,6 +72,9 @@ class Problem:
     # Measured time stays the reference after an index made some statements cheaper, so what was negligible
     # before stays negligible on the next run.
     workload_ms: float | None = None
+    # Where the reference is itself a cost (no timings), the reference given the statements' costs under a set:
+    # a run on the applied advice measures the workload as the advice left it, so the thresholds here are too.
+    reference: Callable[[Mapping[int, float]], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class Selection:
 
 def _weighted_cut(baseline: Baseline, current: float, after: float) -> float:
     """The statement's weight times the share of its cost an index set cuts; nothing below the noise."""
-    if baseline.cost <= 0 or (current - after) < NOISE * baseline.cost:
+    if baseline.cost <= 0 or (current - after) < NOISE * current:
         return 0.0
     return baseline.total_time_ms * (current - after) / baseline.cost
 
@@ -117,28 +120,34 @@ class _Search:
         self.total = problem.workload_ms if problem.workload_ms is not None else weights
         self.extended: dict[Candidate, Candidate] = {}
         self.alone: dict[Candidate, tuple[float, float, float]] = {}  # a seed's parts against the existing indexes
-
-    def gain(self, step: Step) -> tuple[float, float]:
-        """(net saving in ms, bytes added) of taking `step` from the current set."""
-        saved, overhead, added = self.parts(step)
-        return saved - overhead, added
+        # Each step's parts as last costed, with the set they were costed against: the final round costs every
+        # step against the final set, which the rejection reasons then read instead of planning again.
+        self.costed: dict[Step, tuple[frozenset[Candidate], tuple[float, float, float]]] = {}
 
     def parts(self, step: Step) -> tuple[float, float, float]:
         """(saving in ms, write overhead in ms, bytes added) of taking `step` from the current set."""
         config = (self.config - {step.old}) | {step.new}
         numbers = set(self.p.statements_of(step.new)) | (set(self.p.statements_of(step.old)) if step.old else set())
         saved = 0.0
-        for number in numbers:
+        for number in sorted(numbers):
             base = self.p.baselines.get(number)
             if base is None:
                 continue
             after = self.p.cost(number, config)
             change = self.current[number] - after
-            if abs(change) >= NOISE * base.cost:
+            if abs(change) >= NOISE * self.current[number]:
                 saved += base.total_time_ms * change / base.cost if base.cost > 0 else 0.0
         overhead = self.p.write_overhead_ms(step.new) - (self.p.write_overhead_ms(step.old) if step.old else 0.0)
         added = self.p.size(step.new) - (self.p.size(step.old) if step.old else 0)
+        self.costed[step] = (self.config, (saved, overhead, float(added)))
         return saved, overhead, float(added)
+
+    def known_parts(self, step: Step) -> tuple[float, float, float]:
+        """`parts`, from the last costing when that was against the current set."""
+        known = self.costed.get(step)
+        if known is not None and known[0] == self.config:
+            return known[1]
+        return self.parts(step)
 
     def fits(self, step: Step) -> Stop | None:
         if step.old is None and len(self.config) >= self.budget.max_indexes:
@@ -162,13 +171,62 @@ def _ratio(net: float, added: float) -> float:
     return net / max(added, 8192.0)  # a page at least: a step that adds nothing is not infinitely good
 
 
+# Rounds of growth and pruning before the set is taken as it stands (each round but the last changes the set).
+MAX_ROUNDS = 12
+
+
 def choose(problem: Problem, budget: Budget) -> Selection:
+    """Grow the set, prune it, then cost every step again against the set as it stands, exactly, and grow on
+    if one passes: the lazy bounds and the re-costing after each step are shortcuts that can miss a step (one
+    dropped while a competitor stood that pruning took out, one that only pays beside an index chosen later),
+    and a run on this advice, applied, costs exactly those steps. The set is done when none passes: the fixed
+    point, up to the planner costing a built index as it costed the hypothetical one."""
     search = _Search(problem, budget)
     outcome = Selection(total_ms=search.total)
+    seeds = list(dict.fromkeys(problem.seeds))
+    pruned: list[Rejection] = []
+    seen: set[frozenset[Candidate]] = set()
+    for _ in range(MAX_ROUNDS):
+        seen.add(search.config)
+        steps = [Step(seed) for seed in seeds if seed not in search.config]
+        steps += [
+            Step(extension, index)
+            for index in sorted(search.config, key=lambda c: c.describe())
+            for extension in problem.extensions(index)
+            if extension not in search.config
+        ]
+        if _grow(problem, budget, search, outcome, seeds, steps):
+            pruned += _prune(problem, search, budget)
+            if search.config in seen:
+                break  # pruning took out what this round added
+            continue
+        # Nothing passes any more. Where the reference is a cost, the set lowers it: a run on the applied advice
+        # would judge against the lower one, so the thresholds here follow it down until it holds still.
+        lower = problem.reference(search.current) if problem.reference is not None else search.total
+        if lower >= search.total:
+            break
+        search.total = lower
+    outcome.total_ms = search.total
+    outcome.chosen = _explain(problem, search.config)
+    chosen = {c.candidate.describe() for c in outcome.chosen}
+    pruned = list({r.index: r for r in pruned if r.index not in chosen}.values())
+    outcome.rejected = pruned + _rejections(problem, search, budget, {r.index for r in pruned})
+    outcome.saved_ms = sum(
+        max(0.0, _weighted_cut(base, base.cost, search.current[number])) for number, base in problem.baselines.items()
+    )
+    return outcome
+
+
+def _grow(
+    problem: Problem, budget: Budget, search: _Search, outcome: Selection, seeds: list[Candidate], steps: list[Step]
+) -> bool:
+    """Extend from the current set, lazily, starting from `steps` costed exactly; whether a step was taken."""
     # The lazy queue holds (-ratio, tie-break, step); a popped step is re-evaluated against the current set and
     # taken only if it is still at least as good as the next one's (older) bound.
     queue: list[tuple[float, str, int, Step]] = []
     counter = 0
+    took = False
+    outcome.stop = Stop.nothing_left  # the last round's reason is the one that stands
 
     def push(step: Step) -> None:
         nonlocal counter
@@ -180,14 +238,14 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             counter += 1
             heapq.heappush(queue, (-_ratio(net, added), step.new.describe(), counter, step))
 
-    seeds = list(dict.fromkeys(problem.seeds))
-    for seed in seeds:
-        push(Step(seed))
+    for step in steps:
+        push(step)
     while queue:
         _, _, _, step = heapq.heappop(queue)
         if (step.old is not None and step.old not in search.config) or step.new in search.config:
             continue  # extends an index since replaced, or already taken
-        net, added = search.gain(step)  # against the current set: the planner calls are cached by set
+        saved, overhead, added = search.known_parts(step)  # against the current set
+        net = saved - overhead
         if net <= 0:
             continue
         ratio = _ratio(net, added)
@@ -206,6 +264,7 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             outcome.stop = over  # a smaller step may still fit
             continue
         search.take(step)
+        took = True
         for extension in problem.extensions(step.new):
             push(Step(extension, step.new))
         # An index on another table may now be worth more than its bound says (a join that can now start from
@@ -219,29 +278,31 @@ def choose(problem: Problem, budget: Budget) -> Selection:
                 and touched & set(problem.statements_of(seed))
             ):
                 push(Step(seed))
-    pruned = _prune(problem, search, budget)
-    outcome.chosen = _explain(problem, search.config)
-    outcome.rejected = pruned + _rejections(problem, search, budget, {r.index for r in pruned})
-    outcome.saved_ms = sum(
-        max(0.0, _weighted_cut(base, base.cost, search.current[number])) for number, base in problem.baselines.items()
-    )
-    return outcome
+    return took
 
 
 def _prune(problem: Problem, search: _Search, budget: Budget) -> list[Rejection]:
-    """Take out, weakest first, a chosen index the rest of the set has made negligible: a step that was worth
-    it when taken may be served later by an extension of another index."""
+    """Take out, weakest per byte first, a chosen index the rest of the set has made negligible, in all or per
+    MB of its whole size: a step that was worth it when taken may be served later by an extension of another
+    index, and an index kept must be worth its size beside the rest, as a new step of that size would be."""
     rejected = []
     while search.config:
-        choices = _explain(problem, search.config)
-        weakest = min(choices, key=lambda c: (c.saved_ms - c.write_overhead_ms, c.candidate.describe()))
-        if weakest.saved_ms - weakest.write_overhead_ms >= budget.min_share * search.total:
+        weak = [
+            choice
+            for choice in _explain(problem, search.config)
+            if (net := choice.saved_ms - choice.write_overhead_ms) < budget.min_share * search.total
+            or net / search.total / (max(choice.size_bytes, 8192) / MB) < budget.min_share_per_mb
+        ]
+        if not weak:
             break
+        weakest = min(
+            weak, key=lambda c: (_ratio(c.saved_ms - c.write_overhead_ms, c.size_bytes), c.candidate.describe())
+        )
         search.config = search.config - {weakest.candidate}
         for number in problem.statements_of(weakest.candidate):
             if number in search.current:
                 search.current[number] = problem.cost(number, search.config)
-        reason = "taken, then left out: the rest of the chosen set serves its statements as well"
+        reason = "taken, then left out: beside the rest of the chosen set it saves too little for its size"
         rejected.append(Rejection(weakest.candidate.describe(), reason))
     return rejected
 
@@ -290,7 +351,8 @@ def _why_not(seed: Candidate, search: _Search, budget: Budget) -> str:
         return "no statement got cheaper with it (the planner would not use it, or barely)"
     if saved <= overhead:
         return f"write overhead ~{overhead:,.1f} ms outweighs the ~{saved:,.1f} ms it saves"
-    net, added = search.gain(Step(seed))
+    saved, overhead, added = search.known_parts(Step(seed))
+    net = saved - overhead
     if net <= 0:
         return "its statements are already served by the chosen indexes"
     share = net / search.total if search.total else 0.0

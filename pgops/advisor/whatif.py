@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pgops.advisor import rules
 from pgops.advisor.hypo import PlanError, Planner
-from pgops.advisor.model import Analysis, Candidate, Catalog
+from pgops.advisor.model import Analysis, Candidate, Catalog, TableUse
 
 
 class WhatIf:
@@ -17,10 +17,13 @@ class WhatIf:
         self.baseline = baseline
         self._cache: dict[tuple[int, frozenset[Candidate]], float] = {}
         self.planned = 0  # planner calls made, for the summary and the tests
+        self.failures: dict[int, str] = {}  # statements a what-if plan failed for: the first reason
 
     def relevant(self, number: int, config: frozenset[Candidate]) -> frozenset[Candidate]:
+        """The indexes of `config` the statement's plan could use: on its tables, with a key column it mentions
+        (a B-tree none of whose keys the statement names serves no scan, join, order or skip scan of it)."""
         tables = self.analyses[number].tables
-        return frozenset(c for c in config if c.table in tables)
+        return frozenset(c for c in config if c.table in tables and _may_use(tables[c.table], c))
 
     def cost(self, number: int, config: frozenset[Candidate]) -> float:
         indexes = self.relevant(number, config)
@@ -36,10 +39,18 @@ class WhatIf:
         if self.planner.hypopg is None:
             estimates = [rules.estimate(analysis, candidate, self.catalog) for candidate in indexes]
             return min([self.baseline[number], *estimates])
-        self.planner.configure(indexes)
         self.planned += 1
         try:
+            self.planner.configure(indexes)
             costs = self.planner.costs(analysis)
-        except PlanError:
+        except PlanError as exc:  # no saving can be shown: the statement counts as no index helping it
+            self.failures.setdefault(number, str(exc))
             return self.baseline[number]
         return min(costs.cost, self.baseline[number])  # an index the plan would not use costs nothing
+
+
+def _may_use(use: TableUse, candidate: Candidate) -> bool:
+    if use.star or not use.referenced:
+        return True  # which columns it reads is not known: any index may matter
+    keys = (*candidate.columns, *(constant.column for constant in candidate.predicate))
+    return any(column in use.referenced for column in keys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pgops.advisor.candidates import generate, merge_prefixes, served_by
+from pgops.advisor.candidates import generate, served_by
 from pgops.advisor.hypo import realistic_values
 from pgops.advisor.model import Analysis, Candidate, Constant
 from pgops.advisor.normalize import plannable
@@ -84,14 +84,6 @@ def test_served_by_reads_key_columns_not_include_columns():
     assert served_by(Candidate(ORDERS, ("status",)), [expression]) is None
     partial = index("orders_open", ORDERS, ("status",), predicate="(status = 'open'::text)")
     assert served_by(Candidate(ORDERS, ("status",)), [partial]) is None
-
-
-def test_merge_prefixes_folds_a_leading_subset_into_the_longer_candidate():
-    short, long = Candidate(CUSTOMERS, ("tenant_id",)), Candidate(CUSTOMERS, ("tenant_id", "email"))
-    other = Candidate(CUSTOMERS, ("email",))
-    merged, rejected = merge_prefixes({short: {0}, long: {1}, other: {2}})
-    assert merged == {long: {0, 1}, other: {2}}
-    assert [r.index for r in rejected] == [short.describe()]
 
 
 def test_write_overhead_counts_inserts_updates_and_lost_hot_updates():

@@ -90,3 +90,94 @@ def test_budgets_and_write_overhead_are_respected_and_named():
     selection = choose(problem(baselines, costs, sizes, [a, b]), small_budget)
     assert [x.candidate for x in selection.chosen] == [b]
     assert "--max-size" in selection.rejected[0].reason
+
+
+def _applied(first: Problem, chosen: frozenset[Candidate]) -> Problem:
+    """The same workload on a database where `chosen` was built: what a second run sees. Weights are plan cost
+    (a statements file: one call each), and the thresholds' reference is worked out as `first`'s is."""
+    costs = {n: first.cost(n, chosen) for n in first.baselines}
+    return Problem(
+        baselines={n: Baseline(costs[n], costs[n]) for n in first.baselines},
+        seeds=[s for s in first.seeds if s not in chosen],
+        statements_of=first.statements_of,
+        cost=lambda n, config: first.cost(n, chosen | config),
+        size=first.size,
+        write_overhead_ms=first.write_overhead_ms,
+        extensions=first.extensions,
+        workload_ms=first.reference(costs) if first.reference else first.workload_ms,
+        reference=first.reference,
+    )
+
+
+def _table_costs(table: dict[tuple[int, frozenset[Candidate]], float]):
+    """A cost function from a table of (statement, the indexes that matter to it) → cost."""
+
+    def cost(number: int, config: frozenset[Candidate]) -> float:
+        return table[(number, frozenset(x for x in config if (number, frozenset({x})) in table))]
+
+    return cost
+
+
+def test_a_run_on_its_own_applied_choice_takes_nothing_more():
+    """`b` alone changes no plan, so it leaves the queue when first costed; with `a` chosen it cuts statement
+    0 by 40% more. A second run, on a database where `a` is built, costs `b` against `a` and would propose it:
+    the selection costs every step against its final set before it stops, as that run would."""
+    a, b, c = index("a"), index("b"), Candidate(("public", "u"), ("c",))
+    baselines = {0: Baseline(100.0, 100.0), 1: Baseline(100.0, 100.0)}
+    first = Problem(
+        baselines=baselines,
+        seeds=[a, b, c],
+        statements_of=lambda x: [0] if x.table == T else [1],
+        cost=_table_costs(
+            {
+                (0, frozenset()): 100.0,
+                (0, frozenset({a})): 50.0,
+                (0, frozenset({b})): 100.0,
+                (0, frozenset({a, b})): 10.0,
+                (1, frozenset()): 100.0,
+                (1, frozenset({c})): 60.0,
+            }
+        ),
+        size=lambda _: MB,
+        write_overhead_ms=lambda _: 0.0,
+        workload_ms=200.0,
+    )
+    selection = choose(first, LOOSE)
+    chosen = frozenset(choice.candidate for choice in selection.chosen)
+    assert chosen == {a, b, c}
+    assert choose(_applied(first, chosen), LOOSE).chosen == []
+
+
+def test_thresholds_follow_the_cost_reference_down_to_where_a_second_run_would_judge():
+    """Plan cost as weight: statement 0's plan costs 100,000 with no index (a nested loop the planner expects to
+    be huge), its tables 1,000 to scan. `a` cuts it to 1,000; `b` then saves 30 of statement 1's 60, under 1% of
+    the first reference (101,060) but over 1% of the workload once `a` is built (2,030), where a second run
+    judges it. The selection lowers its reference as its set lowers the costs, so it takes `b` now."""
+    a, b = index("a"), Candidate(("public", "u"), ("b",))
+    floors = {0: 1000.0, 1: 30.0}
+
+    def reference(costs):
+        return sum(max(floors[n], costs[n]) for n in floors)
+
+    first = Problem(
+        baselines={0: Baseline(100000.0, 100000.0), 1: Baseline(60.0, 60.0)},
+        seeds=[a, b],
+        statements_of=lambda x: [0] if x.table == T else [1],
+        cost=_table_costs(
+            {
+                (0, frozenset()): 100000.0,
+                (0, frozenset({a})): 1000.0,
+                (1, frozenset()): 60.0,
+                (1, frozenset({b})): 30.0,
+            }
+        ),
+        size=lambda _: 8192,
+        write_overhead_ms=lambda _: 0.0,
+        workload_ms=reference({0: 100000.0, 1: 60.0}),
+        reference=reference,
+    )
+    selection = choose(first, LOOSE)
+    chosen = frozenset(choice.candidate for choice in selection.chosen)
+    assert chosen == {a, b}
+    assert selection.total_ms == 1000.0 + 30.0
+    assert choose(_applied(first, chosen), LOOSE).chosen == []

@@ -49,3 +49,28 @@ def test_estimate_is_within_30_percent_of_the_built_index(sized, candidate):
     )
     built = sized.execute("SELECT pg_relation_size('built')").fetchone()[0]
     assert 0.7 <= estimate / built <= 1.3, f"estimated {estimate:,} bytes, built {built:,}"
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["partitions analyzed", "parent analyzed too"])
+def test_a_partitioned_table_is_sized_by_its_partitions(conn, analyzed):
+    """A partitioned parent has no rows of its own (reltuples -1 until ANALYZE runs on it by hand, which
+    autovacuum never does): its index is the sum of its partitions' indexes."""
+    conn.execute("CREATE TABLE parted (id bigint, tenant int, email text) PARTITION BY RANGE (id)")
+    for low in range(0, 200000, 50000):
+        conn.execute(f"CREATE TABLE parted_{low} PARTITION OF parted FOR VALUES FROM ({low}) TO ({low + 50000})")
+    conn.execute("INSERT INTO parted SELECT n, n % 50, 'user' || n || '@example' FROM generate_series(0, 199999) n")
+    conn.execute("ANALYZE " + ", ".join(f"parted_{low}" for low in range(0, 200000, 50000)))
+    if analyzed:
+        conn.execute("ANALYZE parted")
+    catalog = read_catalog(conn)
+    assert catalog.tables[("public", "parted")].reltuples == pytest.approx(200000, rel=0.05)
+    for columns in (("tenant",), ("email",)):
+        estimate = estimate_size(catalog, Candidate(("public", "parted"), columns))
+        conn.execute(
+            sql.SQL("CREATE INDEX built ON parted ({})").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+        )
+        built = conn.execute(
+            "SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree('built') WHERE isleaf"
+        ).fetchone()[0]
+        conn.execute("DROP INDEX built")
+        assert 0.7 <= estimate / built <= 1.3, f"{columns}: estimated {estimate:,} bytes, built {built:,}"
