@@ -195,7 +195,8 @@ def choose(problem: Problem, budget: Budget) -> Selection:
             for extension in problem.extensions(index)
             if extension not in search.config
         ]
-        if _grow(problem, budget, search, outcome, seeds, steps):
+        took, outcome.stop = _grow(problem, budget, search, seeds, steps)  # the last round's reason stands
+        if took:
             pruned += _prune(problem, search, budget)
             if search.config in seen:
                 break  # pruning took out what this round added
@@ -218,15 +219,16 @@ def choose(problem: Problem, budget: Budget) -> Selection:
 
 
 def _grow(
-    problem: Problem, budget: Budget, search: _Search, outcome: Selection, seeds: list[Candidate], steps: list[Step]
-) -> bool:
-    """Extend from the current set, lazily, starting from `steps` costed exactly; whether a step was taken."""
+    problem: Problem, budget: Budget, search: _Search, seeds: list[Candidate], steps: list[Step]
+) -> tuple[bool, Stop]:
+    """Extend from the current set, lazily, starting from `steps` costed exactly; whether a step was taken, and
+    why growing stopped."""
     # The lazy queue holds (-ratio, tie-break, step); a popped step is re-evaluated against the current set and
     # taken only if it is still at least as good as the next one's (older) bound.
     queue: list[tuple[float, str, int, Step]] = []
     counter = 0
     took = False
-    outcome.stop = Stop.nothing_left  # the last round's reason is the one that stands
+    stop = Stop.nothing_left
 
     def push(step: Step) -> None:
         nonlocal counter
@@ -254,14 +256,14 @@ def _grow(
             heapq.heappush(queue, (-ratio, step.new.describe(), counter, step))
             continue
         if added > 0 and net / search.total / (added / MB) < budget.min_share_per_mb:
-            outcome.stop = Stop.per_mb  # every step left saves less per byte
+            stop = Stop.per_mb  # every step left saves less per byte
             break
         if net < budget.min_share * search.total:
-            outcome.stop = Stop.negligible  # a worse ratio may still save more in all: keep looking
+            stop = Stop.negligible  # a worse ratio may still save more in all: keep looking
             continue
         over = search.fits(step)
         if over is not None:
-            outcome.stop = over  # a smaller step may still fit
+            stop = over  # a smaller step may still fit
             continue
         search.take(step)
         took = True
@@ -278,7 +280,7 @@ def _grow(
                 and touched & set(problem.statements_of(seed))
             ):
                 push(Step(seed))
-    return took
+    return took, stop
 
 
 def _prune(problem: Problem, search: _Search, budget: Budget) -> list[Rejection]:
