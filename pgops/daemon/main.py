@@ -31,6 +31,7 @@ from pgops.daemon.systemd import Notifier, watchdog_interval
 from pgops.errors import ConnectError, PgopsError
 from pgops.web import WebPages, make_pages
 from pgops.web.auth import required_token
+from pgops.web.history import HISTORY
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class Daemon:
         """The read-only pages (None when `[web] enabled = false`); refused beyond loopback without a token.
         They show the first target's server (each page reads one database)."""
         first = self.targets[0]
+        HISTORY.target = first.name  # and keep only its runs for them
         return make_pages(first.settings, first.settings.dsn, parse_listen(listen)[0], lambda: dict(first.runner.last))
 
     def health(self) -> Health:

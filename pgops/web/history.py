@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pgops import metrics
+
 if TYPE_CHECKING:  # the jobs import this module in the daemon; it needs none of these at run time
     from pgops.cleanup.runner import CleanupResult
     from pgops.config import Settings
@@ -71,6 +73,11 @@ class History:
         self.refresh: deque[RefreshRun] = deque(maxlen=runs)
         self.advice: AdviceRecord | None = None
         self.advice_path: Path | None = None
+        # the target whose runs are kept: the pages show one server, the first target's in a daemon of several
+        self.target = "default"
+
+    def _mine(self) -> bool:
+        return metrics.CURRENT_TARGET.get() == self.target
 
     def configure(self, settings: Settings) -> None:
         """Size the rings for the settings: `chart_span` of pool samples, `history_runs` of the others."""
@@ -83,6 +90,8 @@ class History:
             self.advice_path = settings.advisor.output
 
     def record_pool(self, report: Report) -> None:
+        if not self._mine():
+            return
         server = [u for u in report.limits if u.kind == "server"]
         others = sorted((u for u in report.limits if u.kind != "server"), key=lambda u: -u.ratio)
         chosen = (server + others)[:LIMITS_PER_SAMPLE]
@@ -96,10 +105,14 @@ class History:
             self.pool.append(point)
 
     def record_cleanup(self, policy: str, result: CleanupResult | None, error: str | None = None) -> None:
+        if not self._mine():
+            return
         with self._lock:
             self.cleanup.append(CleanupRun(_now(), policy, result, error))
 
     def record_refresh(self, outcomes: list[RefreshOutcome]) -> None:
+        if not self._mine():
+            return
         at = _now()
         runs = [
             RefreshRun(at, o.view, o.outcome, o.duration.total_seconds() if o.duration else None, o.error)
@@ -110,6 +123,8 @@ class History:
             self.refresh.extend(runs)
 
     def record_advice(self, summary: str, script: str) -> None:
+        if not self._mine():
+            return
         with self._lock:
             self.advice = AdviceRecord(_now(), summary, script)
 

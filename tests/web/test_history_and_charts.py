@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+from pgops import metrics
 from pgops.config import PoolReportSettings, Settings, WebSettings
 from pgops.pool_report.analyze import LimitUsage, Report
 from pgops.web import charts
@@ -35,6 +36,23 @@ def test_the_pool_ring_holds_the_chart_span_and_the_fullest_limits():
     for n in range(10):
         history.record_cleanup(f"p{n}", None, "boom")
     assert [run.policy for run in history.cleanup_runs()] == ["p7", "p8", "p9"]
+
+
+def test_only_the_shown_targets_runs_are_kept():
+    """A daemon of several targets shows the first one's server: the others' runs must not land on its pages."""
+    history = History()
+    history.target = "main"
+    for target in ("main", "other"):
+        token = metrics.CURRENT_TARGET.set(target)
+        try:
+            history.record_cleanup(f"sessions-{target}", None, "boom")
+            history.record_advice(f"advice of {target}", "-- script")
+            history.record_pool(_report(T0, roles=1))
+        finally:
+            metrics.CURRENT_TARGET.reset(token)
+    assert [run.policy for run in history.cleanup_runs()] == ["sessions-main"]
+    assert history.last_advice() is not None and history.last_advice().summary == "advice of main"
+    assert len(history.pool_points()) == 1
 
 
 def test_a_line_chart_draws_each_point_and_escapes_labels():
