@@ -37,6 +37,7 @@ def migrate(
         migrations.upgrade(st.dsn, st.settings, revision)
     after = migrations.current_revision(st.dsn, st.settings)
     err_console.print(f"pgops schema: {before or 'not installed'} → {after or 'not installed'}", highlight=False)
-    if downgrade is None and after is not None:
+    if downgrade is None and after is not None and (before is None or before < "0004"):
+        # a new install, or one from before `refresh schedule` (0004): later runs keep the schedule it was given
         result = schedule_job(st)  # a missing pg_cron is no failure here: the daemon refreshes then
         err_console.print(("" if result.scheduled else "warning: ") + result.message, markup=False, highlight=False)

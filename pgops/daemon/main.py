@@ -48,15 +48,19 @@ def check_schema(settings: Settings) -> str | None:
     raise PgopsError(f"pgops' schema in {where} is at {installed}, this pgops needs {head}: run `pgops migrate`")
 
 
-def target_settings(settings: Settings, target: Target, several: bool) -> Settings:
+def target_settings(settings: Settings, target: Target, several: bool, *, first: bool = True) -> Settings:
     """The settings a target's jobs run with: its URL and, when the daemon has several targets, an advice file of
-    its own (`advice.sql` → `advice.<target>.sql`), so no target's script overwrites another's."""
+    its own (`advice.sql` → `advice.<target>.sql`), so no target's script overwrites another's. PgBouncer's
+    console (`[pool_report] pgbouncer_url`) pools one server's clients: only the first target's samples read it."""
+    pool_report = settings.pool_report
+    if not first:
+        pool_report = dataclasses.replace(pool_report, pgbouncer_url=None)
     advisor = settings.advisor
     if several and advisor.output is not None:
         output = advisor.output
         advisor = dataclasses.replace(advisor, output=output.with_name(f"{output.stem}.{target.name}{output.suffix}"))
     database = dataclasses.replace(settings.database, url=target.url)
-    return dataclasses.replace(settings, database=database, advisor=advisor)
+    return dataclasses.replace(settings, database=database, advisor=advisor, pool_report=pool_report)
 
 
 class TargetWork:
@@ -145,8 +149,8 @@ class Daemon:
         self.stop_event = threading.Event()
         targets = settings.targets()
         self.targets: list[TargetWork] = []
-        for target in targets:
-            own = target_settings(settings, target, several=len(targets) > 1)
+        for number, target in enumerate(targets):
+            own = target_settings(settings, target, several=len(targets) > 1, first=number == 0)
             own_jobs = load_jobs(own) if jobs is None else jobs
             self.targets.append(TargetWork(target.name, own, own_jobs, self.stop_event, self.notifier))
         self.scheduler: BackgroundScheduler | None = None

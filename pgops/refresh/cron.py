@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 from psycopg import sql
@@ -74,8 +75,8 @@ def _hidden(conn: psycopg.Connection) -> CronResult:
 
 def process_command(settings: RefreshSettings) -> str:
     """The job's whole command (pg_cron 1.4 lets a procedure COMMIT only then), with pgops' lock_timeout."""
-    seconds = settings.lock_timeout.total_seconds()
-    return sql.SQL("CALL pgops.process_due({})").format(sql.Literal(f"{seconds:g} seconds")).as_string(None)
+    ms = round(settings.lock_timeout / timedelta(milliseconds=1))  # exact, and never in exponent form
+    return sql.SQL("CALL pgops.process_due({})").format(sql.Literal(f"{ms} milliseconds")).as_string(None)
 
 
 def _cron_connection(conn: psycopg.Connection, dbname: str) -> psycopg.Connection:

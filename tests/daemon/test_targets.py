@@ -104,3 +104,15 @@ def test_several_targets_write_an_advice_file_each(tmp_path: Path):
     two = target_settings(settings, Target("beta", "postgresql://b/app"), several=True)
     assert (one.dsn, one.advisor.output) == ("postgresql://a/app", tmp_path / "advice.sql")
     assert (two.dsn, two.advisor.output) == ("postgresql://b/app", tmp_path / "advice.beta.sql")
+
+
+def test_only_the_first_target_reads_the_pgbouncer_console():
+    """One console pools one server's clients: counted for every target, its pools would make another server's
+    status warning or critical."""
+    settings = load_settings(env={}, dsn="postgresql://db.example/app")
+    pool_report = dataclasses.replace(settings.pool_report, pgbouncer_url="postgresql://pgbouncer@a:6432/pgbouncer")
+    settings = dataclasses.replace(settings, pool_report=pool_report)
+    first = target_settings(settings, Target("main", "postgresql://a/app"), several=True)
+    other = target_settings(settings, Target("beta", "postgresql://b/app"), several=True, first=False)
+    assert first.pool_report.pgbouncer_url == "postgresql://pgbouncer@a:6432/pgbouncer"
+    assert other.pool_report.pgbouncer_url is None

@@ -156,3 +156,33 @@ def test_both_processors_bound_a_view_by_the_statement_that_calls_process_view(c
         job.execute("CALL pgops.process_due('2 seconds')")  # no error: the run goes on after the timed-out view
     failures = {v.name: v.failure_count for v in queue.watched_views(conn)}
     assert failures["public.slow"] == 2
+
+
+@pytest.mark.parametrize("lock_timeout", [timedelta(milliseconds=1.5), timedelta(seconds=5), timedelta(days=20)])
+def test_the_job_command_gives_the_lock_timeout_as_postgresql_reads_it(conn, lock_timeout):
+    """The command's interval is exact and never in exponent form: `2.16e+06 seconds` is not an interval."""
+    from pgops.refresh.cron import process_command
+
+    command = process_command(dataclasses.replace(FAST, lock_timeout=lock_timeout))
+    literal = command.removeprefix("CALL pgops.process_due(").removesuffix(")")
+    read = conn.execute(f"SELECT {literal}::interval").fetchone()[0]
+    assert abs(read - lock_timeout) < timedelta(milliseconds=1)
+
+
+@pytest.mark.needs_pg_cron
+def test_migrate_schedules_a_new_install_and_keeps_a_schedule_set_since(pg_server, dbname, dsn, cli):
+    job = f"pgops-refresh:{dbname}"
+    try:
+        fresh = cli("--dsn", dsn, "migrate")
+        assert fresh.exit_code == 0, fresh.stderr
+        assert [j[0] for j in _jobs(pg_server, dbname)] == [job]
+        changed = cli("--dsn", dsn, "refresh", "schedule", "--every", "30m")
+        assert changed.exit_code == 0, changed.stderr
+        again = cli("--dsn", dsn, "migrate")  # already at head: the schedule set above stands
+        assert again.exit_code == 0, again.stderr
+        assert [j[:2] for j in _jobs(pg_server, dbname)] == [(job, "*/30 * * * *")]
+        assert cli("--dsn", dsn, "refresh", "schedule", "--off").exit_code == 0
+        assert cli("--dsn", dsn, "migrate").exit_code == 0
+        assert _jobs(pg_server, dbname) == []  # removed on purpose: migrate doesn't bring it back
+    finally:
+        cli("--dsn", dsn, "refresh", "schedule", "--off")
