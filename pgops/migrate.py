@@ -7,11 +7,13 @@ migrations; `current_revision` is a plain query the daemon and `pgops status` us
 from __future__ import annotations
 
 import io
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from typing import TYPE_CHECKING
 
 from pgops import db
 from pgops.config import Settings
+from pgops.errors import PgopsError, first_line
 from pgops.resources import migrations_dir
 
 if TYPE_CHECKING:
@@ -29,16 +31,30 @@ def alembic_config(dsn: str | None, settings: Settings) -> Config:
     return config
 
 
+@contextmanager
+def _refused() -> Iterator[None]:
+    """A statement the server refuses (a missing privilege, a lock not granted in time, a downgrade that says why
+    it can't) is one line and exit 3, not a traceback: the whole run is rolled back, so nothing is half-done."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        raise PgopsError(f"migration failed, nothing changed: {first_line(exc.orig or exc)}") from None
+
+
 def upgrade(dsn: str, settings: Settings, revision: str = "head") -> None:
     from alembic import command
 
-    command.upgrade(alembic_config(dsn, settings), revision)
+    with _refused():
+        command.upgrade(alembic_config(dsn, settings), revision)
 
 
 def downgrade(dsn: str, settings: Settings, revision: str = "base") -> None:
     from alembic import command
 
-    command.downgrade(alembic_config(dsn, settings), revision)
+    with _refused():
+        command.downgrade(alembic_config(dsn, settings), revision)
 
 
 def upgrade_sql(settings: Settings, revision: str = "head") -> str:

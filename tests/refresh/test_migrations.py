@@ -326,3 +326,17 @@ def test_a_schedule_this_pg_cron_refuses_is_one_line_naming_the_key(pg_server, d
     assert line.startswith("pgops: error: refresh.cron_schedule: pg_cron refused '30 seconds'"), result.stderr
     assert _jobs(pg_server, dbname) == []
     assert cli("--dsn", dsn, "migrate", "--downgrade", "base").exit_code == 0
+
+
+def test_a_migration_the_server_refuses_is_one_line_and_changes_nothing(pg_server, dbname, conn, cli):
+    """A role that may not create the schema: one line naming the refusal, exit 3, no traceback, no schema."""
+    role = f"pgops_plain_{uuid.uuid4().hex[:8]}"
+    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'pw'").format(sql.Identifier(role)))
+    try:
+        result = cli("--dsn", pg_server.database_dsn(dbname, user=role, password="pw"), "migrate")
+        assert result.exit_code == 3, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("pgops: error: migration failed, nothing changed: permission denied"), line
+        assert conn.execute("SELECT to_regnamespace('pgops')").fetchone()[0] is None
+    finally:
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
