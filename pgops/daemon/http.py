@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from pgops.daemon.failover import TargetHealth
-from pgops.errors import PgopsError
+from pgops.errors import PgopsError, first_line
 
 if TYPE_CHECKING:
     from pgops.web import WebPages
@@ -150,7 +150,13 @@ def _handler(health: Callable[[], Health], pages: WebPages | None = None) -> typ
                 body = json.dumps(asdict(state)).encode() + b"\n"
                 self._send(200 if state.ok else 503, "application/json", body, with_body)
             elif pages is not None:
-                page = pages.answer(path, self.headers.get("Authorization"))
+                try:
+                    page = pages.answer(path, self.headers.get("Authorization"))
+                except Exception as exc:  # a page that failed: a 500 saying so, not a dropped connection
+                    self._failed(_describe(exc), bug=True)
+                    body = f"pgops: this page failed: {first_line(exc)}\n".encode()
+                    self._send(500, "text/plain; charset=utf-8", body, with_body)
+                    return
                 self._send(page.code, page.content_type, page.body, with_body, page.headers)
             else:
                 self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n", with_body)

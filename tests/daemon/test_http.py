@@ -113,3 +113,22 @@ def test_head_answers_like_get_without_a_body(migrated_dsn, start_daemon, notify
             assert head_headers["content-length"] == headers["content-length"] == str(len(body))
     assert http_failures(daemon) == []
     stopped_log(daemon)
+
+
+def test_a_page_that_fails_is_a_500_saying_so_not_a_dropped_connection():
+    """A page's own bug (an import, a file it can't read) answers 500 with one line, and is logged once."""
+    from pgops.daemon.http import Health, HealthServer
+    from pgops.sandbox import free_port
+
+    class Failing:
+        def answer(self, path: str, authorization: str | None) -> object:
+            raise RuntimeError("the page broke\nsecond line")
+
+    health = Health(ok=True, reason="", scheduler_running=True, database_ok=True, running_jobs=[])
+    server = HealthServer(f"127.0.0.1:{free_port()}", lambda: health, Failing())  # type: ignore[arg-type]
+    server.start()
+    try:
+        code, body = http_get(f"http://{server.address}/workload")
+    finally:
+        server.stop()
+    assert (code, body) == (500, "pgops: this page failed: the page broke\n")
