@@ -101,7 +101,8 @@ class AdaptiveTable:
         return needed
 
     def as_table(self) -> Table:
-        out = Table(title=self.title, title_justify="left", **self.options)
+        # a Text title: names from the database in it (`[bold]`) are shown, never read as markup
+        out = Table(title=Text(self.title) if self.title else None, title_justify="left", **self.options)
         for column in self.columns:
             out.add_column(column, no_wrap=column in self.keep, overflow="fold")
         for row in self.rows:

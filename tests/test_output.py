@@ -80,6 +80,13 @@ def test_status(width):
     assert_whole(text, width, "pg_stat_statements", "warning", "replication slot pgops_standby_slot_with_a_long_name")
 
 
+def test_a_name_in_a_title_is_shown_not_read_as_markup():
+    """A database named `[bold]x[/bold]` (or `[link=...]`) in the status table's title stays as written."""
+    checks = [Check("server", "ok", "PostgreSQL 15.4")]
+    text = rendered(status_cli.render(Readiness("15.4", "[bold]acc[/bold]", "[red]me[/red]", checks)), 160)
+    assert "database [bold]acc[/bold] as [red]me[/red]" in " ".join(text.split()), text  # the title wraps
+
+
 @WIDTHS
 def test_cleanup_summary(width, monkeypatch):
     results = [

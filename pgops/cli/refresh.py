@@ -149,7 +149,8 @@ def now(
             f"refreshed {outcome.view} ({mode}) in {output.human_duration(outcome.duration)}", highlight=False
         )
     if outcome.outcome == process.BUSY:
-        output.err_console.print(f"{outcome.view}: another refresh is still running", highlight=False)
+        why = outcome.error or "another refresh is still running"  # or the tables' lock was not free in time
+        output.err_console.print(f"{outcome.view}: {why}", markup=False, highlight=False)
         raise typer.Exit(EXIT_WARNING)
     if outcome.outcome == process.FAILED:
         output.err_console.print(
