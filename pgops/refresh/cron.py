@@ -76,7 +76,8 @@ def _hidden(conn: psycopg.Connection) -> CronResult:
 def process_command(settings: RefreshSettings) -> str:
     """The job's whole command (pg_cron 1.4 lets a procedure COMMIT only then), with pgops' lock_timeout."""
     ms = round(settings.lock_timeout / timedelta(milliseconds=1))  # exact, and never in exponent form
-    return sql.SQL("CALL pgops.process_due({})").format(sql.Literal(f"{ms} milliseconds")).as_string(None)
+    text = f"{ms // 1000} seconds" if ms % 1000 == 0 else f"{ms} milliseconds"
+    return sql.SQL("CALL pgops.process_due({})").format(sql.Literal(text)).as_string(None)
 
 
 def _cron_connection(conn: psycopg.Connection, dbname: str) -> psycopg.Connection:
