@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from pgops import db, replication
+from pgops import replication
 from pgops.config import Settings, StatusSettings, Target
 from pgops.errors import Level, worst
 from pgops.migrate import head_revision, installed_revision
@@ -74,12 +73,6 @@ def run(conn: psycopg.Connection, plan: Plan, progress: Progress = QUIET) -> Sta
     checks = evaluate(row, installed_revision(conn), head_revision(settings))
     checks += evaluate_replication(found, settings.status, settings.pool_report.xmin_age)
     return Status(server=row["server_version"], database=row["database"], user=row["user"], checks=checks)
-
-
-def gather(dsn: str, settings: Settings, peers: Sequence[Target] = ()) -> Status:
-    """`run` on a connection of its own to `dsn`."""
-    with db.connect(dsn, settings.database) as conn:
-        return run(conn, Plan(settings, tuple(peers)))
 
 
 def _replication(conn: psycopg.Connection, in_recovery: bool) -> dict:

@@ -9,7 +9,7 @@ a report into Prometheus gauges. The job's contract (docs/design/jobs.md): `prep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import dict_row
@@ -69,20 +69,6 @@ def run(conn: psycopg.Connection, plan: Plan, progress: Progress = QUIET) -> Res
     pools = read_pgbouncer(plan.pgbouncer_url, settings.database.connect_timeout) if plan.pgbouncer_url else None
     standbys = _standbys(conn, settings, plan.peers) if plan.standbys else []
     return Result(sample, analyze(sample, settings.pool_report, pools, standbys))
-
-
-def report(
-    conn: psycopg.Connection,
-    settings: Settings,
-    pgbouncer_url: str | None = None,
-    peers: Sequence[Target] = (),
-    *,
-    read_pgbouncer_pools: bool = True,
-) -> tuple[Sample, Report]:
-    """`run` with the plan's parts as arguments: PgBouncer's console at `pgbouncer_url` (else the setting's)."""
-    url = (pgbouncer_url or settings.pool_report.pgbouncer_url) if read_pgbouncer_pools else None
-    result = run(conn, replace(prepare(conn, settings), pgbouncer_url=url, peers=tuple(peers)))
-    return result.sample, result.report
 
 
 def _standbys(conn: psycopg.Connection, settings: Settings, peers: Sequence[Target]) -> list[StandbyUsage]:

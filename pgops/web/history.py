@@ -12,7 +12,6 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pgops import metrics
@@ -72,7 +71,6 @@ class History:
         self.cleanup: deque[CleanupRun] = deque(maxlen=runs)
         self.refresh: deque[RefreshRun] = deque(maxlen=runs)
         self.advice: AdviceRecord | None = None
-        self.advice_path: Path | None = None
         # the target whose runs are kept: the pages show one server, the first target's in a daemon of several
         self.target = "default"
 
@@ -87,7 +85,6 @@ class History:
             self.pool = deque(self.pool, maxlen=samples)
             self.cleanup = deque(self.cleanup, maxlen=settings.web.history_runs)
             self.refresh = deque(self.refresh, maxlen=settings.web.history_runs)
-            self.advice_path = settings.advisor.output
 
     def record_pool(self, report: Report) -> None:
         if not self._mine():
