@@ -54,6 +54,7 @@ def extract(statement: Statement, tree: exp.Expression, catalog: Catalog) -> Ana
             extractor.scope(scope)
     if not extractor.tables:
         return Skipped(statement.query, SKIP_NO_TABLE)
+    extractor.arithmetic(tree)
     return Analysis(statement, kind, extractor.tables, extractor.params, extractor.has_limit)
 
 
@@ -279,6 +280,18 @@ class _Extractor:
         number = param_number(value)
         if number is not None and number not in self.params:
             self.params[number] = ParamUse(column[0].key if column else None, column[1] if column else None, op)
+
+    def arithmetic(self, tree: exp.Expression) -> None:
+        """Note the parameters of constant arithmetic, `$8 + $9` (pg_stat_statements' `1176 + 11`): nothing
+        types them, and PostgreSQL can't choose an operator for `unknown + unknown`."""
+        for node in tree.find_all(exp.Add, exp.Sub, exp.Mul, exp.Div):
+            # a cast types its parameter already (`$2::date + $3::interval`)
+            sides = tuple(None if isinstance(side, exp.Cast) else param_number(side) for side in node.unnest_operands())
+            if len(sides) != 2 or None in sides:
+                continue
+            for number in sides:
+                if number is not None and number not in self.params:
+                    self.params[number] = ParamUse(None, None, "arithmetic")
 
     def ordering(self, select: exp.Select, scope: Scope) -> None:
         for clause, op in (("limit", "limit"), ("offset", "offset")):

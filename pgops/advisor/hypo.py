@@ -113,13 +113,20 @@ class Planner:
         tried = [self._types[text]] if text in self._types else _typings(known)
         failure: PlanError | None = None
         for types in tried:
-            try:
-                result = self._prepared(text, ["NULL"] * count, "force_generic_plan", types)
-            except PlanError as exc:
-                failure = failure or exc
-                continue
-            self._types[text] = types
-            return result
+            for _ in range(count + 1):
+                try:
+                    result = self._prepared(text, ["NULL"] * count, "force_generic_plan", types)
+                except PlanError as exc:
+                    failure = failure or exc
+                    # `CONCAT($20, x)`, `SELECT $1 AS channel`: the server names the parameter it can't type
+                    untyped = _UNTYPED.search(str(exc))
+                    number = int(untyped.group(1)) if untyped else 0
+                    if not 1 <= number <= count or types[number - 1] == "text":
+                        break
+                    types = [*types[: number - 1], "text", *types[number:]]
+                    continue
+                self._types[text] = types
+                return result
         if self.catalog.server_version < 160000:
             assert failure is not None
             raise failure
@@ -303,6 +310,7 @@ def _message(exc: psycopg.Error) -> str:
 # Types tried, in order, for a parameter nothing in the statement types: a constant compared with no column is
 # most often a number (`d_month_seq BETWEEN $1 AND $1 + $2`: unknown + unknown is ambiguous), sometimes text.
 _FALLBACK_TYPES = ("unknown", "integer", "numeric", "text")
+_UNTYPED = re.compile(r"could not determine data type of parameter \$(\d+)")
 
 
 def _typings(known: list[str]) -> list[list[str]]:
@@ -321,6 +329,8 @@ def parameter_types(analysis: Analysis, catalog: Catalog, count: int) -> list[st
         column = table.columns.get(use.column) if table and use and use.column else None
         if use and use.op in ("limit", "offset"):
             types.append("bigint")
+        elif use and use.op == "arithmetic":
+            types.append("integer")  # any number plans alike; integer keeps an integer column's index usable
         elif column is None or (use and use.op == "like"):
             types.append("unknown")
         else:

@@ -75,7 +75,8 @@ class ParamUse:
 
     table: TableKey | None
     column: str | None
-    op: str  # "=", "in", "any", ">", ">=", "<", "<=", "between_low", "between_high", "like", "limit", "offset"
+    op: str  # "=", "in", "any", ">", ">=", "<", "<=", "between_low", "between_high", "like", "limit", "offset",
+    # "arithmetic" (an operand of `$1 + $2`)
 
 
 @dataclass
@@ -189,6 +190,7 @@ class Catalog:
     tables: dict[TableKey, TableInfo]
     indexes: list[ExistingIndex]
     stats_reset: datetime | None = None
+    database_bytes: int = 0  # pg_database_size: what an index's size is weighed against
 
     def resolve(self, name: str, schema: str | None = None) -> TableInfo | None:
         if schema:

@@ -28,6 +28,10 @@ STATEMENTS = [
     "SELECT substring(note from 1 for 3) FROM t WHERE id BETWEEN 1 AND 10",
     "UPDATE t SET note = 'x' WHERE id = 1",
     "DELETE FROM t WHERE d < date '2000-01-01'",
+    # constant arithmetic (`$2 + $3`: unknown + unknown) and parameters no operator types (TPC-DS's q2, q5)
+    "SELECT count(*) FROM t WHERE id BETWEEN 100 AND 100 + 11 AND coalesce(note, 'x') <> 'y'",
+    "SELECT 'store' AS channel, concat('store', note) AS label, coalesce(note, 'none') FROM t WHERE id + 1 > 5 "
+    "UNION ALL SELECT 'web' AS channel, concat('web', note), note FROM t WHERE id > 10 * 3",
 ]
 
 
