@@ -15,7 +15,8 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         cur.execute(
             MARK + "SELECT current_database() AS database, current_setting('server_version_num')::int AS version, "
             "current_schemas(false) AS search_path, "
-            "(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) AS stats_reset"
+            "(SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) AS stats_reset, "
+            "pg_database_size(current_database()) AS database_bytes"
         )
         head = cur.fetchone()
         assert head is not None
@@ -28,6 +29,7 @@ def read_catalog(conn: psycopg.Connection) -> Catalog:
         tables={table.key: table for table in tables},
         indexes=indexes,
         stats_reset=head["stats_reset"],
+        database_bytes=head["database_bytes"],
     )
 
 

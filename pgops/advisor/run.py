@@ -207,6 +207,9 @@ def analyze_workload(
                     max_size=options.max_size if options.max_size is not None else cfg.max_size,
                     min_share=cfg.min_saving,
                     min_share_per_mb=cfg.min_saving_per_mb,
+                    # a cost's share is of the unindexed floor, understated beside a share of the database
+                    min_share_per_size=cfg.min_saving_per_size if unit is not Unit.cost else 0.0,
+                    database_bytes=catalog.database_bytes,
                 ),
             )
     recommendations = []
@@ -396,6 +399,7 @@ def _thresholds(settings: Settings, options: AdvisorOptions) -> dict[str, str]:
         "max_indexes": str(options.max_indexes if options.max_indexes is not None else cfg.max_indexes),
         "max_size": str(options.max_size if options.max_size is not None else cfg.max_size),
         "min_saving": f"{cfg.min_saving:.1%}",
+        "min_saving_per_size": f"{cfg.min_saving_per_size:g}",
         "min_saving_per_mb": f"{cfg.min_saving_per_mb:.2%}",
         "write_cost_ms": str(cfg.write_cost_ms),
     }

@@ -5,8 +5,9 @@ The set grows one step at a time. A step is a new index (a generated candidate) 
 one by a column, as a key column or an INCLUDE column; the step taken is the one with the best net saving per
 byte it adds, where the saving is the statements' weighted time the planner says the whole set cuts (indexes
 interact: a join may use two). Growth stops when the next step's saving is negligible in absolute terms
-(`min_share` of the workload) or per megabyte (`min_share_per_mb`), or at the budgets. Steps are evaluated
-lazily (a step's last saving bounds its next one), which keeps the planner calls near one per step taken.
+(`min_share` of the workload) or per megabyte (`Budget.per_mb`: a share per MB, or, where the weights are
+measured time, a share of it below the share of the database's size the step adds), or at the budgets. Steps
+are evaluated lazily (a step's last saving bounds its next one), which keeps the planner calls near one per step taken.
 Pure: the costs come through the `Costs` callback.
 """
 
@@ -39,6 +40,18 @@ class Budget:
     max_size: int
     min_share: float  # a step must save at least this share of the workload's weight
     min_share_per_mb: float  # ... and at least this share per MB it adds
+    # ... or, where set, at least this multiple of the share of the database's size it adds: alike at any scale
+    min_share_per_size: float = 0.0
+    database_bytes: int = 0
+
+    @property
+    def relative(self) -> bool:
+        return self.min_share_per_size > 0 and self.database_bytes > 0
+
+    @property
+    def per_mb(self) -> float:
+        """The share of the workload a step must save per MB it adds."""
+        return self.min_share_per_size * MB / self.database_bytes if self.relative else self.min_share_per_mb
 
 
 @dataclass(frozen=True)
@@ -255,7 +268,7 @@ def _grow(
             counter += 1
             heapq.heappush(queue, (-ratio, step.new.describe(), counter, step))
             continue
-        if added > 0 and net / search.total / (added / MB) < budget.min_share_per_mb:
+        if added > 0 and net / search.total / (added / MB) < budget.per_mb:
             stop = Stop.per_mb  # every step left saves less per byte
             break
         if net < budget.min_share * search.total:
@@ -293,7 +306,7 @@ def _prune(problem: Problem, search: _Search, budget: Budget) -> list[Rejection]
             choice
             for choice in _explain(problem, search.config)
             if (net := choice.saved_ms - choice.write_overhead_ms) < budget.min_share * search.total
-            or net / search.total / (max(choice.size_bytes, 8192) / MB) < budget.min_share_per_mb
+            or net / search.total / (max(choice.size_bytes, 8192) / MB) < budget.per_mb
         ]
         if not weak:
             break
@@ -358,7 +371,12 @@ def _why_not(seed: Candidate, search: _Search, budget: Budget) -> str:
     if net <= 0:
         return "its statements are already served by the chosen indexes"
     share = net / search.total if search.total else 0.0
-    if added > 0 and share / (added / MB) < budget.min_share_per_mb:
+    if added > 0 and share / (added / MB) < budget.per_mb:
+        if budget.relative:
+            return (
+                f"saves {share:.2%} of the workload for {added / MB:,.1f} MB, {added / budget.database_bytes:.2%} "
+                f"of the database's size: less than {budget.min_share_per_size:g}x that (min_saving_per_size)"
+            )
         return (
             f"saves {share:.2%} of the workload for {added / MB:,.1f} MB: less than "
             f"{budget.min_share_per_mb:.2%} per MB (min_saving_per_mb)"

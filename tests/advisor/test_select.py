@@ -3,6 +3,8 @@ the budgets, and the reasons it gives. Pure."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pgops.advisor.model import Candidate
 from pgops.advisor.select import Baseline, Budget, Problem, Stop, choose
 
@@ -72,6 +74,27 @@ def test_growth_stops_when_a_step_saves_too_little_per_mb_or_in_all():
     assert "per MB (min_saving_per_mb)" in reasons[big.describe()]
     assert "less than 1.0% (min_saving)" in reasons[tiny.describe()]
     assert selection.stop is Stop.per_mb
+
+
+def test_where_time_was_measured_a_step_must_save_its_share_of_the_database_at_any_scale():
+    """`big` saves 11% of the workload: too little in a database it would grow by 20%, enough in one it grows
+    by 2% (ten times the data, the same index), where the per-MB rule alone would refuse it at 0.03% per MB."""
+    small, big = index("a"), index("b")
+    baselines = {0: Baseline(6000.0, 100.0), 1: Baseline(3000.0, 100.0)}
+    costs = {0: {small: 10.0}, 1: {big: 66.7}}
+    sizes = {small: MB, big: 400 * MB}
+    relative = Budget(10, 10**12, min_share=0.01, min_share_per_mb=0.0005, min_share_per_size=1.0)
+    in_2gb = choose(problem(baselines, costs, sizes, [small, big]), replace(relative, database_bytes=2000 * MB))
+    assert [c.candidate for c in in_2gb.chosen] == [small]
+    reasons = {r.index: r.reason for r in in_2gb.rejected}
+    assert reasons[big.describe()] == (
+        "saves 11.10% of the workload for 400.0 MB, 20.00% of the database's size: less than 1x that "
+        "(min_saving_per_size)"
+    )
+    in_20gb = choose(problem(baselines, costs, sizes, [small, big]), replace(relative, database_bytes=20000 * MB))
+    assert {c.candidate for c in in_20gb.chosen} == {small, big}
+    unknown_size = choose(problem(baselines, costs, sizes, [small, big]), relative)  # falls back to per MB
+    assert [c.candidate for c in unknown_size.chosen] == [small]
 
 
 def test_budgets_and_write_overhead_are_respected_and_named():
