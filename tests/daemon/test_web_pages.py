@@ -97,7 +97,8 @@ def _prepare(dsn: str, tmp: Path) -> Path:
         # the demo's bulk loads take most of the statement time here: the loop's share is well under 1%
         "[workload]\nsuspect_min_share = 0.0001\n"
         # any index that saves time, whatever it costs the demo's bulk loads: the advice has one to show
-        "[advisor]\nmin_calls = 1\nmin_saving = 0.0\nmin_saving_per_mb = 0.0\nwrite_cost_ms = 0.0\n"
+        "[advisor]\nmin_calls = 1\nmin_saving = 0.0\nmin_saving_per_size = 0.0\nmin_saving_per_mb = 0.0\n"
+        "write_cost_ms = 0.0\n"
         f'output = "{tmp / "fix.sql"}"\n'
     )
     return config
