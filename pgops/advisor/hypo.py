@@ -70,15 +70,23 @@ class Planner:
 
     # -- costs -------------------------------------------------------------------------------------------------
 
-    def costs(self, analysis: Analysis) -> Costs:
-        """The statement's plan costs under the current (hypothetical) indexes; raises PlanError."""
+    def costs(self, analysis: Analysis, *, generic_plan: bool = True) -> Costs:
+        """The statement's plan costs under the current (hypothetical) indexes; raises PlanError. Without
+        `generic_plan`, a statement with realistic values and known parameter types is planned once, custom
+        (its generic cost is then None): what the what-if loop needs, at half the planning."""
         text = analysis.text or plannable(analysis.statement.query)
         count = count_parameters(text)
         if count == 0:
             cost, used = self._explain(sql.SQL(text))
             return Costs(cost, None, used)
-        generic, generic_used = self._generic(text, count, analysis)
         values = realistic_values(analysis, self.catalog, count)
+        if not generic_plan and values is not None and text in self._types:
+            try:
+                cost, used = self._prepared(text, values, "force_custom_plan", self._types[text])
+                return Costs(cost, None, used)
+            except PlanError:
+                pass  # the values do not fit: as below
+        generic, generic_used = self._generic(text, count, analysis)
         if values is None:
             return Costs(generic, generic, generic_used)
         try:

@@ -42,7 +42,7 @@ class WhatIf:
         self.planned += 1
         try:
             self.planner.configure(indexes)
-            costs = self.planner.costs(analysis)
+            costs = self.planner.costs(analysis, generic_plan=False)
         except PlanError as exc:  # no saving can be shown: the statement counts as no index helping it
             self.failures.setdefault(number, str(exc))
             return self.baseline[number]

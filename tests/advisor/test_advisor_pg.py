@@ -257,6 +257,28 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
 
 
 @pytest.mark.needs_hypopg
+def test_a_what_if_plan_of_a_parameterized_statement_is_planned_once(dsn, conn):
+    """Once a statement's parameter types are known, the what-if loop plans it with its realistic values only,
+    for the same cost; the generic plan is made where those values don't fit."""
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
+    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
+    conn.execute("ANALYZE t")
+    with psycopg.connect(dsn, autocommit=True) as session:
+        catalog = read_catalog(session)
+        planner = Planner(session, catalog, hypopg_schema(session))
+        query = analyze(statement("SELECT * FROM t WHERE a = $1 AND b LIKE $2"), catalog)
+        custom = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
+        assert isinstance(query, Analysis) and isinstance(custom, Analysis)
+        with planner.session(), planner.hypothetical(Candidate(("public", "t"), ("a",))):
+            both = planner.costs(custom)
+            once = planner.costs(custom, generic_plan=False)
+            assert both.generic is not None and once.generic is None
+            assert once.cost == both.cost and once.used == both.used
+            no_values = planner.costs(query, generic_plan=False)  # LIKE $2 has no realistic value
+            assert no_values.generic is not None and no_values.cost == no_values.generic
+
+
+@pytest.mark.needs_hypopg
 def test_an_index_hypopg_refuses_is_left_out_of_the_plan_not_the_run(dsn, conn):
     """hypopg refusing one hypothetical index (a column gone since the catalog was read) costs the set without
     it and names it, instead of aborting the whole run."""
