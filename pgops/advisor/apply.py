@@ -56,6 +56,8 @@ def apply(dsn: str, settings: Settings, advice: Advice, progress: Progress = QUI
                     detail += " (dropped the INVALID leftover)"
                 results.append(Applied(rec.name, Built.FAILED, detail))
             else:
+                if existed is None and rec.comment_sql:
+                    conn.execute(sql.SQL(rec.comment_sql))
                 results.append(Applied(rec.name, Built.EXISTS if existed is not None else Built.BUILT))
             metrics.ADVISOR_APPLIED.labels(outcome=results[-1].outcome).inc()
             advance()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.rows import dict_row
 
-from pgops.advisor.model import Catalog, ColumnInfo, ExistingIndex, TableInfo
+from pgops.advisor.model import ADVISED, Catalog, ColumnInfo, ExistingIndex, TableInfo
 from pgops.resources import MARK, read_sql
 
 
@@ -95,4 +95,5 @@ def _index(row: dict) -> ExistingIndex:
         scans=row["scans"],
         size_bytes=row["size_bytes"],
         definition=row["definition"],
+        advised=row["comment"] == ADVISED,
     )

@@ -180,6 +180,11 @@ class ExistingIndex:
     scans: int
     size_bytes: int
     definition: str
+    advised: bool = False  # built from pgops' advice: its COMMENT says so
+
+
+# The COMMENT fix.sql and --apply put on each index they build, to tell it from the application's own.
+ADVISED = "pgops advise-indexes"
 
 
 @dataclass
@@ -267,6 +272,7 @@ class Recommendation:
     saved_ms: float
     validated: bool
     queries: list[QueryCost]
+    comment_sql: str = ""  # COMMENT ON INDEX ... IS ADVISED
 
 
 @dataclass(frozen=True)

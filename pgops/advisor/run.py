@@ -30,7 +30,7 @@ from pgops.advisor.model import (
 )
 from pgops.advisor.parse import analyze
 from pgops.advisor.redundant import review
-from pgops.advisor.script import drop_statement, index_definition, index_name
+from pgops.advisor.script import comment_statement, drop_statement, index_definition, index_name
 from pgops.advisor.select import Baseline, Budget, Problem, TableWrites, choose, write_overhead
 from pgops.advisor.size import estimate_size
 from pgops.advisor.weights import DEFAULT_MS_PER_COST, Planned, Unit, weigh
@@ -186,7 +186,9 @@ def analyze_workload(
             return overheads[candidate]
 
         unindexed = track(options.progress, "planning statements without indexes", list(baselines), len(baselines))
-        reference = _cost_reference(planner, analyses, unindexed, catalog, unit)
+        reference = _cost_reference(planner, analyses, unindexed, catalog, unit) or _time_reference(
+            planner, analyses, baselines, in_use, catalog
+        )
         baselines_costs = {n: b.cost for n, b in baselines.items()}
         problem = Problem(
             baselines=baselines,
@@ -225,6 +227,7 @@ def analyze_workload(
                 candidate=candidate,
                 create_sql=index_definition(candidate, name, concurrently=True, if_not_exists=True).as_string(conn),
                 drop_sql=drop_statement(candidate.table[0], name).as_string(conn),
+                comment_sql=comment_statement(candidate.table[0], name).as_string(conn),
                 size_bytes=choice.size_bytes,
                 writes=writes,
                 write_overhead_ms=write_ms,
@@ -267,7 +270,7 @@ def analyze_workload(
         recommendations=recommendations,
         rejected=rejected + not_chosen,
         skipped=skipped,
-        drops=review(catalog, in_use),
+        drops=review(catalog, set().union(*in_use.values())),
         unit=str(unit),
         duration_s=time.monotonic() - started,
         lock_timeout_ms=int(cfg.lock_timeout.total_seconds() * 1000),
@@ -277,9 +280,9 @@ def analyze_workload(
 
 def _baselines(
     planner: Planner, catalog: Catalog, analyses: list[Analysis], needed: Iterable[int], skipped: list[Skipped]
-) -> tuple[dict[int, Baseline], dict[int, float | None], set[str], Unit]:
+) -> tuple[dict[int, Baseline], dict[int, float | None], dict[int, frozenset[str]], Unit]:
     """Each needed statement's weight and cost with the existing indexes (planner, or rules without hypopg),
-    the existing indexes those plans use, and the weights' unit; a statement the planner refuses is skipped
+    the existing indexes its plan uses, and the weights' unit; a statement the planner refuses is skipped
     with its reason."""
     planned: dict[int, Planned] = {}
     generic: dict[int, float | None] = {}
@@ -300,7 +303,7 @@ def _baselines(
     scans = {index.name: index.scans for index in catalog.indexes}
     weights, unit, _ = weigh(planned, scans)
     baselines = {number: Baseline(weights[number], p.cost) for number, p in planned.items()}
-    return baselines, generic, set().union(*(p.uses for p in planned.values())), unit
+    return baselines, generic, {number: p.uses for number, p in planned.items()}, unit
 
 
 def _skip(statement: Statement, reason: str, detail: str) -> Skipped:
@@ -371,6 +374,37 @@ def _cost_reference(
 
     def reference(costs: Mapping[int, float]) -> float:
         return sum(max(floors[n], costs[n]) * calls[n] for n in floors)
+
+    return reference
+
+
+def _time_reference(
+    planner: Planner,
+    analyses: list[Analysis],
+    baselines: dict[int, Baseline],
+    uses: dict[int, frozenset[str]],
+    catalog: Catalog,
+) -> Callable[[Mapping[int, float]], float] | None:
+    """What the thresholds are shares of, where time was measured: the workload's time, counting a statement
+    whose plan uses an index built from pgops' advice at least as its time before that index (its measured time
+    x its plan cost with no index / its cost now). A run on applied advice then judges against about the time
+    the first run saw, as with file input; statements on the application's own indexes count as measured."""
+    advised = {index.name for index in catalog.indexes if index.advised}
+    if planner.hypopg is None or not advised:
+        return None
+    floors = {}
+    for number, base in baselines.items():
+        floors[number] = base.total_time_ms
+        if uses.get(number, frozenset()) & advised and base.cost > 0:
+            unindexed = planner.unindexed_cost(analyses[number])
+            if unindexed is not None:
+                floors[number] = max(base.total_time_ms, base.total_time_ms * unindexed / base.cost)
+
+    def reference(costs: Mapping[int, float]) -> float:
+        return sum(
+            max(floor, baselines[n].total_time_ms * costs[n] / baselines[n].cost if baselines[n].cost > 0 else 0.0)
+            for n, floor in floors.items()
+        )
 
     return reference
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from psycopg import sql
 
-from pgops.advisor.model import Advice, Candidate, Constant, QueryCost, describe_constant
+from pgops.advisor.model import ADVISED, Advice, Candidate, Constant, QueryCost, describe_constant
 from pgops.output import human_bytes, human_duration
 from pgops.sqltext import Script, identifier, literal
 
@@ -85,6 +85,11 @@ def index_definition(
 
 def drop_statement(schema: str, name: str) -> sql.Composed:
     return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(identifier(schema), identifier(name))
+
+
+def comment_statement(schema: str, name: str) -> sql.Composed:
+    """Marks an index as built from pgops' advice, which a later run reads back (`ExistingIndex.advised`)."""
+    return sql.SQL("COMMENT ON INDEX {}.{} IS {}").format(identifier(schema), identifier(name), sql.Literal(ADVISED))
 
 
 def _one_line(text: str, limit: int = 110) -> str:
@@ -173,6 +178,8 @@ def render_sql(advice: Advice, *, explain: bool = False) -> str:
                 f"{query.after:,.1f}{generic}: {_one_line(query.query)}"
             )
         script.statement(sql.SQL(rec.create_sql))
+        if rec.comment_sql:
+            script.statement(sql.SQL(rec.comment_sql))
         script.commented(sql.SQL(rec.drop_sql), "rollback: ")
         script.blank()
     if advice.drops:

@@ -21,7 +21,8 @@ SELECT ni.nspname AS schema,
        i.indisvalid AS is_valid,
        coalesce(s.idx_scan, 0) AS scans,
        pg_relation_size(i.indexrelid) AS size_bytes,
-       pg_get_indexdef(i.indexrelid) AS definition
+       pg_get_indexdef(i.indexrelid) AS definition,
+       obj_description(i.indexrelid, 'pg_class') AS comment
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_namespace ni ON ni.oid = ic.relnamespace
