@@ -3,6 +3,7 @@ formats, the fallback without hypopg, hypopg hygiene, and statements it must nev
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -22,7 +23,15 @@ from pgops import demo
 from pgops.advisor.apply import Built, apply
 from pgops.advisor.catalog import read_catalog
 from pgops.advisor.hypo import PlanError, Planner, hypopg_schema
-from pgops.advisor.model import SKIP_PRIVILEGE, Advice, AdvisorOptions, Analysis, Candidate, Recommendation
+from pgops.advisor.model import (
+    SKIP_PRIVILEGE,
+    Advice,
+    AdvisorOptions,
+    Analysis,
+    Candidate,
+    Catalog,
+    Recommendation,
+)
 from pgops.advisor.parse import analyze
 from pgops.advisor.run import advise
 from pgops.advisor.script import render_sql
@@ -229,14 +238,20 @@ def test_without_hypopg_rules_over_pg_stats_still_find_the_indexes_and_say_unval
     assert "-- UNVALIDATED: hypopg is not installed" in render_sql(advice)
 
 
-@pytest.mark.needs_hypopg
-def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, conn):
+@contextlib.contextmanager
+def _small_table(conn, dsn: str) -> Iterator[tuple[psycopg.Connection, Catalog, Planner]]:
+    """Table `t` (id, a: 100 values, b: text) of 5,000 rows, and a planning session on it."""
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
     conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
     conn.execute("ANALYZE t")
     with psycopg.connect(dsn, autocommit=True) as session:
         catalog = read_catalog(session)
-        planner = Planner(session, catalog, hypopg_schema(session))
+        yield session, catalog, Planner(session, catalog, hypopg_schema(session))
+
+
+@pytest.mark.needs_hypopg
+def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, conn):
+    with _small_table(conn, dsn) as (session, catalog, planner):
         good = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
         # fails on every version: PREPARE (15) and EXPLAIN (GENERIC_PLAN) (16+) both look the function up
         bad = analyze(statement("SELECT * FROM t WHERE a = $1 AND b = no_such_function($2)"), catalog)
@@ -260,12 +275,7 @@ def test_hypothetical_indexes_and_prepared_statements_never_outlive_a_run(dsn, c
 def test_a_what_if_plan_of_a_parameterized_statement_is_planned_once(dsn, conn):
     """Once a statement's parameter types are known, the what-if loop plans it with its realistic values only,
     for the same cost; the generic plan is made where those values don't fit."""
-    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
-    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
-    conn.execute("ANALYZE t")
-    with psycopg.connect(dsn, autocommit=True) as session:
-        catalog = read_catalog(session)
-        planner = Planner(session, catalog, hypopg_schema(session))
+    with _small_table(conn, dsn) as (_, catalog, planner):
         query = analyze(statement("SELECT * FROM t WHERE a = $1 AND b LIKE $2"), catalog)
         custom = analyze(statement("SELECT * FROM t WHERE a = $1"), catalog)
         assert isinstance(query, Analysis) and isinstance(custom, Analysis)
@@ -282,12 +292,7 @@ def test_a_what_if_plan_of_a_parameterized_statement_is_planned_once(dsn, conn):
 def test_an_index_hypopg_refuses_is_left_out_of_the_plan_not_the_run(dsn, conn):
     """hypopg refusing one hypothetical index (a column gone since the catalog was read) costs the set without
     it and names it, instead of aborting the whole run."""
-    conn.execute("CREATE TABLE t (id int PRIMARY KEY, a int, b text)")
-    conn.execute("INSERT INTO t SELECT i, i % 100, md5(i::text) FROM generate_series(1, 5000) i")
-    conn.execute("ANALYZE t")
-    with psycopg.connect(dsn, autocommit=True) as session:
-        catalog = read_catalog(session)
-        planner = Planner(session, catalog, hypopg_schema(session))
+    with _small_table(conn, dsn) as (session, catalog, planner):
         query = analyze(statement("SELECT id, a FROM t WHERE a = 5"), catalog)
         assert isinstance(query, Analysis)
         good, gone = Candidate(("public", "t"), ("a",)), Candidate(("public", "t"), ("a", "no_such_column"))
