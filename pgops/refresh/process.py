@@ -17,7 +17,7 @@ from pgops import metrics
 from pgops.config import RefreshSettings
 from pgops.errors import PgopsError
 from pgops.refresh import names
-from pgops.refresh.queue import WatchedView, require_installed, watched_views
+from pgops.refresh.queue import WatchedView, require_processor, watched_views
 
 log = logging.getLogger("pgops.refresh")
 
@@ -122,7 +122,7 @@ def process_due(
 ) -> list[RefreshOutcome]:
     """Refresh every due view, each in its own transaction, views read by others first; stop between views when
     `should_stop()` says so. `conn` must not be inside a transaction."""
-    require_installed(conn)
+    require_processor(conn)
     outcomes = []
     for view_id, view in _candidates(conn):
         if should_stop():
@@ -138,7 +138,7 @@ def refresh_now(
     """Refresh a watched view at once, whatever its debounce; waits up to lock_timeout for a running refresh.
     `plain`: a plain refresh even for a view refreshed concurrently, to measure which costs less."""
     name = names.parse_view_name(view)
-    require_installed(conn)
+    require_processor(conn)
     relation = names.require(conn, name)
     row = conn.execute(
         "SELECT view_id, schema_name || '.' || view_name FROM pgops.refresh_views "

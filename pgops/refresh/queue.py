@@ -50,6 +50,15 @@ def require_installed(conn: psycopg.Connection) -> None:
         raise PgopsError("pgops is not installed in this database: run `pgops migrate` (or `alembic upgrade head`)")
 
 
+def require_processor(conn: psycopg.Connection) -> None:
+    """The objects refreshing needs, which migration 0004 added: an older schema says what to run."""
+    require_installed(conn)
+    if conn.execute("SELECT to_regproc('pgops.process_view') IS NULL").fetchone()[0]:
+        raise PgopsError(
+            "pgops' objects in this database are older than this pgops (no pgops.process_view): run `pgops migrate`"
+        )
+
+
 def watched_views(conn: psycopg.Connection) -> list[WatchedView]:
     """Every watched view with its state, stale marks not yet folded included."""
     require_installed(conn)

@@ -19,6 +19,7 @@ from alembic.config import Config
 from psycopg import sql
 
 from pgops import migrate
+from pgops.errors import PgopsError
 from pgops.refresh import process, queue, watch
 from tests.refresh.conftest import BASE_SCHEMA, FAST, differs_from_query, settings_for
 
@@ -59,6 +60,22 @@ def _installed_objects(conn) -> tuple[bool, int, int]:
         " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgops'), "
         "(SELECT count(*) FROM pg_proc WHERE proname LIKE 'refresh\\_mark\\_%%')"
     ).fetchone()
+
+
+def test_refreshing_on_a_schema_older_than_pgops_says_to_migrate(dsn, conn, alembic_ini, cli):
+    """Before 0004 there is no processor to call: one line that names the fix, not a refresh failure."""
+    config = alembic_ini(dsn)
+    command.upgrade(config, "head")
+    conn.execute(BASE_SCHEMA)
+    watch.watch(conn, "fund_stats", FAST)
+    command.downgrade(config, "0003")
+    result = cli("--dsn", dsn, "refresh", "now", "fund_stats")
+    assert result.exit_code == 3, (result.stdout, result.stderr)
+    assert "run `pgops migrate`" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    with pytest.raises(PgopsError, match="run `pgops migrate`"):
+        process.process_due(conn, FAST)  # what the daemon calls
+    command.upgrade(config, "head")
+    assert cli("--dsn", dsn, "refresh", "now", "fund_stats").exit_code == 0
 
 
 @pytest.mark.needs_pg_cron
