@@ -10,6 +10,7 @@ override the file (e.g. `PGOPS_REFRESH_DEBOUNCE=10s`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from pgops.errors import ConfigError, PgopsError
+
+log = logging.getLogger("pgops.config")
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -728,4 +731,9 @@ def load_settings(
     except ConfigError as exc:
         origin = f"environment variable {from_env[exc.key]}" if exc.key in from_env else source
         raise PgopsError(f"{origin}: {exc.message}") from None
+    if env_url and not dsn and targets:
+        variable = "PGOPS_DATABASE_URL" if env.get("PGOPS_DATABASE_URL") else "DATABASE_URL"
+        log.warning(
+            "%s in the environment replaces the %d targets of %s: unset it to use them", variable, len(targets), source
+        )
     return dataclasses.replace(settings, source=source, configured_targets=targets, url_given=bool(env_url))

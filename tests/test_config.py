@@ -430,9 +430,19 @@ def test_no_targets_is_one_target_named_default(tmp_path):
     ("dsn", "env"),
     [("postgresql://option/db", {}), (None, {"PGOPS_DATABASE_URL": "postgresql://option/db"})],
 )
-def test_an_explicit_url_is_the_one_target(tmp_path, dsn, env):
+def test_an_explicit_url_is_the_one_target(tmp_path, dsn, env, caplog):
     settings = load_settings(write(tmp_path, TWO_TARGETS), dsn=dsn, env=env)
     assert settings.targets() == (Target("default", "postgresql://option/db"),)
+    # --dsn is asked for on the command line; a variable may be a forgotten one, so that one is said
+    replaced = [r.getMessage() for r in caplog.records if "replaces the 2 targets" in r.getMessage()]
+    assert replaced == (
+        []
+        if dsn
+        else [
+            f"PGOPS_DATABASE_URL in the environment replaces the 2 targets of "
+            f"{tmp_path / 'pgops.toml'}: unset it to use them"
+        ]
+    )
     with pytest.raises(PgopsError, match=r"no target named 'primary': a URL from --dsn.* names primary, replica-1"):
         settings.target("primary")
 
