@@ -246,7 +246,10 @@ class Configuration:
         return sum(i.bytes for i in self.indexes)
 
     def slow(self) -> list[int]:
-        return [n for n in self.runs[0] if self.seconds(n) > SLOW_S]
+        """Over SLOW_S, and the queries cancelled at the timeout (which count as the timeout, SLOW_S itself at
+        --timeout 10)."""
+        cancelled = set(self.timeouts())
+        return [n for n in self.runs[0] if self.seconds(n) > SLOW_S or n in cancelled]
 
     def timeouts(self) -> list[int]:
         return [n for n in self.runs[0] if any(run[n].status == "timeout" for run in self.runs)]
