@@ -56,9 +56,13 @@ def apply(dsn: str, settings: Settings, advice: Advice, progress: Progress = QUI
                     detail += " (dropped the INVALID leftover)"
                 results.append(Applied(rec.name, Built.FAILED, detail))
             else:
+                detail = ""
                 if existed is None and rec.comment_sql:
-                    conn.execute(sql.SQL(rec.comment_sql))
-                results.append(Applied(rec.name, Built.EXISTS if existed is not None else Built.BUILT))
+                    try:
+                        conn.execute(sql.SQL(rec.comment_sql))
+                    except psycopg.Error as exc:  # built all the same: a later run counts it as the app's own
+                        detail = f"not marked as pgops' own: {(exc.diag.message_primary or str(exc)).splitlines()[0]}"
+                results.append(Applied(rec.name, Built.EXISTS if existed is not None else Built.BUILT, detail))
             metrics.ADVISOR_APPLIED.labels(outcome=results[-1].outcome).inc()
             advance()
     return results

@@ -1,10 +1,11 @@
 """Planner costs with and without hypothetical indexes (hypopg), never executing the user's statements.
 
 Every EXPLAIN runs in a READ ONLY transaction on a connection with the advisor's statement_timeout. Statements
-with `$n` parameters are costed twice: the generic plan (what a prepared statement may settle on, with
-default selectivities) and a custom plan with realistic values drawn from pg_stats, because the generic plan
-wrongly rejects good range indexes. hypopg's functions are called schema-qualified, each hypothetical index is
-dropped after use, and `hypopg_reset()` runs every `BATCH` indexes and on every exit path.
+with `$n` parameters are costed twice as they are: the generic plan (what a prepared statement may settle on,
+with default selectivities) and a custom plan with realistic values drawn from pg_stats, because the generic
+plan wrongly rejects good range indexes; under hypothetical indexes, the custom plan alone where it can be made.
+hypopg's functions are called schema-qualified, each hypothetical index is dropped after use, and
+`hypopg_reset()` runs every `BATCH` indexes and on every exit path.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ _names = itertools.count(1)
 
 class PlanError(Exception):
     """The planner refused the statement (unknown parameter types, a function that no longer exists...)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ class Planner:
                 except PlanError as exc:
                     failure = failure or exc
                     # `CONCAT($20, x)`, `SELECT $1 AS channel`: the server names the parameter it can't type
-                    untyped = _UNTYPED.search(str(exc))
+                    untyped = _PARAMETER.search(str(exc)) if exc.sqlstate == INDETERMINATE_DATATYPE else None
                     number = int(untyped.group(1)) if untyped else 0
                     if not 1 <= number <= count or types[number - 1] == "text":
                         break
@@ -146,7 +151,7 @@ class Planner:
                 self._settings()
                 return self._explain_in_transaction(statement, generic=generic)
         except psycopg.Error as exc:
-            raise PlanError(_message(exc)) from None
+            raise PlanError(_message(exc), exc.sqlstate) from None
 
     def _prepared(self, text: str, values: list[str], mode: str, types: list[str]) -> tuple[float, frozenset[str]]:
         """Cost through PREPARE/EXECUTE; the prepared statement is deallocated by name (never DEALLOCATE ALL)."""
@@ -163,7 +168,7 @@ class Planner:
                 self.conn.execute(sql.SQL(prepare).format(*parts))
                 return self._explain_in_transaction(sql.SQL("EXECUTE {}({})").format(name, args))
         except psycopg.Error as exc:
-            raise PlanError(_message(exc)) from None
+            raise PlanError(_message(exc), exc.sqlstate) from None
         finally:
             # PREPARE outlives a rolled-back transaction: deallocate this one statement, by its name.
             with suppress(psycopg.Error), self.conn.transaction():
@@ -318,7 +323,8 @@ def _message(exc: psycopg.Error) -> str:
 # Types tried, in order, for a parameter nothing in the statement types: a constant compared with no column is
 # most often a number (`d_month_seq BETWEEN $1 AND $1 + $2`: unknown + unknown is ambiguous), sometimes text.
 _FALLBACK_TYPES = ("unknown", "integer", "numeric", "text")
-_UNTYPED = re.compile(r"could not determine data type of parameter \$(\d+)")
+INDETERMINATE_DATATYPE = "42P18"  # "could not determine data type of parameter $n", in any lc_messages
+_PARAMETER = re.compile(r"\$(\d+)")
 
 
 def _typings(known: list[str]) -> list[list[str]]:

@@ -400,8 +400,11 @@ def _time_reference(
             if unindexed is not None:
                 floors[number] = max(base.total_time_ms, base.total_time_ms * unindexed / base.cost)
 
+    # statements the planner refused still count, as measured, as they do without advised indexes
+    unplanned = sum(a.statement.total_time_ms for n, a in enumerate(analyses) if n not in baselines)
+
     def reference(costs: Mapping[int, float]) -> float:
-        return sum(
+        return unplanned + sum(
             max(floor, baselines[n].total_time_ms * costs[n] / baselines[n].cost if baselines[n].cost > 0 else 0.0)
             for n, floor in floors.items()
         )

@@ -53,7 +53,11 @@ def require_installed(conn: psycopg.Connection) -> None:
 def require_processor(conn: psycopg.Connection) -> None:
     """The objects refreshing needs, which migration 0004 added: an older schema says what to run."""
     require_installed(conn)
-    if conn.execute("SELECT to_regproc('pgops.process_view') IS NULL").fetchone()[0]:
+    found = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname = 'pgops' AND p.proname = 'process_view')"
+    ).fetchone()[0]
+    if not found:
         raise PgopsError(
             "pgops' objects in this database are older than this pgops (no pgops.process_view): run `pgops migrate`"
         )

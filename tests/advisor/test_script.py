@@ -18,7 +18,7 @@ from pgops.advisor.model import (
     Rejection,
     Skipped,
 )
-from pgops.advisor.script import drop_statement, index_definition, render_sql
+from pgops.advisor.script import comment_statement, drop_statement, index_definition, render_sql
 from tests.helpers import hostile_text
 
 # What the server allows in a name: anything but NUL, up to 63 bytes.
@@ -34,6 +34,7 @@ def advice_with(schema: str, table: str, column: str, include: str, value: str, 
         candidate=candidate,
         create_sql=index_definition(candidate, "pgops_idx", concurrently=True, if_not_exists=True).as_string(None),
         drop_sql=drop_statement(schema, "pgops_idx").as_string(None),
+        comment_sql=comment_statement(schema, index).as_string(None),
         size_bytes=8192,
         writes=10,
         write_overhead_ms=1.0,
@@ -73,8 +74,9 @@ def test_names_and_texts_from_the_database_never_become_statements(schema, table
     value = value.replace("\x00", "")  # a text value from the server never holds NUL either
     script = render_sql(advice_with(schema, table, column, include, value, text, index), explain=True)
     statements = [raw.stmt for raw in pglast.parser.parse_sql(script)]
-    assert [type(s).__name__ for s in statements] == [*["VariableSetStmt"] * 4, "IndexStmt"]
-    create = statements[4]
+    assert [type(s).__name__ for s in statements] == [*["VariableSetStmt"] * 4, "IndexStmt", "CommentStmt"]
+    create, comment = statements[4], statements[5]
+    assert [n.sval for n in comment.object] == [schema, index] and comment.comment == "pgops advise-indexes"
     assert (create.relation.schemaname, create.relation.relname) == (schema, table)
     assert [p.name for p in create.indexParams] == [column]
     assert [p.name for p in create.indexIncludingParams] == [include]
@@ -88,7 +90,8 @@ def test_a_newline_in_a_column_name_stays_in_its_comment():
     evil = "email\nALTER ROLE lowpriv SUPERUSER; --"
     script = render_sql(advice_with("public", "t", evil, "x", "v", "SELECT 1", "idx\nDROP TABLE t; --"))
     statements = [line for line in script.splitlines() if line and not line.startswith("--")]
-    assert [line.split(" ")[0] for line in statements] == ["SET", "SET", "SET", "SET", "CREATE"]  # one line each
+    # one line each
+    assert [line.split(" ")[0] for line in statements] == ["SET", "SET", "SET", "SET", "CREATE", "COMMENT"]
     assert 'U&"email\\+00000aALTER ROLE lowpriv SUPERUSER; --"' in statements[4]
     # a statement to review is written as it would run: uncommented, it drops that very index
     assert '-- DROP INDEX CONCURRENTLY IF EXISTS "public".U&"idx\\+00000aDROP TABLE t; --";  -- unused: ' in script
