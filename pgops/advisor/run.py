@@ -262,7 +262,7 @@ def analyze_workload(
         database=catalog.database,
         generated_at=datetime.now(UTC),
         sources=sources or ["workload entries"],
-        thresholds=_thresholds(settings, options),
+        thresholds=_thresholds(settings, options, relative=unit is not Unit.cost and catalog.database_bytes > 0),
         hypopg=schema is not None,
         hypopg_note=_hypopg_note(conn, schema, options),
         statements=len(statements),
@@ -421,8 +421,10 @@ def _covered_rows(catalog: Catalog, candidate: Candidate) -> float:
     return rows
 
 
-def _thresholds(settings: Settings, options: AdvisorOptions) -> dict[str, str]:
+def _thresholds(settings: Settings, options: AdvisorOptions, *, relative: bool) -> dict[str, str]:
+    """The thresholds in force: of the two size rules, the one this run applied."""
     cfg = settings.advisor
+    relative = relative and cfg.min_saving_per_size > 0
     min_total_ms = (
         options.min_total_time_ms
         if options.min_total_time_ms is not None
@@ -436,8 +438,11 @@ def _thresholds(settings: Settings, options: AdvisorOptions) -> dict[str, str]:
         "max_indexes": str(options.max_indexes if options.max_indexes is not None else cfg.max_indexes),
         "max_size": str(options.max_size if options.max_size is not None else cfg.max_size),
         "min_saving": f"{cfg.min_saving:.1%}",
-        "min_saving_per_size": f"{cfg.min_saving_per_size:g}",
-        "min_saving_per_mb": f"{cfg.min_saving_per_mb:.2%}",
+        **(
+            {"min_saving_per_size": f"{cfg.min_saving_per_size:g}"}
+            if relative
+            else {"min_saving_per_mb": f"{cfg.min_saving_per_mb:.2%}"}
+        ),
         "write_cost_ms": str(cfg.write_cost_ms),
     }
 

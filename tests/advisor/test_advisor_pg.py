@@ -657,6 +657,8 @@ def test_a_second_run_on_measured_time_judges_against_the_time_before_the_advice
     first = cli("--dsn", dsn, "advise-indexes", "--min-calls", "1", "--format", "json")
     assert first.exit_code == 1, first.stderr
     assert [r["candidate"]["columns"] for r in json.loads(first.stdout)["recommendations"]] == [["a"]]
+    thresholds = json.loads(first.stdout)["thresholds"]  # the size rule of measured time, and only that one
+    assert thresholds["min_saving_per_size"] == "2" and "min_saving_per_mb" not in thresholds
     fix = tmp_path / "fix.sql"
     fix.write_text(cli("--dsn", dsn, "advise-indexes", "--min-calls", "1").stdout)
     assert _psql(dsn, fix).returncode == 0
@@ -699,6 +701,8 @@ def test_a_statements_file_reaches_a_fixed_point_on_a_star_schema(dsn, conn, cli
     assert first.exit_code == 1, first.stderr
     proposed = [r["name"] for r in json.loads(first.stdout)["recommendations"]]
     assert "fact_dim_id_idx" in proposed
+    thresholds = json.loads(first.stdout)["thresholds"]  # plan costs: the per-MB rule, and only that one
+    assert thresholds["min_saving_per_mb"] == "0.05%" and "min_saving_per_size" not in thresholds
     fix = tmp_path / "fix.sql"
     fix.write_text(cli("--dsn", dsn, "advise-indexes", "--from-file", queries).stdout)
     applied = _psql(dsn, fix)
