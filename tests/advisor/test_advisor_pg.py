@@ -37,6 +37,7 @@ from pgops.advisor.run import advise
 from pgops.advisor.script import render_sql
 from pgops.advisor.size import estimate_size
 from pgops.advisor.whatif import WhatIf
+from pgops.advisor.workload import StatementFilter, read_pg_stat_statements
 from pgops.config import DatabaseSettings, Settings
 from tests.advisor.helpers import statement
 from tests.conftest import PgServer, create_database, drop_database
@@ -601,6 +602,16 @@ def _own_entries(conn: psycopg.Connection) -> list[str]:
 def test_the_advisor_never_reads_its_own_statements_back(demo_dsn, demo_conn, pg_server):
     demo_conn.execute("SELECT pg_stat_statements_reset()")
     demo.run_workload(demo_dsn, statements=200, clients=1, seed=11)
+    # what pgops' functions run (recorded under track = all), as the statements name its schema
+    demo_conn.execute("CREATE SCHEMA pgops")
+    try:
+        demo_conn.execute("CREATE TABLE pgops.refresh_views (view_id int)")
+        demo_conn.execute("SELECT count(*) FROM pgops.refresh_views WHERE view_id = 1")
+        demo_conn.execute('SELECT count(*) FROM "pgops".refresh_views WHERE view_id = 2')
+        read = [s.query for s in read_pg_stat_statements(demo_conn, StatementFilter(min_calls=1, top=1000))]
+    finally:
+        demo_conn.execute("DROP SCHEMA pgops CASCADE")
+    assert read and not [query for query in read if "pgops." in query.lower().replace('"', "")], read
     first = advise(demo_dsn, settings_for(demo_dsn), AdvisorOptions(min_calls=1))
     assert _own_entries(demo_conn) == []  # a superuser turns tracking off for its session
     role = f"advisor_monitor_{uuid.uuid4().hex[:6]}"
