@@ -290,8 +290,7 @@ class _Extractor:
             if len(sides) != 2 or None in sides:
                 continue
             for number in sides:
-                if number is not None and number not in self.params:
-                    self.params[number] = ParamUse(None, None, "arithmetic")
+                self.params.setdefault(number, ParamUse(None, None, "arithmetic"))
 
     def ordering(self, select: exp.Select, scope: Scope) -> None:
         for clause, op in (("limit", "limit"), ("offset", "offset")):

@@ -201,19 +201,17 @@ def analyze_workload(
             workload_ms=reference(baselines_costs) if reference else _measured(analyses),
             reference=reference,
         )
+        budget = Budget(
+            max_indexes=options.max_indexes if options.max_indexes is not None else cfg.max_indexes,
+            max_size=options.max_size if options.max_size is not None else cfg.max_size,
+            min_share=cfg.min_saving,
+            min_share_per_mb=cfg.min_saving_per_mb,
+            # a cost's share is of the unindexed floor, understated beside a share of the database
+            min_share_per_size=cfg.min_saving_per_size if unit is not Unit.cost else 0.0,
+            database_bytes=catalog.database_bytes,
+        )
         with options.progress.task("choosing indexes"):
-            selection = choose(
-                problem,
-                Budget(
-                    max_indexes=options.max_indexes if options.max_indexes is not None else cfg.max_indexes,
-                    max_size=options.max_size if options.max_size is not None else cfg.max_size,
-                    min_share=cfg.min_saving,
-                    min_share_per_mb=cfg.min_saving_per_mb,
-                    # a cost's share is of the unindexed floor, understated beside a share of the database
-                    min_share_per_size=cfg.min_saving_per_size if unit is not Unit.cost else 0.0,
-                    database_bytes=catalog.database_bytes,
-                ),
-            )
+            selection = choose(problem, budget)
     recommendations = []
     taken = {name for _, name in catalog.tables} | {index.name for index in catalog.indexes}
     for choice in selection.chosen:
@@ -262,7 +260,7 @@ def analyze_workload(
         database=catalog.database,
         generated_at=datetime.now(UTC),
         sources=sources or ["workload entries"],
-        thresholds=_thresholds(settings, options, relative=unit is not Unit.cost and catalog.database_bytes > 0),
+        thresholds=_thresholds(settings, options, relative=budget.relative),
         hypopg=schema is not None,
         hypopg_note=_hypopg_note(conn, schema, options),
         statements=len(statements),
@@ -422,9 +420,8 @@ def _covered_rows(catalog: Catalog, candidate: Candidate) -> float:
 
 
 def _thresholds(settings: Settings, options: AdvisorOptions, *, relative: bool) -> dict[str, str]:
-    """The thresholds in force: of the two size rules, the one this run applied."""
+    """The thresholds in force: of the two size rules, the one this run applied (`Budget.relative`)."""
     cfg = settings.advisor
-    relative = relative and cfg.min_saving_per_size > 0
     min_total_ms = (
         options.min_total_time_ms
         if options.min_total_time_ms is not None

@@ -45,18 +45,23 @@ class WatchedView:
         return self.now - self.stale_since if self.stale_since else None
 
 
+NOT_INSTALLED = "pgops is not installed in this database: run `pgops migrate` (or `alembic upgrade head`)"
+
+
 def require_installed(conn: psycopg.Connection) -> None:
     if conn.execute("SELECT to_regclass('pgops.refresh_views') IS NULL").fetchone()[0]:
-        raise PgopsError("pgops is not installed in this database: run `pgops migrate` (or `alembic upgrade head`)")
+        raise PgopsError(NOT_INSTALLED)
 
 
 def require_processor(conn: psycopg.Connection) -> None:
-    """The objects refreshing needs, which migration 0004 added: an older schema says what to run."""
-    require_installed(conn)
-    found = conn.execute(
-        "SELECT EXISTS (SELECT FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "WHERE n.nspname = 'pgops' AND p.proname = 'process_view')"
-    ).fetchone()[0]
+    """The objects refreshing needs, which migration 0004 added: an older schema says what to run. One round
+    trip: the daemon asks before every processing run."""
+    installed, found = conn.execute(
+        "SELECT to_regclass('pgops.refresh_views') IS NOT NULL, EXISTS (SELECT FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'pgops' AND p.proname = 'process_view')"
+    ).fetchone()
+    if not installed:
+        raise PgopsError(NOT_INSTALLED)
     if not found:
         raise PgopsError(
             "pgops' objects in this database are older than this pgops (no pgops.process_view): run `pgops migrate`"
